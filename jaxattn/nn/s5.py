@@ -1,0 +1,204 @@
+"""S5: one MIMO state space layer with a complex diagonal state matrix (Smith, Warrington, Linderman 2023).
+
+PAPERS.md section 1.4. Parameter names and shapes follow the S5 reference code so that its
+checkpoints and hyperparameters port: ``Lambda_re [P]``, ``Lambda_im [P]``, ``B [P, H, 2]``,
+``C [H, P, 2]`` (or ``C1``, ``C2`` when bidirectional), ``D [H]``, ``log_step [P, 1]``, where the
+trailing 2 holds (real, imaginary) parts and ``P = N/2`` with conjugate symmetry, else ``N``.
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattn.nn.discretization import DISCRETIZATIONS
+from jaxattn.nn.hippo import block_diagonal_hippo
+from jaxattn.ops import diagonal_scan
+
+_MAX_STABLE_REAL_PART = -1e-4
+
+
+def _as_pairs(z: jax.Array) -> jax.Array:
+    """complex ``[...]`` -> real ``[..., 2]`` (real, imaginary)."""
+    return jnp.stack([z.real, z.imag], axis=-1)
+
+
+def _from_pairs(pairs: jax.Array) -> jax.Array:
+    """real ``[..., 2]`` -> complex ``[...]``."""
+    return pairs[..., 0] + 1j * pairs[..., 1]
+
+
+def input_matrix_init(v_inv: np.ndarray):
+    """``B~ = V^-1 B`` with ``B`` lecun-normal over the real ``[N, H]`` matrix; returns ``[P, H, 2]``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        state_size, features = v_inv.shape[1], shape[1]
+        b = jax.nn.initializers.lecun_normal()(key, (state_size, features), jnp.float32)
+        return _as_pairs(jnp.asarray(v_inv, jnp.complex64) @ b).astype(dtype)
+
+    return init
+
+
+def output_matrix_init(kind: str, v: np.ndarray):
+    """Initialiser of ``C~ [H, P, 2]`` (``kind`` as in the S5 reference code).
+
+    * ``trunc_standard_normal``: each row of the real ``C [H, N]`` truncated normal with variance
+      ``1/N`` (complex: real and imaginary parts), then ``C~ = C V``.
+    * ``lecun_normal``: lecun normal over ``[H, N, 2]`` (variance ``1/(N H)``), then ``C~ = C V``.
+    * ``complex_normal``: ``C~`` directly normal with variance 1/2 per part (no ``V``).
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        features = shape[0]
+        state_size = v.shape[0]
+        if kind == "complex_normal":
+            return jax.random.normal(key, shape, dtype) * np.sqrt(0.5)
+        if kind == "trunc_standard_normal":
+            row_init = jax.nn.initializers.variance_scaling(
+                1.0, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1, batch_axis=(0,)
+            )
+            c = row_init(key, (features, state_size, 2), jnp.float32)
+        else:  # lecun_normal
+            c = jax.nn.initializers.lecun_normal()(key, (features, state_size, 2), jnp.float32)
+        return _as_pairs(_from_pairs(c) @ jnp.asarray(v, jnp.complex64)).astype(dtype)
+
+    return init
+
+
+def log_step_init(dt_min: float, dt_max: float):
+    """``log_step [P, 1]`` uniform in ``[log dt_min, log dt_max]`` (one timescale per state)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, np.log(dt_min), np.log(dt_max))
+
+    return init
+
+
+def segment_resets(segment_ids: jax.Array, reverse: bool) -> jax.Array:
+    """``[B, L]`` bool: where the state carried from the previous step must be dropped.
+
+    Forward: ``segment_ids[t] != segment_ids[t-1]``; reverse: ``segment_ids[t] != segment_ids[t+1]``.
+    """
+    shift = 1 if not reverse else -1
+    neighbour = jnp.roll(segment_ids, shift, axis=1)
+    boundary = segment_ids != neighbour
+    edge = 0 if not reverse else -1
+    return boundary.at[:, edge].set(True)
+
+
+class S5(nn.Module):
+    """S5 sequence mixer ``[B, L, H] -> [B, L, H]``.
+
+    ``x_k = Lbar * x_{k-1} + Bbar u_k`` (complex diagonal, associative scan);
+    ``y_k = 2 Re(C~ x_k) + D * u_k`` (factor 2 only with conjugate symmetry).
+
+    Attributes:
+      state_size: N, the state size of the real system (P = N/2 complex states with ``conj_sym``).
+      blocks: J, number of HiPPO-N blocks of size N/J in the initial spectrum.
+      conj_sym: keep one of each conjugate pair of eigenvalues.
+      discretization: ``"zoh"`` or ``"bilinear"``.
+      bidirectional: add a reverse scan read out by ``C2`` (``C1`` reads the forward one).
+      clip_eigs: force ``Re(Lambda) <= -1e-4`` (stable for any learning rate).
+      C_init: ``"trunc_standard_normal"``, ``"lecun_normal"`` or ``"complex_normal"``.
+      dt_min, dt_max: range of the initial timescales.
+      step_rescale: multiplies every timescale (e.g. to run at another sampling rate).
+      scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan`.
+    """
+
+    state_size: int = 64
+    blocks: int = 1
+    conj_sym: bool = True
+    discretization: str = "zoh"
+    bidirectional: bool = False
+    clip_eigs: bool = False
+    C_init: str = "trunc_standard_normal"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    step_rescale: float = 1.0
+    scan_impl: str = "auto"
+
+    @property
+    def num_states(self) -> int:
+        """P, the number of complex states stored."""
+        return self.state_size // 2 if self.conj_sym else self.state_size
+
+    def _check_options(self):
+        if self.discretization not in DISCRETIZATIONS:
+            raise ValueError(f"S5: discretization={self.discretization!r} is not one of {sorted(DISCRETIZATIONS)}")
+        if self.C_init not in ("trunc_standard_normal", "lecun_normal", "complex_normal"):
+            raise ValueError(
+                f"S5: C_init={self.C_init!r} is not one of 'trunc_standard_normal', 'lecun_normal', 'complex_normal'"
+            )
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"S5: need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
+
+    @nn.compact
+    def discrete_system(self, features: int):
+        """Creates (at init) or reads the parameters; returns the discretised system.
+
+        Returns:
+          ``(Lambda_bar [P], B_bar [P, H], C~ list of [H, P] (two when bidirectional), D [H])``.
+        """
+        self._check_options()
+        lam0, v, v_inv = block_diagonal_hippo(self.state_size, self.blocks, self.conj_sym)
+        p = self.num_states
+        state_param = lambda name, init, shape, axes: self.param(  # noqa: E731
+            name, nn.with_logical_partitioning(init, axes), shape
+        )
+        lambda_re = state_param("Lambda_re", lambda *_: jnp.asarray(lam0.real, jnp.float32), (p,), ("ssm_state",))
+        lambda_im = state_param("Lambda_im", lambda *_: jnp.asarray(lam0.imag, jnp.float32), (p,), ("ssm_state",))
+        b = state_param("B", input_matrix_init(v_inv), (p, features, 2), ("ssm_state", "embed", None))
+        c_init = output_matrix_init(self.C_init, v)
+        c_names = ("C1", "C2") if self.bidirectional else ("C",)
+        cs = [state_param(name, c_init, (features, p, 2), ("embed", "ssm_state", None)) for name in c_names]
+        d = state_param("D", jax.nn.initializers.normal(1.0), (features,), ("embed",))
+        log_step = state_param("log_step", log_step_init(self.dt_min, self.dt_max), (p, 1), ("ssm_state", None))
+
+        if self.clip_eigs:
+            lambda_re = jnp.minimum(lambda_re, _MAX_STABLE_REAL_PART)
+        lam = lambda_re + 1j * lambda_im
+        step = self.step_rescale * jnp.exp(log_step[:, 0])
+        lam_bar, b_bar = DISCRETIZATIONS[self.discretization](lam, _from_pairs(b), step)
+        return lam_bar, b_bar, [_from_pairs(c) for c in cs], d
+
+    def _read_out(self, c: jax.Array, states: jax.Array) -> jax.Array:
+        """``Re(C~ x)`` (times 2 with conjugate symmetry): ``[..., P] -> [..., H]``."""
+        y = jnp.einsum("...p,hp->...h", states, c).real
+        return 2.0 * y if self.conj_sym else y
+
+    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        """``x [B, L, H] -> y [B, L, H]``; ``segment_ids [B, L]`` resets the state at each boundary."""
+        del train
+        if x.ndim != 3:
+            raise ValueError(f"S5: x must be [B, L, H], got shape {x.shape}")
+        if segment_ids is not None and segment_ids.shape != x.shape[:2]:
+            raise ValueError(f"S5: segment_ids must be [B, L] = {x.shape[:2]}, got {segment_ids.shape}")
+        lam_bar, b_bar, cs, d = self.discrete_system(x.shape[-1])
+        bu = jnp.einsum("blh,ph->blp", x.astype(jnp.float32), b_bar)
+
+        def transitions(reverse: bool) -> jax.Array:
+            a = jnp.broadcast_to(lam_bar, (1, 1, lam_bar.shape[0]))
+            if segment_ids is None:
+                return a
+            return jnp.where(segment_resets(segment_ids, reverse)[..., None], 0.0, a)
+
+        states, _ = diagonal_scan(transitions(False), bu, impl=self.scan_impl)
+        y = self._read_out(cs[0], states)
+        if self.bidirectional:
+            states_rev, _ = diagonal_scan(transitions(True), bu, reverse=True, impl=self.scan_impl)
+            y = y + self._read_out(cs[1], states_rev)
+        return (y + d * x).astype(x.dtype)
+
+    def init_carry(self, batch_size: int) -> jax.Array:
+        """Zero state ``[batch, P]`` complex64 for :meth:`step`."""
+        return jnp.zeros((batch_size, self.num_states), jnp.complex64)
+
+    def step(self, carry: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token: ``carry [B, P]``, ``x_t [B, H]`` -> ``(carry, y_t [B, H])``; equals :meth:`__call__`."""
+        if self.bidirectional:
+            raise ValueError("S5.step: a bidirectional S5 sees the future and cannot run token by token")
+        lam_bar, b_bar, cs, d = self.discrete_system(x_t.shape[-1])
+        carry = lam_bar * carry + jnp.einsum("bh,ph->bp", x_t.astype(jnp.float32), b_bar)
+        return carry, (self._read_out(cs[0], carry) + d * x_t).astype(x_t.dtype)

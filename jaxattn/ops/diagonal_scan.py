@@ -1,0 +1,105 @@
+"""Diagonal linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (the core of S5, S4D and gated scans).
+
+Shapes: ``a`` and ``b`` are ``[B, T, ...]`` (``a`` may have size-1 axes that broadcast against
+``b``); the state ``h0`` and ``h_last`` are ``[B, ...]``. Real or complex.
+
+Implementations:
+  * ``"reference"``: a sequential :func:`jax.lax.scan` over time (the test oracle).
+  * ``"xla"``: :func:`jax.lax.associative_scan` with the operator
+    ``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)`` (Smith et al. 2023, S5), O(log T) depth.
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops.dispatch import resolve_impl
+
+
+def _validate(a: jax.Array, b: jax.Array, h0: Optional[jax.Array]) -> tuple[int, ...]:
+    """Checks ranks, shapes and dtypes; returns the full (broadcast) shape ``[B, T, ...]``."""
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim < 2:
+            raise ValueError(f"diagonal_scan: `{name}` must be [B, T, ...], got shape {x.shape}")
+        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.complexfloating)):
+            raise TypeError(f"diagonal_scan: `{name}` must be real or complex floating, got {x.dtype}")
+    if a.ndim != b.ndim:
+        raise ValueError(
+            f"diagonal_scan: `a` and `b` must have the same rank [B, T, ...], got {a.shape} and {b.shape}"
+        )
+    try:
+        shape = jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"diagonal_scan: `a` {a.shape} does not broadcast against `b` {b.shape}"
+        ) from None
+    if shape != b.shape:
+        raise ValueError(f"diagonal_scan: `a` {a.shape} may broadcast to `b` {b.shape}, not widen it")
+    if h0 is not None and h0.shape != (shape[0], *shape[2:]):
+        raise ValueError(
+            f"diagonal_scan: `h0` must have shape [B, ...] = {(shape[0], *shape[2:])}, got {h0.shape}"
+        )
+    return shape
+
+
+def _scan_reference(a, b, h0, reverse):
+    def step(h, ab):
+        a_t, b_t = ab
+        h = a_t * h + b_t
+        return h, h
+
+    # Time-major for lax.scan.
+    a_tm, b_tm = jnp.moveaxis(a, 1, 0), jnp.moveaxis(b, 1, 0)
+    h_last, h = jax.lax.scan(step, h0, (a_tm, b_tm), reverse=reverse)
+    return jnp.moveaxis(h, 0, 1), h_last
+
+
+def _combine(earlier, later):
+    a_i, b_i = earlier
+    a_j, b_j = later
+    return a_j * a_i, a_j * b_i + b_j
+
+
+def _scan_associative(a, b, h0, reverse):
+    # Fold the initial state into the first element processed: b_first += a_first * h0.
+    first = -1 if reverse else 0
+    b = b.at[:, first].add(a[:, first] * h0)
+    _, h = jax.lax.associative_scan(_combine, (a, b), axis=1, reverse=reverse)
+    return h, h[:, first if reverse else -1]
+
+
+_IMPLEMENTATIONS = {"reference": _scan_reference, "xla": _scan_associative}
+
+
+def diagonal_scan(
+    a: jax.Array,
+    b: jax.Array,
+    *,
+    h0: Optional[jax.Array] = None,
+    reverse: bool = False,
+    impl: str = "auto",
+) -> tuple[jax.Array, jax.Array]:
+    """All states of the diagonal recurrence ``h_t = a_t * h_{t-1} + b_t``.
+
+    Args:
+      a: transitions ``[B, T, ...]``; size-1 axes broadcast against ``b``.
+      b: inputs ``[B, T, ...]``.
+      h0: initial state ``[B, ...]``; zeros when omitted.
+      reverse: run from ``t = T-1`` down to 0, i.e. ``h_t = a_t * h_{t+1} + b_t``.
+      impl: ``"reference"``, ``"xla"`` or ``"auto"``.
+
+    Returns:
+      ``(h, h_last)``: every state ``[B, T, ...]`` and the state after the last step processed
+      ``[B, ...]`` (``h[:, -1]``, or ``h[:, 0]`` when ``reverse``), in the promoted dtype of
+      ``a``, ``b`` and ``h0``.
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    h0 = None if h0 is None else jnp.asarray(h0)
+    shape = _validate(a, b, h0)
+    dtype = jnp.result_type(a, b, *(() if h0 is None else (h0,)))
+    a = jnp.broadcast_to(a.astype(dtype), shape)
+    b = b.astype(dtype)
+    h0 = jnp.zeros((shape[0], *shape[2:]), dtype) if h0 is None else h0.astype(dtype)
+    scan = resolve_impl("diagonal_scan", impl, _IMPLEMENTATIONS)
+    return scan(a, b, h0, reverse)
