@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxattn.nn.discretization import DISCRETIZATIONS
 from jaxattn.nn.hippo import block_diagonal_hippo
+from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import diagonal_scan
 
 _MAX_STABLE_REAL_PART = -1e-4
@@ -88,6 +89,7 @@ def segment_resets(segment_ids: jax.Array, reverse: bool) -> jax.Array:
     return boundary.at[:, edge].set(True)
 
 
+@register_mixer("s5")
 class S5(nn.Module):
     """S5 sequence mixer ``[B, L, H] -> [B, L, H]``.
 

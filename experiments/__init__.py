@@ -1,0 +1,1 @@
+"""absl experiment entry points: ``python -m experiments.train --config=...``."""

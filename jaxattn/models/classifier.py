@@ -1,0 +1,73 @@
+"""Sequence classifier: encoder, a stack of residual mixer blocks, pooling, linear decoder.
+
+``inputs`` are token ids ``[B, L]`` (embedded) or real features ``[B, L, F]`` (linearly
+encoded); ``lengths [B]`` mark the real, unpadded steps. Padding is given its own segment, so
+no mixer (bidirectional ones included) carries information from padding into real steps.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxattn.nn.blocks import POOLINGS, MixerBlock, dense, make_norm
+from jaxattn.nn.registry import make_mixer
+
+
+class SequenceClassifier(nn.Module):
+    """``[B, L]`` tokens or ``[B, L, F]`` features -> class logits ``[B, num_classes]``.
+
+    Attributes:
+      num_classes: output classes.
+      d_model: H, the width of every block.
+      num_layers: number of residual mixer blocks.
+      mixer: registered mixer name (see :mod:`jaxattn.nn.registry`), e.g. ``"s5"``.
+      mixer_options: keyword arguments of the mixer (e.g. ``state_size``, ``bidirectional``).
+      vocab_size: embed token ids when set; otherwise inputs are real features.
+      norm, prenorm, activation, dropout: see :class:`jaxattn.nn.blocks.MixerBlock`.
+      pooling: ``"mean"`` (over real steps) or ``"last"`` (the last real step).
+    """
+
+    num_classes: int
+    d_model: int = 128
+    num_layers: int = 4
+    mixer: str = "s5"
+    mixer_options: Any = None
+    vocab_size: Optional[int] = None
+    norm: str = "layer"
+    prenorm: bool = True
+    activation: str = "half_glu1"
+    dropout: float = 0.0
+    pooling: str = "mean"
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, lengths: Optional[jax.Array] = None, *, train: bool = False) -> jax.Array:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling={self.pooling!r} is not one of {sorted(POOLINGS)}")
+        if self.vocab_size is not None:
+            if inputs.ndim != 2:
+                raise ValueError(f"SequenceClassifier: token inputs must be [B, L], got {inputs.shape}")
+            embedding_init = nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed"))
+            x = nn.Embed(self.vocab_size, self.d_model, embedding_init=embedding_init, name="encoder")(inputs)
+        else:
+            if inputs.ndim != 3:
+                raise ValueError(f"SequenceClassifier: feature inputs must be [B, L, F], got {inputs.shape}")
+            x = dense(self.d_model, ("features", "embed"), "encoder")(inputs)
+        batch, length = x.shape[:2]
+        if lengths is None:
+            lengths = jnp.full((batch,), length, jnp.int32)
+        segment_ids = (jnp.arange(length)[None, :] < lengths[:, None]).astype(jnp.int32)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        for i in range(self.num_layers):
+            # Unbound (parent=None): the block adopts it as its child "mixer".
+            mixer = make_mixer(self.mixer, dict(self.mixer_options or {}), parent=None)
+            block = MixerBlock(
+                mixer, norm=self.norm, prenorm=self.prenorm, activation=self.activation,
+                dropout=self.dropout, name=f"blocks_{i}",
+            )
+            x = block(x, segment_ids=segment_ids, train=train)
+        if self.prenorm:
+            x = make_norm(self.norm, train, name="final_norm")(x)
+        pooled = POOLINGS[self.pooling](x, lengths)
+        return dense(self.num_classes, ("embed", "classes"), "decoder")(pooled)

@@ -1,0 +1,95 @@
+"""The residual block around a sequence mixer: norm, mixer, activation / GLU, dropout, skip.
+
+As in the S5 reference code's sequence layer: with ``prenorm``,
+``y = x + Dropout(act(Mixer(Norm(x))))``; otherwise ``y = Norm(x + Dropout(act(Mixer(x))))``.
+Dropout masks are shared over time (one mask per example and feature).
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = ("gelu", "half_glu1", "half_glu2", "full_glu")
+NORMS = ("layer", "batch")
+
+
+def dense(features: int, axes: tuple[str, str], name: Optional[str] = None) -> nn.Dense:
+    """A ``Dense`` whose kernel and bias carry logical axis names for sharding."""
+    return nn.Dense(
+        features,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:]),
+        name=name,
+    )
+
+
+def make_norm(kind: str, train: bool, name: str = "norm") -> nn.Module:
+    """LayerNorm, or BatchNorm over batch and time (running averages at evaluation)."""
+    scale = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+    bias = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",))
+    if kind == "layer":
+        return nn.LayerNorm(scale_init=scale, bias_init=bias, name=name)
+    if kind == "batch":
+        return nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, scale_init=scale, bias_init=bias, name=name
+        )
+    raise ValueError(f"norm={kind!r} is not one of {NORMS}")
+
+
+class MixerBlock(nn.Module):
+    """One residual block ``[B, L, H] -> [B, L, H]`` around ``mixer``.
+
+    Activations (``d = Dropout``, ``W1``, ``W2`` dense ``H -> H``):
+      * ``gelu``: ``d(gelu(z))``
+      * ``half_glu1``: ``g = d(gelu(z)); d(g * sigmoid(W2 g))``
+      * ``half_glu2``: ``g = d(gelu(z)); d(z * sigmoid(W2 g))``
+      * ``full_glu``: ``g = d(gelu(z)); d(W1 g * sigmoid(W2 g))``
+    """
+
+    mixer: nn.Module
+    norm: str = "layer"
+    prenorm: bool = True
+    activation: str = "half_glu1"
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
+        features = x.shape[-1]
+        drop = nn.Dropout(self.dropout, broadcast_dims=(1,), deterministic=not train)
+        norm = make_norm(self.norm, train)
+        skip = x
+        if self.prenorm:
+            x = norm(x)
+        z = self.mixer(x, segment_ids=segment_ids, train=train)
+        g = drop(nn.gelu(z))
+        if self.activation == "half_glu1":
+            g = g * jax.nn.sigmoid(dense(features, ("embed", "mlp"), "gate")(g))
+        elif self.activation == "half_glu2":
+            g = z * jax.nn.sigmoid(dense(features, ("embed", "mlp"), "gate")(g))
+        elif self.activation == "full_glu":
+            g = dense(features, ("embed", "mlp"), "value")(g) * jax.nn.sigmoid(
+                dense(features, ("embed", "mlp"), "gate")(g)
+            )
+        if self.activation != "gelu":
+            g = drop(g)
+        x = skip + g
+        return x if self.prenorm else norm(x)
+
+
+def masked_mean(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Mean over the first ``lengths[b]`` steps: ``[B, L, H], [B] -> [B, H]``."""
+    mask = (jnp.arange(x.shape[1])[None, :] < lengths[:, None]).astype(x.dtype)
+    return jnp.einsum("blh,bl->bh", x, mask) / jnp.maximum(lengths, 1)[:, None].astype(x.dtype)
+
+
+def last_step(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """``x[b, lengths[b] - 1]``: ``[B, L, H], [B] -> [B, H]``."""
+    index = jnp.clip(lengths - 1, 0, x.shape[1] - 1)
+    return jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
+
+
+POOLINGS: dict[str, Any] = {"mean": masked_mean, "last": last_step}

@@ -1,0 +1,16 @@
+"""Meshes, logical axis rules and sequence parallelism."""
+
+from jaxattn.parallel.mesh import (
+    DATA_AXIS,
+    LOGICAL_AXIS_RULES,
+    batch_sharding,
+    device_put_batch,
+    logical_shardings,
+    make_data_mesh,
+    replicated,
+)
+
+__all__ = [
+    "DATA_AXIS", "LOGICAL_AXIS_RULES", "batch_sharding", "device_put_batch", "logical_shardings",
+    "make_data_mesh", "replicated",
+]

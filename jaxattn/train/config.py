@@ -1,0 +1,122 @@
+"""The experiment configuration: its fields, defaults and start-up validation.
+
+Every experiment config starts from :func:`default_config` and overrides fields; the train
+loop calls :func:`validate_config` first, so a misspelt field or a bad value fails at start-up
+with a message naming the field (``config.model.norm``), not minutes into a run.
+"""
+
+import ml_collections
+
+from jaxattn.data import TASKS
+from jaxattn.nn.blocks import ACTIVATIONS, NORMS, POOLINGS
+from jaxattn.nn.registry import MIXERS
+from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
+
+# Fields whose contents are free-form dicts checked by their consumer (task builder, mixer).
+_FREE_FORM = ("task.options", "model.mixer_options")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.task = ml_collections.ConfigDict({"name": "digits", "options": ml_collections.ConfigDict()})
+    config.model = ml_collections.ConfigDict(
+        {
+            "mixer": "s5",
+            "mixer_options": ml_collections.ConfigDict(),
+            "d_model": 64,
+            "num_layers": 4,
+            "norm": "layer",
+            "prenorm": True,
+            "activation": "half_glu1",
+            "dropout": 0.0,
+            "pooling": "mean",
+        }
+    )
+    config.optimizer = ml_collections.ConfigDict(
+        {
+            "lr": 1e-3,
+            "ssm_lr": 1e-3,
+            "weight_decay": 0.05,
+            "warmup_epochs": 1.0,
+            "min_lr_ratio": 0.0,
+            "grad_clip_norm": 0.0,
+            "ssm_param_patterns": DEFAULT_SSM_PARAM_PATTERNS,
+        }
+    )
+    config.train = ml_collections.ConfigDict(
+        {
+            "batch_size": 64,
+            "eval_batch_size": 256,
+            "num_epochs": 10,
+            "log_every_steps": 10,
+            "eval_every_steps": 0,  # 0: once per epoch
+            "checkpoint_every_steps": 50,
+            "keep_checkpoints": 3,
+        }
+    )
+    config.mesh = ml_collections.ConfigDict({"data": -1})
+    return config
+
+
+def _same_kind(value, default) -> bool:
+    """Type check that lets an int stand for a float and a list for a tuple, but not a bool for a number."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, type(default))
+
+
+def _check_fields(config, reference, prefix: str) -> None:
+    for key in config.keys():
+        path = f"{prefix}.{key}"
+        if key not in reference:
+            raise ValueError(f"{path} is not a config field; fields of {prefix}: {sorted(reference.keys())}")
+        value, default = config[key], reference[key]
+        if isinstance(default, ml_collections.ConfigDict):
+            if not isinstance(value, (ml_collections.ConfigDict, dict)):
+                raise ValueError(f"{path} must be a group of fields, got {value!r}")
+            if path[len("config."):] not in _FREE_FORM:
+                _check_fields(value, default, path)
+        elif not _same_kind(value, default):
+            raise ValueError(f"{path}={value!r} must be of type {type(default).__name__}")
+    for key in reference.keys():
+        if key not in config:
+            raise ValueError(f"{prefix}.{key} is missing")
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"config.{field} {message}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ``ValueError`` naming the first bad field of ``config``."""
+    _check_fields(config, default_config(), "config")
+    model, opt, train = config.model, config.optimizer, config.train
+    _require(config.task.name in TASKS, "task.name", f"={config.task.name!r} is not one of {sorted(TASKS)}")
+    _require(model.mixer in MIXERS, "model.mixer", f"={model.mixer!r} is not one of {sorted(MIXERS)}")
+    _require(model.norm in NORMS, "model.norm", f"={model.norm!r} is not one of {NORMS}")
+    _require(model.activation in ACTIVATIONS, "model.activation", f"={model.activation!r} is not one of {ACTIVATIONS}")
+    _require(model.pooling in POOLINGS, "model.pooling", f"={model.pooling!r} is not one of {sorted(POOLINGS)}")
+    _require(0.0 <= model.dropout < 1.0, "model.dropout", f"={model.dropout} must be in [0, 1)")
+    for field in ("d_model", "num_layers"):
+        _require(model[field] >= 1, f"model.{field}", f"={model[field]} must be >= 1")
+    for field in ("lr", "ssm_lr"):
+        _require(opt[field] > 0, f"optimizer.{field}", f"={opt[field]} must be > 0")
+    for field in ("weight_decay", "warmup_epochs", "grad_clip_norm"):
+        _require(opt[field] >= 0, f"optimizer.{field}", f"={opt[field]} must be >= 0")
+    _require(0.0 <= opt.min_lr_ratio <= 1.0, "optimizer.min_lr_ratio", f"={opt.min_lr_ratio} must be in [0, 1]")
+    for field in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        _require(train[field] >= 1, f"train.{field}", f"={train[field]} must be >= 1")
+    _require(train.eval_every_steps >= 0, "train.eval_every_steps", f"={train.eval_every_steps} must be >= 0")
+    _require(
+        train.checkpoint_every_steps % train.log_every_steps == 0,
+        "train.checkpoint_every_steps",
+        f"={train.checkpoint_every_steps} must be a multiple of train.log_every_steps={train.log_every_steps} "
+        "(so a resumed run logs exactly what an uninterrupted one does)",
+    )
+    _require(config.mesh.data == -1 or config.mesh.data >= 1, "mesh.data", f"={config.mesh.data} must be -1 or >= 1")

@@ -1,0 +1,184 @@
+"""``train_and_evaluate``: the whole experiment, resumable from its work directory.
+
+A work directory holds ``config.json``, ``metrics.jsonl``, TensorBoard events, ``checkpoints/``
+and, at the end, ``summary.json``. Running the same config on the same directory again resumes
+from the latest checkpoint and ends with the same metrics as an uninterrupted run.
+"""
+
+import json
+import os
+import time
+from typing import Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from jaxattn.data import ArrayIterator, TaskSpec, eval_batches, load_task
+from jaxattn.models import SequenceClassifier
+from jaxattn.parallel import device_put_batch, make_data_mesh
+from jaxattn.train.checkpoint import Checkpointer, abstract_like
+from jaxattn.train.config import validate_config
+from jaxattn.train.metrics import MetricsWriter
+from jaxattn.train.optimizer import make_optimizer
+from jaxattn.train.steps import create_state, make_eval_step, make_train_step
+
+
+def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec) -> SequenceClassifier:
+    return SequenceClassifier(
+        num_classes=task.num_classes,
+        d_model=model_config.d_model,
+        num_layers=model_config.num_layers,
+        mixer=model_config.mixer,
+        mixer_options=dict(model_config.mixer_options),
+        vocab_size=task.vocab_size,
+        norm=model_config.norm,
+        prenorm=model_config.prenorm,
+        activation=model_config.activation,
+        dropout=model_config.dropout,
+        pooling=model_config.pooling,
+    )
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes ``config.json``; refuses to resume a work directory made with another config."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous != current:
+            changed = sorted(k for k in set(_flatten(previous)) | set(_flatten(current))
+                             if _flatten(previous).get(k) != _flatten(current).get(k))
+            raise ValueError(
+                f"{workdir} holds a run with a different config (fields {changed}); "
+                "use a new --workdir or delete the old one"
+            )
+    elif jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(current, f, indent=2, sort_keys=True)
+
+
+def _flatten(tree: dict, prefix: str = "config") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}.{key}"))
+        else:
+            flat[f"{prefix}.{key}"] = value
+    return flat
+
+
+def evaluate(eval_step, state, arrays: dict[str, np.ndarray], batch_size: int, mesh) -> dict[str, float]:
+    """Loss and accuracy over every example of one split."""
+    totals = None
+    for batch in eval_batches(
+        arrays, batch_size=batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+    ):
+        out = eval_step(state, device_put_batch(batch, mesh))
+        totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
+    totals = jax.device_get(totals)
+    return {"loss": float(totals["loss_sum"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains, evaluates periodically, checkpoints, and returns the final summary.
+
+    Returns:
+      ``{"step", "validation": {"loss", "accuracy"}, "test": {...}, "best_validation_accuracy",
+      "num_parameters"}``, also written to ``workdir/summary.json``.
+    """
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    _record_config(config, workdir)
+    is_main = jax.process_index() == 0
+    train_cfg, opt_cfg = config.train, config.optimizer
+
+    task = load_task(config.task.name, **config.task.options)
+    mesh = make_data_mesh(config.mesh.data)
+    for field in ("batch_size", "eval_batch_size"):
+        if train_cfg[field] % mesh.size:
+            raise ValueError(f"config.train.{field}={train_cfg[field]} must be divisible by the {mesh.size} devices")
+    train_iter = ArrayIterator(
+        task.splits["train"], batch_size=train_cfg.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    steps_per_epoch = train_iter.steps_per_epoch
+    total_steps = train_cfg.num_epochs * steps_per_epoch
+    eval_every = train_cfg.eval_every_steps or steps_per_epoch
+
+    model = build_model(config.model, task)
+    tx = make_optimizer(
+        lr=opt_cfg.lr, ssm_lr=opt_cfg.ssm_lr, weight_decay=opt_cfg.weight_decay,
+        warmup_steps=int(opt_cfg.warmup_epochs * steps_per_epoch), total_steps=total_steps,
+        min_lr_ratio=opt_cfg.min_lr_ratio, grad_clip_norm=opt_cfg.grad_clip_norm,
+        ssm_param_patterns=tuple(opt_cfg.ssm_param_patterns),
+    )
+    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+    sample = {k: v[: mesh.size] for k, v in task.splits["train"].items()}
+    state, shardings = create_state(model, tx, sample, init_key, mesh)
+    num_parameters = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
+
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        interval=train_cfg.checkpoint_every_steps, keep=train_cfg.keep_checkpoints,
+    )
+    start_step: Optional[int] = checkpointer.latest_step()
+    if start_step is not None:
+        state, data_state = checkpointer.restore(start_step, abstract_like(state, shardings))
+        train_iter.set_state(data_state)
+        logging.info("Resumed from the checkpoint at step %d of %d in %s", start_step, total_steps, workdir)
+    writer = MetricsWriter(workdir, resume_step=start_step)
+    start_step = start_step or 0
+
+    if is_main:
+        logging.info(
+            "Task %s: %d train examples, %d steps/epoch, %d steps; model %s with %d parameters on %d device(s)",
+            task.name, train_iter.num_examples, steps_per_epoch, total_steps, config.model.mixer,
+            num_parameters, mesh.size,
+        )
+    train_step = make_train_step(model, tx, shardings, mesh)
+    eval_step = make_eval_step(model, shardings, mesh)
+
+    progress = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc="train", unit="step",
+                    dynamic_ncols=True, mininterval=1.0)
+    window, window_start = [], time.perf_counter()
+    for step in range(start_step + 1, total_steps + 1):
+        state, metrics = train_step(state, device_put_batch(next(train_iter), mesh), dropout_key)
+        window.append(metrics)
+        if step % train_cfg.log_every_steps == 0 or step == total_steps:
+            means = {k: float(np.mean([m[k] for m in jax.device_get(window)])) for k in window[0]}
+            steps_per_sec = len(window) / (time.perf_counter() - window_start)
+            writer.write(step, "train", {**means, "epoch": step / steps_per_epoch, "steps_per_sec": steps_per_sec})
+            progress.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}", refresh=False)
+            window, window_start = [], time.perf_counter()
+        if step % eval_every == 0 and step != total_steps:
+            validation = evaluate(eval_step, state, task.splits["validation"], train_cfg.eval_batch_size, mesh)
+            writer.write(step, "validation", validation)
+            progress.write(f"step {step}: validation loss {validation['loss']:.4f}, accuracy {validation['accuracy']:.4f}")
+        checkpointer.save(step, state, train_iter.get_state(), force=step == total_steps)
+        progress.update(1)
+    progress.close()
+    checkpointer.wait()
+    checkpointer.close()
+
+    summary = {
+        "step": total_steps,
+        "num_parameters": num_parameters,
+        "validation": evaluate(eval_step, state, task.splits["validation"], train_cfg.eval_batch_size, mesh),
+        "test": evaluate(eval_step, state, task.splits["test"], train_cfg.eval_batch_size, mesh),
+    }
+    for split in ("validation", "test"):
+        writer.write(total_steps, f"final_{split}", summary[split])
+    writer.close()
+    if is_main:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        logging.info(
+            "Final: validation accuracy %.4f (loss %.4f), test accuracy %.4f (loss %.4f)",
+            summary["validation"]["accuracy"], summary["validation"]["loss"],
+            summary["test"]["accuracy"], summary["test"]["loss"],
+        )
+    return summary

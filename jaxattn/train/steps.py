@@ -1,0 +1,136 @@
+"""Train state, its sharded initialisation, and the jitted train and evaluation steps.
+
+Batches are dicts ``{"inputs": [B, L] | [B, L, F], "targets": [B], "lengths": [B]}`` (plus
+``"weight": [B]`` at evaluation, 0 for padding rows).
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import Mesh
+
+from jaxattn.parallel import LOGICAL_AXIS_RULES, batch_sharding, logical_shardings, replicated
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def _model_inputs(batch):
+    return batch["inputs"], batch["lengths"]
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_batch, rng: jax.Array, mesh: Mesh):
+    """Initialises parameters and optimiser state directly into their shardings.
+
+    Returns:
+      ``(state, state_shardings)``.
+    """
+
+    def init_variables(key):
+        return model.init({"params": key, "dropout": key}, *_model_inputs(sample_batch), train=False)
+
+    abstract_variables = jax.eval_shape(init_variables, rng)
+    variable_shardings = logical_shardings(abstract_variables, mesh)
+    param_shardings = variable_shardings["params"]
+    abstract_opt_state = jax.eval_shape(tx.init, nn.unbox(abstract_variables["params"]))
+    # Moments take their parameter's sharding; counters are replicated. Parameters outside an
+    # optimiser group appear as MaskedNode (multi_transform) and stay so.
+    opt_shardings = optax.tree_map_params(
+        tx,
+        lambda leaf, sharding: leaf if isinstance(leaf, optax.MaskedNode) else sharding,
+        abstract_opt_state,
+        param_shardings,
+        transform_non_params=lambda _: replicated(mesh),
+        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+    )
+    shardings = TrainState(
+        step=replicated(mesh),
+        params=param_shardings,
+        batch_stats=variable_shardings.get("batch_stats", {}),
+        opt_state=opt_shardings,
+    )
+
+    def init_state(key):
+        variables = nn.unbox(init_variables(key))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(variables["params"]),
+        )
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+        state = jax.jit(init_state, out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def _variables(state: TrainState, params):
+    return {"params": params, "batch_stats": state.batch_stats}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, shardings: TrainState, mesh: Mesh):
+    """Jitted ``(state, batch, dropout_key) -> (state, {"loss", "accuracy"})``; donates the state."""
+
+    def train_step(state: TrainState, batch, dropout_key):
+        key = jax.random.fold_in(dropout_key, state.step)
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                _variables(state, params), *_model_inputs(batch), train=True,
+                rngs={"dropout": key}, mutable=["batch_stats"],
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+            return loss, (logits, updates)
+
+        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, param_updates),
+            batch_stats=updates.get("batch_stats", state.batch_stats),
+            opt_state=opt_state,
+        )
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["targets"])
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
+        out_shardings=(shardings, replicated(mesh)),
+        donate_argnums=0,
+    )
+    return _in_mesh(jitted, mesh)
+
+
+def make_eval_step(model: nn.Module, shardings: TrainState, mesh: Mesh):
+    """Jitted ``(state, batch) -> {"loss_sum", "correct", "count"}``, weighted by ``batch["weight"]``."""
+
+    def eval_step(state: TrainState, batch):
+        logits = model.apply(_variables(state, state.params), *_model_inputs(batch), train=False)
+        weight = batch["weight"]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+        return {"loss_sum": jnp.sum(losses * weight), "correct": jnp.sum(correct * weight), "count": jnp.sum(weight)}
+
+    jitted = jax.jit(eval_step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=replicated(mesh))
+    return _in_mesh(jitted, mesh)
+
+
+def _in_mesh(fn, mesh: Mesh):
+    """Runs ``fn`` with ``mesh`` and the logical axis rules active (for activation constraints)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+            return fn(*args)
+
+    return wrapped
