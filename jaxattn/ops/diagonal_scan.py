@@ -63,10 +63,10 @@ def _combine(earlier, later):
 
 def _scan_associative(a, b, h0, reverse):
     # Fold the initial state into the first element processed: b_first += a_first * h0.
-    first = -1 if reverse else 0
+    first, last = (-1, 0) if reverse else (0, -1)
     b = b.at[:, first].add(a[:, first] * h0)
     _, h = jax.lax.associative_scan(_combine, (a, b), axis=1, reverse=reverse)
-    return h, h[:, first if reverse else -1]
+    return h, h[:, last]
 
 
 _IMPLEMENTATIONS = {"reference": _scan_reference, "xla": _scan_associative}
