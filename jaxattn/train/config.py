@@ -90,7 +90,7 @@ def _check_fields(config, reference, prefix: str) -> None:
 
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
-        raise ValueError(f"config.{field} {message}")
+        raise ValueError(f"config.{field}{message}")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
