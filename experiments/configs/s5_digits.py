@@ -5,13 +5,14 @@ them the same model overfits near 92 %. ``:ARG`` sets the number of epochs.
 """
 
 from jaxattn.train import default_config
+from jaxattn.train.config import mixer_options
 
 
 def get_config(arg: str = ""):
     config = default_config()
     config.task.name = "digits"
     config.model.mixer = "s5"
-    config.model.mixer_options = dict(state_size=32, blocks=4, bidirectional=True, C_init="lecun_normal")
+    config.model.mixer_options = mixer_options("s5", state_size=32, blocks=4, bidirectional=True, C_init="lecun_normal")
     config.model.d_model = 64
     config.model.num_layers = 4
     config.model.norm = "layer"

@@ -12,6 +12,7 @@ The 96k expressions take about two minutes to generate and are cached in ``task.
 import os
 
 from jaxattn.train import default_config
+from jaxattn.train.config import mixer_options
 
 
 def get_config(arg: str = ""):
@@ -24,7 +25,7 @@ def get_config(arg: str = ""):
         max_depth=10, max_args=10, seed=0, cache_dir=os.path.expanduser("~/.cache/jaxattn/listops"),
     )
     config.model.mixer = "s5"
-    config.model.mixer_options = dict(state_size=16, blocks=8, bidirectional=True, C_init="lecun_normal")
+    config.model.mixer_options = mixer_options("s5", state_size=16, blocks=8, bidirectional=True, C_init="lecun_normal")
     config.model.d_model = 128
     config.model.num_layers = 8
     config.model.norm = "batch"
@@ -45,7 +46,7 @@ def get_config(arg: str = ""):
         config.task.options.update(
             num_train=8_000, num_validation=500, num_test=500, min_length=32, max_length=256, max_depth=5
         )
-        config.model.mixer_options = dict(state_size=16, blocks=4, bidirectional=True, C_init="lecun_normal")
+        config.model.mixer_options = mixer_options("s5", state_size=16, blocks=4, bidirectional=True, C_init="lecun_normal")
         config.model.d_model = 64
         config.model.num_layers = 4
         config.train.batch_size = 32

@@ -5,6 +5,7 @@ state must carry one bit of memory through every token. ``:ARG`` sets the number
 """
 
 from jaxattn.train import default_config
+from jaxattn.train.config import mixer_options
 
 
 def get_config(arg: str = ""):
@@ -12,7 +13,7 @@ def get_config(arg: str = ""):
     config.task.name = "parity"
     config.task.options = dict(num_train=20_000, num_validation=1_000, num_test=1_000, min_length=16, max_length=64)
     config.model.mixer = "s5"
-    config.model.mixer_options = dict(state_size=32, blocks=4, bidirectional=False)
+    config.model.mixer_options = mixer_options("s5", state_size=32, blocks=4, bidirectional=False)
     config.model.d_model = 64
     config.model.num_layers = 2
     config.model.pooling = "last"

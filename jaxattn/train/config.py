@@ -23,7 +23,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(
         {
             "mixer": "s5",
-            "mixer_options": ml_collections.ConfigDict(),
+            "mixer_options": mixer_options("s5"),
             "d_model": 64,
             "num_layers": 4,
             "norm": "layer",
@@ -57,6 +57,22 @@ def default_config() -> ml_collections.ConfigDict:
     )
     config.mesh = ml_collections.ConfigDict({"data": -1})
     return config
+
+
+def mixer_options(mixer: str, **overrides) -> dict:
+    """Every option of a registered mixer with its default, updated by ``overrides``.
+
+    Configs list all options so that any of them can be overridden from the command line
+    (``--config.model.mixer_options.dt_max=0.5``): a flag cannot add a field that is not there.
+    """
+    if mixer not in MIXERS:
+        raise ValueError(f"mixer {mixer!r} is not registered; known mixers: {sorted(MIXERS)}")
+    fields = MIXERS[mixer].__dataclass_fields__
+    defaults = {name: field.default for name, field in fields.items() if name not in ("parent", "name")}
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"mixer {mixer!r} has no option(s) {unknown}; its options are {sorted(defaults)}")
+    return {**defaults, **overrides}
 
 
 def _same_kind(value, default) -> bool:
@@ -99,6 +115,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     model, opt, train = config.model, config.optimizer, config.train
     _require(config.task.name in TASKS, "task.name", f"={config.task.name!r} is not one of {sorted(TASKS)}")
     _require(model.mixer in MIXERS, "model.mixer", f"={model.mixer!r} is not one of {sorted(MIXERS)}")
+    try:
+        mixer_options(model.mixer, **model.mixer_options)
+    except ValueError as error:
+        raise ValueError(f"config.model.mixer_options: {error}") from None
     _require(model.norm in NORMS, "model.norm", f"={model.norm!r} is not one of {NORMS}")
     _require(model.activation in ACTIVATIONS, "model.activation", f"={model.activation!r} is not one of {ACTIVATIONS}")
     _require(model.pooling in POOLINGS, "model.pooling", f"={model.pooling!r} is not one of {sorted(POOLINGS)}")

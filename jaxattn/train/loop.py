@@ -83,6 +83,30 @@ def evaluate(eval_step, state, arrays: dict[str, np.ndarray], batch_size: int, m
     return {"loss": float(totals["loss_sum"] / totals["count"]), "accuracy": float(totals["correct"] / totals["count"])}
 
 
+def _train_steps(state, start_step: int, total_steps: int, *, train_step, eval_step, train_iter, task, mesh, writer, checkpointer,
+                 progress, config, steps_per_epoch, dropout_key):
+    """Runs steps ``start_step + 1 .. total_steps``: logs, evaluates and checkpoints as configured."""
+    train_cfg = config.train
+    eval_every = train_cfg.eval_every_steps or steps_per_epoch
+    window, window_start = [], time.perf_counter()
+    for step in range(start_step + 1, total_steps + 1):
+        state, metrics = train_step(state, device_put_batch(next(train_iter), mesh), dropout_key)
+        window.append(metrics)
+        if step % train_cfg.log_every_steps == 0 or step == total_steps:
+            means = {k: float(np.mean([m[k] for m in jax.device_get(window)])) for k in window[0]}
+            steps_per_sec = len(window) / (time.perf_counter() - window_start)
+            writer.write(step, "train", {**means, "epoch": step / steps_per_epoch, "steps_per_sec": steps_per_sec})
+            progress.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}", refresh=False)
+            window, window_start = [], time.perf_counter()
+        if step % eval_every == 0 and step != total_steps:
+            validation = evaluate(eval_step, state, task.splits["validation"], train_cfg.eval_batch_size, mesh)
+            writer.write(step, "validation", validation)
+            progress.write(f"step {step}: validation loss {validation['loss']:.4f}, accuracy {validation['accuracy']:.4f}")
+        checkpointer.save(step, state, train_iter.get_state(), force=step == total_steps)
+        progress.update(1)
+    return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, evaluates periodically, checkpoints, and returns the final summary.
 
@@ -107,7 +131,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     steps_per_epoch = train_iter.steps_per_epoch
     total_steps = train_cfg.num_epochs * steps_per_epoch
-    eval_every = train_cfg.eval_every_steps or steps_per_epoch
 
     model = build_model(config.model, task)
     tx = make_optimizer(
@@ -144,25 +167,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     progress = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc="train", unit="step",
                     dynamic_ncols=True, mininterval=1.0)
-    window, window_start = [], time.perf_counter()
-    for step in range(start_step + 1, total_steps + 1):
-        state, metrics = train_step(state, device_put_batch(next(train_iter), mesh), dropout_key)
-        window.append(metrics)
-        if step % train_cfg.log_every_steps == 0 or step == total_steps:
-            means = {k: float(np.mean([m[k] for m in jax.device_get(window)])) for k in window[0]}
-            steps_per_sec = len(window) / (time.perf_counter() - window_start)
-            writer.write(step, "train", {**means, "epoch": step / steps_per_epoch, "steps_per_sec": steps_per_sec})
-            progress.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}", refresh=False)
-            window, window_start = [], time.perf_counter()
-        if step % eval_every == 0 and step != total_steps:
-            validation = evaluate(eval_step, state, task.splits["validation"], train_cfg.eval_batch_size, mesh)
-            writer.write(step, "validation", validation)
-            progress.write(f"step {step}: validation loss {validation['loss']:.4f}, accuracy {validation['accuracy']:.4f}")
-        checkpointer.save(step, state, train_iter.get_state(), force=step == total_steps)
-        progress.update(1)
-    progress.close()
-    checkpointer.wait()
-    checkpointer.close()
+    try:
+        state = _train_steps(
+            state, start_step, total_steps, train_step=train_step, eval_step=eval_step,
+            train_iter=train_iter, task=task, mesh=mesh, writer=writer, checkpointer=checkpointer,
+            progress=progress, config=config, steps_per_epoch=steps_per_epoch, dropout_key=dropout_key,
+        )
+    finally:
+        # Also on an interruption: let in-flight checkpoint writes finish so nothing is lost.
+        progress.close()
+        checkpointer.wait()
+        checkpointer.close()
 
     summary = {
         "step": total_steps,

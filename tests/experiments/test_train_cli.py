@@ -1,0 +1,115 @@
+"""``python -m experiments.train`` end to end: flags, every shipped config, SIGKILL and resume."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jaxattn.train import train_and_evaluate
+from jaxattn.train.metrics import read_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "experiments" / "configs"
+TINY_DIGITS = [
+    f"--config={CONFIGS / 's5_digits.py'}:4",
+    "--config.model.d_model=32",
+    "--config.model.num_layers=2",
+    "--config.train.log_every_steps=10",
+    "--config.train.checkpoint_every_steps=20",
+]
+
+
+def train_command(workdir, *flags):
+    return [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *flags]
+
+
+def run_cli(workdir, *flags, timeout=600):
+    return subprocess.run(train_command(workdir, *flags), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def deterministic(records):
+    return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in records]
+
+
+def load_config(name, arg=""):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--config.model.nrom=layer", "nrom"),
+        ("--config.model.norm=group", "config.model.norm='group' is not one of"),
+        ("--config.model.mixer_options.heads=4", "heads"),
+    ],
+)
+def test_bad_flags_fail_at_start_up_naming_the_field(tmp_path, flag, message):
+    result = run_cli(tmp_path, f"--config={CONFIGS / 's5_digits.py'}", flag, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "checkpoints").exists(), "nothing may start before the config is valid"
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
+    reference_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    result = run_cli(reference_dir, *TINY_DIGITS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Final: validation accuracy" in result.stderr
+
+    process = subprocess.Popen(
+        train_command(killed_dir, *TINY_DIGITS), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = killed_dir / "checkpoints"
+    deadline = time.time() + 300
+    # Kill once the checkpoint of step 40 is complete (orbax renames a finished save to its step).
+    while time.time() < deadline and not (checkpoints / "40").exists() and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "summary.json").exists()
+
+    result = run_cli(killed_dir, *TINY_DIGITS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resumed from the checkpoint at step" in result.stderr
+    summary = json.loads((killed_dir / "summary.json").read_text())
+    assert summary == json.loads((reference_dir / "summary.json").read_text())
+    assert deterministic(read_metrics(killed_dir)) == deterministic(read_metrics(reference_dir))
+
+
+def shrink(config, **task_options):
+    config.task.options.update(task_options)
+    config.train.num_epochs = 1
+    config.train.log_every_steps = 1
+    config.train.checkpoint_every_steps = 2
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, arg, task_options",
+    [
+        ("s5_listops", "", dict(num_train=100, num_validation=50, num_test=50, cache_dir=None)),
+        ("s5_listops", "local", dict(num_train=64, num_validation=32, num_test=32)),
+        ("s5_parity", "", dict(num_train=128, num_validation=64, num_test=64)),
+    ],
+)
+def test_shipped_config_smoke_run(tmp_path, name, arg, task_options):
+    config = shrink(load_config(name, arg), **task_options)
+    summary = train_and_evaluate(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, summary["step"] + 1))
+    for split in ("validation", "test"):
+        assert 0.0 <= summary[split]["accuracy"] <= 1.0
+        assert summary[split]["loss"] > 0 and summary[split]["loss"] < 10
