@@ -7,6 +7,7 @@ command on the same ``--workdir`` resumes from its latest checkpoint.
 """
 
 import logging as std_logging
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -18,17 +19,20 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metr
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietCheckpointing(std_logging.Filter):
-    """Drops orbax's per-save INFO chatter; its warnings and errors still show."""
+class _OwnInfoOnly(std_logging.Filter):
+    """Shows INFO records of this project only (not orbax's per-save chatter or JAX's backend
+    probing); warnings and errors from anywhere still show."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
+        return record.levelno > std_logging.INFO or any(
+            os.sep + package + os.sep in record.pathname for package in ("jaxattn", "experiments")
+        )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_QuietCheckpointing())
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

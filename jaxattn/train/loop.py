@@ -23,6 +23,7 @@ from jaxattn.train.checkpoint import Checkpointer, abstract_like
 from jaxattn.train.config import validate_config
 from jaxattn.train.metrics import MetricsWriter
 from jaxattn.train.optimizer import make_optimizer
+from jaxattn.train.plots import plot_training_curves
 from jaxattn.train.steps import create_state, make_eval_step, make_train_step
 
 
@@ -111,8 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, evaluates periodically, checkpoints, and returns the final summary.
 
     Returns:
-      ``{"step", "validation": {"loss", "accuracy"}, "test": {...}, "best_validation_accuracy",
-      "num_parameters"}``, also written to ``workdir/summary.json``.
+      ``{"step", "num_parameters", "validation": {"loss", "accuracy"}, "test": {...}}``, also
+      written to ``workdir/summary.json``; ``workdir/curves.png`` plots the training curves.
     """
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
@@ -192,8 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         logging.info(
-            "Final: validation accuracy %.4f (loss %.4f), test accuracy %.4f (loss %.4f)",
+            "Final: validation accuracy %.4f (loss %.4f), test accuracy %.4f (loss %.4f); curves in %s",
             summary["validation"]["accuracy"], summary["validation"]["loss"],
-            summary["test"]["accuracy"], summary["test"]["loss"],
+            summary["test"]["accuracy"], summary["test"]["loss"], plot_training_curves(workdir),
         )
     return summary

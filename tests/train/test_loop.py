@@ -74,6 +74,7 @@ def test_rerunning_a_finished_run_reproduces_its_summary(tmp_path):
     config = tiny_config()
     config.train.num_epochs = 1
     first = train_and_evaluate(config, str(tmp_path))
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert train_and_evaluate(config, str(tmp_path)) == first
 
 

@@ -1,0 +1,39 @@
+"""Training curves from ``metrics.jsonl``: loss and accuracy against step, train and validation."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only: runs on headless machines.
+import matplotlib.pyplot as plt  # noqa: E402
+
+from jaxattn.train.metrics import read_metrics  # noqa: E402
+
+
+def plot_training_curves(workdir: str, filename: str = "curves.png") -> str:
+    """Writes ``workdir/filename`` and returns its path."""
+    records = read_metrics(workdir)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for split, style in (("train", "-"), ("validation", "o-")):
+        rows = [r for r in records if r["split"] == split]
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        for axis, key in zip(axes, ("loss", "accuracy")):
+            axis.plot(steps, [r[key] for r in rows], style, markersize=3, label=split)
+    for split, marker in (("final_validation", "s"), ("final_test", "*")):
+        for r in records:
+            if r["split"] == split:
+                for axis, key in zip(axes, ("loss", "accuracy")):
+                    axis.plot([r["step"]], [r[key]], marker, markersize=8, label=split.replace("_", " "))
+    for axis, key in zip(axes, ("loss", "accuracy")):
+        axis.set_xlabel("step")
+        axis.set_ylabel(key)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[0].set_yscale("log")
+    figure.suptitle(os.path.basename(os.path.normpath(workdir)))
+    path = os.path.join(workdir, filename)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
