@@ -19,6 +19,7 @@ from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import diagonal_scan
 
 _MAX_STABLE_REAL_PART = -1e-4
+C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
 
 
 def _as_pairs(z: jax.Array) -> jax.Array:
@@ -129,12 +130,14 @@ class S5(nn.Module):
     def _check_options(self):
         if self.discretization not in DISCRETIZATIONS:
             raise ValueError(f"S5: discretization={self.discretization!r} is not one of {sorted(DISCRETIZATIONS)}")
-        if self.C_init not in ("trunc_standard_normal", "lecun_normal", "complex_normal"):
-            raise ValueError(
-                f"S5: C_init={self.C_init!r} is not one of 'trunc_standard_normal', 'lecun_normal', 'complex_normal'"
-            )
+        if self.C_init not in C_INITS:
+            raise ValueError(f"S5: C_init={self.C_init!r} is not one of {C_INITS}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"S5: need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
+
+    def _param(self, name: str, init, shape: tuple[int, ...], axes: tuple[str | None, ...]) -> jax.Array:
+        """A parameter annotated with logical axis names (for sharding)."""
+        return self.param(name, nn.with_logical_partitioning(init, axes), shape)
 
     @nn.compact
     def discrete_system(self, features: int):
@@ -146,17 +149,14 @@ class S5(nn.Module):
         self._check_options()
         lam0, v, v_inv = block_diagonal_hippo(self.state_size, self.blocks, self.conj_sym)
         p = self.num_states
-        state_param = lambda name, init, shape, axes: self.param(  # noqa: E731
-            name, nn.with_logical_partitioning(init, axes), shape
-        )
-        lambda_re = state_param("Lambda_re", lambda *_: jnp.asarray(lam0.real, jnp.float32), (p,), ("ssm_state",))
-        lambda_im = state_param("Lambda_im", lambda *_: jnp.asarray(lam0.imag, jnp.float32), (p,), ("ssm_state",))
-        b = state_param("B", input_matrix_init(v_inv), (p, features, 2), ("ssm_state", "embed", None))
+        lambda_re = self._param("Lambda_re", lambda *_: jnp.asarray(lam0.real, jnp.float32), (p,), ("ssm_state",))
+        lambda_im = self._param("Lambda_im", lambda *_: jnp.asarray(lam0.imag, jnp.float32), (p,), ("ssm_state",))
+        b = self._param("B", input_matrix_init(v_inv), (p, features, 2), ("ssm_state", "embed", None))
         c_init = output_matrix_init(self.C_init, v)
         c_names = ("C1", "C2") if self.bidirectional else ("C",)
-        cs = [state_param(name, c_init, (features, p, 2), ("embed", "ssm_state", None)) for name in c_names]
-        d = state_param("D", jax.nn.initializers.normal(1.0), (features,), ("embed",))
-        log_step = state_param("log_step", log_step_init(self.dt_min, self.dt_max), (p, 1), ("ssm_state", None))
+        cs = [self._param(name, c_init, (features, p, 2), ("embed", "ssm_state", None)) for name in c_names]
+        d = self._param("D", jax.nn.initializers.normal(1.0), (features,), ("embed",))
+        log_step = self._param("log_step", log_step_init(self.dt_min, self.dt_max), (p, 1), ("ssm_state", None))
 
         if self.clip_eigs:
             lambda_re = jnp.minimum(lambda_re, _MAX_STABLE_REAL_PART)

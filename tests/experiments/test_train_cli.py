@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from experiments.configs import load_config
 from jaxattn.train import train_and_evaluate
 from jaxattn.train.metrics import read_metrics
 
@@ -34,15 +35,6 @@ def run_cli(workdir, *flags, timeout=600):
 
 def deterministic(records):
     return [{k: v for k, v in r.items() if k != "steps_per_sec"} for r in records]
-
-
-def load_config(name, arg=""):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 @pytest.mark.parametrize(
