@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 
 import numpy as np
+from absl import logging
 
 from jaxattn.data.tasks import SPLIT_NAMES, TaskSpec, register_task
 
@@ -238,6 +239,10 @@ def build_listops_task(*, num_train: int = 96_000, num_validation: int = 2_000, 
     if path is not None and os.path.exists(path):
         splits = _load_splits(path)
     else:
+        logging.info(
+            "Generating ListOps: %s expressions of %d..%d tokens%s", sizes, min_length, max_length,
+            f", cached in {path}" if path else " (set cache_dir to keep them)",
+        )
         splits = {
             split: generate_listops(sizes[split], rng=np.random.default_rng((seed, split_number)),
                                     **generation_options)

@@ -150,7 +150,14 @@ def test_initial_parameters_follow_the_hippo_spectrum(conj_sym):
         assert np.max(np.abs(b_real.imag)) < 1e-5 * np.max(np.abs(b_real.real))
 
 
-@pytest.mark.parametrize("c_init, variance", [("trunc_standard_normal", lambda n, h: 1 / n), ("lecun_normal", lambda n, h: 1 / (n * h))])
+@pytest.mark.parametrize(
+    "c_init, variance",
+    [
+        ("trunc_standard_normal", lambda n, h: 1 / n),
+        ("lecun_normal", lambda n, h: 1 / (n * h)),
+        ("complex_normal", lambda n, h: 0.5),  # drawn in the eigenbasis; V unitary keeps the variance
+    ],
+)
 def test_output_matrix_init_variance(c_init, variance):
     """C~ = C V with C of the stated variance: C~ V^* recovers C, whose parts have that variance."""
     n, features = 64, 48
