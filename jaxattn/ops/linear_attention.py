@@ -1,0 +1,274 @@
+"""Linear attention with optional decay: one recurrence for plain, RetNet/Lightning and Mamba-2 gates.
+
+PAPERS.md section 2.1. Per batch and head, with state ``S`` ``[K, V]`` in fp32:
+
+    S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t,        o_t = scale * q_t S_t
+
+(causal); non-causal: ``o_t = scale * q_t (S_0 + sum_s k_s^T v_s)`` over the token's segment.
+With ``normalize``, ``o_t /= scale * q_t z_t + eps`` where ``z_t`` is the same recurrence on
+``k_t`` alone. With ``segment_ids``, the state is dropped at every change of segment id (packed
+sequences); ``initial_state`` belongs to the segment of the first token.
+
+Implementations:
+  * ``"reference"``: token by token (``lax.scan``) in fp32 at HIGHEST precision; non-causal as a
+    dense masked product. The test oracle.
+  * ``"xla"``: the chunked Lightning-Attention-2 tiling. Within a chunk of C tokens, a masked
+    ``(Q K^T * decay) V``; across chunks, one ``[K, V]`` state per chunk from a diagonal scan over
+    chunks, read by ``(Q * exp(G)) S``. Every large operation is a batched matrix product.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops.diagonal_scan import diagonal_scan
+from jaxattn.ops.dispatch import resolve_impl
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class _Inputs(NamedTuple):
+    """Validated inputs: q, k ``[B, T, H, K]``; v ``[B, T, H, V']``; ``log_decay [B, T, H]`` fp32 or
+    None; ``state [B, H, K, V']`` fp32; ``boundary [B, T]`` bool or None (True where a new segment starts)."""
+
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+    log_decay: Optional[jax.Array]
+    state: jax.Array
+    boundary: Optional[jax.Array]
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _reference_causal(x: _Inputs, scale: float, chunk_size: int):
+    del chunk_size
+    batch, length, heads = x.q.shape[:3]
+    log_decay = jnp.zeros((batch, length, heads), jnp.float32) if x.log_decay is None else x.log_decay
+    keep = jnp.ones((batch, length), bool) if x.boundary is None else ~x.boundary
+
+    def step(state, inputs):
+        q_t, k_t, v_t, a_t, keep_t = inputs
+        decay = jnp.exp(a_t) * keep_t[:, None]
+        state = decay[..., None, None] * state + jnp.einsum("bhk,bhv->bhkv", k_t, v_t, precision=_HIGHEST)
+        return state, scale * jnp.einsum("bhk,bhkv->bhv", q_t, state, precision=_HIGHEST)
+
+    time_major = [jnp.moveaxis(a.astype(jnp.float32), 1, 0) for a in (x.q, x.k, x.v, log_decay)]
+    final, o = jax.lax.scan(step, x.state, (*time_major, jnp.moveaxis(keep, 1, 0)))
+    return jnp.moveaxis(o, 0, 1), final
+
+
+def _segment_index(boundary: Optional[jax.Array], shape) -> jax.Array:
+    """``[B, T]`` running count of segment starts (equal counts = same segment)."""
+    if boundary is None:
+        return jnp.zeros(shape, jnp.int32)
+    return jnp.cumsum(boundary.astype(jnp.int32), axis=1)
+
+
+def _reference_noncausal(x: _Inputs, scale: float, chunk_size: int):
+    """Dense: ``o_i = scale q_i (S_0 [i in first segment] + sum_{j in segment(i)} k_j^T v_j)``."""
+    q, k, v = (a.astype(jnp.float32) for a in (x.q, x.k, x.v))
+    segment = _segment_index(x.boundary, q.shape[:2])
+    same = segment[:, :, None] == segment[:, None, :]
+    scores = jnp.einsum("bihk,bjhk->bhij", q, k, precision=_HIGHEST) * same[:, None]
+    o = jnp.einsum("bhij,bjhv->bihv", scores, v, precision=_HIGHEST)
+    first = (segment == 0).astype(jnp.float32)[:, :, None, None]
+    o = scale * (o + first * jnp.einsum("bihk,bhkv->bihv", q, x.state, precision=_HIGHEST))
+    # The final state is what the causal recurrence ends with: the last segment's sum.
+    last = (segment == segment[:, -1:]).astype(jnp.float32)
+    final = jnp.einsum("bjhk,bjhv,bj->bhkv", k, v, last, precision=_HIGHEST)
+    final = final + (segment[:, -1] == 0).astype(jnp.float32)[:, None, None, None] * x.state
+    return o, final
+
+
+# ----------------------------------------------------------------------------- chunked
+
+
+def _to_chunks(a: jax.Array, chunk_size: int) -> jax.Array:
+    """``[B, T, H, ...] -> [B, H, N, C, ...]`` (T a multiple of C)."""
+    batch, length, heads = a.shape[:3]
+    a = a.reshape(batch, length // chunk_size, chunk_size, heads, *a.shape[3:])
+    return jnp.moveaxis(a, 3, 1)
+
+
+def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
+    batch, length, heads = x.q.shape[:3]
+    pad = -length % chunk_size
+    if pad:
+        # Zero keys and values add nothing to the state, and a zero log decay keeps it: the
+        # final state after the padding is the state after the last real token.
+        widths = ((0, 0), (0, pad)) + ((0, 0),) * 2
+        x = _Inputs(
+            *(jnp.pad(a, widths[: a.ndim]) for a in (x.q, x.k, x.v)),
+            None if x.log_decay is None else jnp.pad(x.log_decay, widths[:3]),
+            x.state,
+            None if x.boundary is None else jnp.pad(x.boundary, widths[:2]),
+        )
+    q, k, v = (_to_chunks(a, chunk_size) for a in (x.q, x.k, x.v))  # [B, H, N, C, D]
+    num_chunks = q.shape[2]
+    if x.log_decay is None:
+        log_g = jnp.zeros((batch, heads, num_chunks, chunk_size), jnp.float32)
+    else:
+        log_g = _to_chunks(x.log_decay, chunk_size)
+    cum = jnp.cumsum(log_g, axis=-1)  # G_i: in-chunk cumulative log decay, inclusive
+    cum_last = cum[..., -1:]
+
+    # Segment structure within each chunk: count of segment starts up to each position.
+    if x.boundary is None:
+        starts = jnp.zeros((batch, 1, num_chunks, chunk_size), jnp.int32)
+    else:
+        starts = jnp.cumsum(x.boundary.reshape(batch, 1, num_chunks, chunk_size).astype(jnp.int32), axis=-1)
+    from_chunk_start = starts == 0  # reads the carried state
+    to_chunk_end = starts == starts[..., -1:]  # feeds the state passed on
+    carries = starts[..., -1] == 0  # the state passes through the whole chunk
+
+    # Intra-chunk: (Q K^T .* exp(G_i - G_j) .* causal .* same segment) V; mask before exp.
+    causal = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
+    mask = causal & (starts[..., :, None] == starts[..., None, :])
+    log_weights = jnp.where(mask, cum[..., :, None] - cum[..., None, :], -jnp.inf)
+    scores = jnp.einsum("bhnik,bhnjk->bhnij", q, k, preferred_element_type=jnp.float32)
+    o = jnp.einsum("bhnij,bhnjv->bhniv", scale * scores * jnp.exp(log_weights), v.astype(jnp.float32))
+
+    # Chunk states: S_{n+1} = exp(G_C) S_n + sum_r exp(G_C - G_r) k_r^T v_r, scanned over chunks.
+    key_weights = jnp.where(to_chunk_end, jnp.exp(cum_last - cum), 0.0)
+    local = jnp.einsum("bhnrk,bhnrv->bnhkv", k * key_weights[..., None], v, preferred_element_type=jnp.float32)
+    chunk_decay = jnp.where(carries, jnp.exp(cum_last[..., 0]), 0.0)  # [B, H, N]
+    after, final = diagonal_scan(jnp.moveaxis(chunk_decay, 2, 1)[..., None, None], local, h0=x.state)
+    before = jnp.concatenate([x.state[:, None], after[:, :-1]], axis=1)  # [B, N, H, K, V]
+
+    # Inter-chunk: scale (Q .* exp(G)) S_n for the tokens still in the carried segment.
+    query_weights = jnp.where(from_chunk_start, jnp.exp(cum), 0.0)
+    o = o + scale * jnp.einsum("bhnik,bnhkv->bhniv", q * query_weights[..., None], before)
+    o = jnp.moveaxis(o, 1, 3).reshape(batch, -1, heads, o.shape[-1])
+    return o[:, :length], final
+
+
+def _flip(x: _Inputs) -> _Inputs:
+    """The time-reversed inputs (segment starts move to the last token of each segment)."""
+    reverse = lambda a: None if a is None else jnp.flip(a, axis=1)  # noqa: E731
+    boundary = None
+    if x.boundary is not None:
+        ends = jnp.concatenate([x.boundary[:, 1:], jnp.zeros_like(x.boundary[:, :1])], axis=1)
+        boundary = jnp.flip(ends, axis=1)
+    return _Inputs(reverse(x.q), reverse(x.k), reverse(x.v), None, jnp.zeros_like(x.state), boundary)
+
+
+def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
+    """Without segments ``scale Q (S_0 + K^T V)``; with them, a forward plus a reversed causal pass
+    (each includes the token itself, so its own term is subtracted once)."""
+    if x.boundary is None:
+        total = x.state + jnp.einsum("bthk,bthv->bhkv", x.k, x.v, preferred_element_type=jnp.float32)
+        return scale * jnp.einsum("bthk,bhkv->bthv", x.q, total, preferred_element_type=jnp.float32), total
+    forward, final = _chunked_causal(x, scale, chunk_size)
+    backward, _ = _chunked_causal(_flip(x), scale, chunk_size)
+    own = scale * jnp.einsum("bthk,bthk->bth", x.q, x.k, preferred_element_type=jnp.float32)[..., None] * x.v
+    return forward + jnp.flip(backward, axis=1) - own, final
+
+
+_IMPLEMENTATIONS = {
+    "reference": {True: _reference_causal, False: _reference_noncausal},
+    "xla": {True: _chunked_causal, False: _chunked_noncausal},
+}
+
+
+# ----------------------------------------------------------------------------- public op
+
+
+def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale):
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim != 4:
+            raise ValueError(f"linear_attention: `{name}` must be [B, T, H, D], got shape {a.shape}")
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"linear_attention: `{name}` must be floating point, got {a.dtype}")
+    if k.shape != q.shape:
+        raise ValueError(f"linear_attention: `k` must have the shape of `q` {q.shape}, got {k.shape}")
+    batch, length, heads, key_dim = q.shape
+    if v.shape[:3] != (batch, length, heads):
+        raise ValueError(f"linear_attention: `v` must be [B, T, H, V] with [B, T, H] = {q.shape[:3]}, got {v.shape}")
+    if g is not None and g.shape != (batch, length, heads):
+        raise ValueError(f"linear_attention: `g` must be [B, T, H] = {(batch, length, heads)}, got {g.shape}")
+    if g_gamma is not None and g_gamma.shape != (heads,):
+        raise ValueError(f"linear_attention: `g_gamma` must be [H] = {(heads,)}, got {g_gamma.shape}")
+    if not causal and (g is not None or g_gamma is not None):
+        raise ValueError("linear_attention: gates `g` / `g_gamma` need causal=True (a decay has a direction)")
+    value_dim = v.shape[-1] + (1 if normalize else 0)
+    if initial_state is not None and initial_state.shape != (batch, heads, key_dim, value_dim):
+        extra = " (V + 1: the last column is the normaliser's state)" if normalize else ""
+        raise ValueError(
+            f"linear_attention: `initial_state` must be [B, H, K, V] = {(batch, heads, key_dim, value_dim)}{extra}, "
+            f"got {initial_state.shape}"
+        )
+    if segment_ids is not None and segment_ids.shape != (batch, length):
+        raise ValueError(f"linear_attention: `segment_ids` must be [B, T] = {(batch, length)}, got {segment_ids.shape}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"linear_attention: `chunk_size` must be a positive int, got {chunk_size!r}")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise TypeError(f"linear_attention: `scale` must be a Python number, got {type(scale).__name__}")
+
+
+def linear_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    g: Optional[jax.Array] = None,
+    g_gamma: Optional[jax.Array] = None,
+    scale: Optional[float] = None,
+    causal: bool = True,
+    normalize: bool = False,
+    eps: float = 1e-6,
+    initial_state: Optional[jax.Array] = None,
+    output_final_state: bool = False,
+    segment_ids: Optional[jax.Array] = None,
+    chunk_size: int = 64,
+    impl: str = "auto",
+):
+    """Linear attention ``o_t = scale q_t S_t``, ``S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``.
+
+    Args:
+      q, k: queries and keys (after any feature map) ``[B, T, H, K]``.
+      v: values ``[B, T, H, V]``.
+      g: per-token log gates ``[B, T, H]`` (natural log, <= 0), Mamba-2 style.
+      g_gamma: constant per-head log decay ``[H]`` (RetNet / Lightning).
+      scale: default ``K ** -0.5``.
+      causal: causal recurrence, or every token attends to its whole segment (no gates).
+      normalize: divide by ``scale q_t z_t + eps``, ``z_t`` the same recurrence over ``k_t``.
+      initial_state: ``[B, H, K, V]`` fp32 (``V + 1`` with ``normalize``: normaliser last).
+      output_final_state: also return the final state.
+      segment_ids: ``[B, T]`` ints; the state resets where the id changes.
+      chunk_size: tokens per chunk of the ``xla`` path.
+      impl: ``"reference"``, ``"xla"`` or ``"auto"``.
+
+    Returns:
+      ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
+      ``[B, H, K, V]`` fp32 (``(o, state)``).
+    """
+    _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale)
+    batch, length, heads, key_dim = q.shape
+    scale = key_dim**-0.5 if scale is None else float(scale)
+    log_decay = None
+    if g is not None or g_gamma is not None:
+        log_decay = jnp.zeros((batch, length, heads), jnp.float32)
+        log_decay = log_decay + (0.0 if g is None else g.astype(jnp.float32))
+        log_decay = log_decay + (0.0 if g_gamma is None else g_gamma.astype(jnp.float32))
+    values = v
+    if normalize:
+        values = jnp.concatenate([v, jnp.ones((*v.shape[:3], 1), v.dtype)], axis=-1)
+    state = (
+        jnp.zeros((batch, heads, key_dim, values.shape[-1]), jnp.float32)
+        if initial_state is None
+        else initial_state.astype(jnp.float32)
+    )
+    boundary = None
+    if segment_ids is not None:
+        boundary = jnp.concatenate(
+            [jnp.zeros((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+        )
+    core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS)[bool(causal)]
+    o, final = core(_Inputs(q, k, values, log_decay, state, boundary), scale, chunk_size)
+    if normalize:
+        o = o[..., :-1] / (o[..., -1:] + eps)
+    o = o.astype(v.dtype)
+    return (o, final) if output_final_state else o
