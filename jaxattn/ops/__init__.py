@@ -1,6 +1,7 @@
 """Pure functions on arrays, one public function per operation (``impl=`` selects the path)."""
 
+from jaxattn.ops import feature_maps
 from jaxattn.ops.diagonal_scan import diagonal_scan
 from jaxattn.ops.linear_attention import linear_attention
 
-__all__ = ["diagonal_scan", "linear_attention"]
+__all__ = ["diagonal_scan", "feature_maps", "linear_attention"]
