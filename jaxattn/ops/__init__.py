@@ -3,5 +3,6 @@
 from jaxattn.ops import feature_maps
 from jaxattn.ops.diagonal_scan import diagonal_scan
 from jaxattn.ops.linear_attention import linear_attention
+from jaxattn.ops.softmax_attention import softmax_attention
 
-__all__ = ["diagonal_scan", "feature_maps", "linear_attention"]
+__all__ = ["diagonal_scan", "feature_maps", "linear_attention", "softmax_attention"]

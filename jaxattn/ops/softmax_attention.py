@@ -1,0 +1,74 @@
+"""Softmax attention, the baseline every efficient mixer is compared with (PAPERS.md section 5).
+
+``o_i = sum_j softmax_j(scale q_i . k_j + mask) v_j`` on ``[B, T, H, D]``; causal masks ``j > i``;
+``segment_ids`` mask pairs in different segments.
+
+Implementations:
+  * ``"reference"``: explicit scores, fp32, HIGHEST precision (the test oracle).
+  * ``"xla"``: :func:`jax.nn.dot_product_attention` (XLA's fused attention where the backend has one).
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops.dispatch import resolve_impl
+
+
+def _mask(length_q: int, length_k: int, causal: bool, segment_ids: Optional[jax.Array]) -> Optional[jax.Array]:
+    """``[B or 1, 1, Tq, Tk]`` bool: True where a query may attend to a key."""
+    mask = None
+    if causal:
+        mask = jnp.tril(jnp.ones((length_q, length_k), bool), k=length_k - length_q)[None, None]
+    if segment_ids is not None:
+        same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+        mask = same if mask is None else mask & same
+    return mask
+
+
+def _reference(q, k, v, scale, causal, segment_ids):
+    scores = scale * jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32),
+                                precision=jax.lax.Precision.HIGHEST)
+    mask = _mask(q.shape[1], k.shape[1], causal, segment_ids)
+    if mask is not None:
+        scores = jnp.where(mask, scores, -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+
+
+def _xla(q, k, v, scale, causal, segment_ids):
+    # is_causal aligns queries with the first keys; a KV cache (Tq < Tk) needs an explicit mask.
+    fused_causal = causal and q.shape[1] == k.shape[1]
+    mask = _mask(q.shape[1], k.shape[1], causal and not fused_causal, segment_ids)
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=fused_causal, mask=mask)
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _xla}
+
+
+def softmax_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: Optional[float] = None,
+    causal: bool = True,
+    segment_ids: Optional[jax.Array] = None,
+    impl: str = "auto",
+) -> jax.Array:
+    """Softmax attention ``[B, Tq, H, D] x [B, Tk, H, D] x [B, Tk, H, Dv] -> [B, Tq, H, Dv]``.
+
+    Queries are aligned with the last ``Tq`` keys (a KV cache): with ``causal``, query ``i`` sees
+    keys ``j <= i + Tk - Tq``. ``segment_ids [B, T]`` needs ``Tq == Tk``.
+    """
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim != 4:
+            raise ValueError(f"softmax_attention: `{name}` must be [B, T, H, D], got shape {a.shape}")
+    if k.shape[:3] != v.shape[:3] or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"softmax_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape}")
+    if segment_ids is not None and (q.shape[1] != k.shape[1] or segment_ids.shape != q.shape[:2]):
+        raise ValueError(f"softmax_attention: `segment_ids` must be [B, T] = {q.shape[:2]} with Tq == Tk")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    attend = resolve_impl("softmax_attention", impl, _IMPLEMENTATIONS)
+    return attend(q, k, v, scale, causal, segment_ids).astype(v.dtype)
