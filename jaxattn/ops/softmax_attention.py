@@ -1,7 +1,7 @@
 """Softmax attention, the baseline every efficient mixer is compared with (PAPERS.md section 5).
 
 ``o_i = sum_j softmax_j(scale q_i . k_j + mask) v_j`` on ``[B, T, H, D]``; causal masks ``j > i``;
-``segment_ids`` mask pairs in different segments.
+``segment_ids`` mask pairs in different segments; ``kv_lengths`` mask keys past each row's length.
 
 Implementations:
   * ``"reference"``: explicit scores, fp32, HIGHEST precision (the test oracle).
@@ -16,32 +16,40 @@ import jax.numpy as jnp
 from jaxattn.ops.dispatch import resolve_impl
 
 
-def _mask(length_q: int, length_k: int, causal: bool, segment_ids: Optional[jax.Array]) -> Optional[jax.Array]:
+def _combine(mask: Optional[jax.Array], other: jax.Array) -> jax.Array:
+    return other if mask is None else mask & other
+
+
+def _mask(length_q: int, length_k: int, causal: bool, segment_ids, kv_lengths) -> Optional[jax.Array]:
     """``[B or 1, 1, Tq, Tk]`` bool: True where a query may attend to a key."""
     mask = None
     if causal:
         mask = jnp.tril(jnp.ones((length_q, length_k), bool), k=length_k - length_q)[None, None]
     if segment_ids is not None:
-        same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-        mask = same if mask is None else mask & same
+        mask = _combine(mask, (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None])
+    if kv_lengths is not None:
+        mask = _combine(mask, (jnp.arange(length_k)[None, :] < kv_lengths[:, None])[:, None, None, :])
     return mask
 
 
-def _reference(q, k, v, scale, causal, segment_ids):
+def _reference(q, k, v, scale, causal, segment_ids, kv_lengths):
     scores = scale * jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32),
                                 precision=jax.lax.Precision.HIGHEST)
-    mask = _mask(q.shape[1], k.shape[1], causal, segment_ids)
+    mask = _mask(q.shape[1], k.shape[1], causal, segment_ids, kv_lengths)
     if mask is not None:
         scores = jnp.where(mask, scores, -jnp.inf)
     weights = jax.nn.softmax(scores, axis=-1)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
 
 
-def _xla(q, k, v, scale, causal, segment_ids):
+def _xla(q, k, v, scale, causal, segment_ids, kv_lengths):
     # is_causal aligns queries with the first keys; a KV cache (Tq < Tk) needs an explicit mask.
     fused_causal = causal and q.shape[1] == k.shape[1]
-    mask = _mask(q.shape[1], k.shape[1], causal and not fused_causal, segment_ids)
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=fused_causal, mask=mask)
+    mask = _mask(q.shape[1], k.shape[1], causal and not fused_causal, segment_ids, None)
+    return jax.nn.dot_product_attention(
+        q, k, v, scale=scale, is_causal=fused_causal, mask=mask,
+        key_value_seq_lengths=None if kv_lengths is None else kv_lengths.astype(jnp.int32),
+    )
 
 
 _IMPLEMENTATIONS = {"reference": _reference, "xla": _xla}
@@ -55,12 +63,14 @@ def softmax_attention(
     scale: Optional[float] = None,
     causal: bool = True,
     segment_ids: Optional[jax.Array] = None,
+    kv_lengths: Optional[jax.Array] = None,
     impl: str = "auto",
 ) -> jax.Array:
     """Softmax attention ``[B, Tq, H, D] x [B, Tk, H, D] x [B, Tk, H, Dv] -> [B, Tq, H, Dv]``.
 
     Queries are aligned with the last ``Tq`` keys (a KV cache): with ``causal``, query ``i`` sees
-    keys ``j <= i + Tk - Tq``. ``segment_ids [B, T]`` needs ``Tq == Tk``.
+    keys ``j <= i + Tk - Tq``. ``segment_ids [B, T]`` needs ``Tq == Tk``. ``kv_lengths [B]``: only
+    the first ``kv_lengths[b]`` keys are valid (a partly filled cache, or right padding).
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         if a.ndim != 4:
@@ -69,6 +79,8 @@ def softmax_attention(
         raise ValueError(f"softmax_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape}")
     if segment_ids is not None and (q.shape[1] != k.shape[1] or segment_ids.shape != q.shape[:2]):
         raise ValueError(f"softmax_attention: `segment_ids` must be [B, T] = {q.shape[:2]} with Tq == Tk")
+    if kv_lengths is not None and kv_lengths.shape != (k.shape[0],):
+        raise ValueError(f"softmax_attention: `kv_lengths` must be [B] = {(k.shape[0],)}, got {kv_lengths.shape}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     attend = resolve_impl("softmax_attention", impl, _IMPLEMENTATIONS)
-    return attend(q, k, v, scale, causal, segment_ids).astype(v.dtype)
+    return attend(q, k, v, scale, causal, segment_ids, kv_lengths).astype(v.dtype)

@@ -48,6 +48,16 @@ def test_segments_attend_within_themselves(impl):
     np.testing.assert_allclose(packed[:, 4:], softmax_attention(q[:, 4:], k[:, 4:], v[:, 4:], impl="reference"), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["reference", "xla"])
+def test_kv_lengths_ignore_the_keys_past_them(impl):
+    q, k, v = inputs(6)
+    lengths = jnp.array([4, 9])
+    got = softmax_attention(q[:, :1], k, v, causal=False, kv_lengths=lengths, impl=impl)
+    for b, n in enumerate([4, 9]):
+        want = numpy_attention(q[b : b + 1, :1], k[b : b + 1, :n], v[b : b + 1, :n], 8**-0.5, False)
+        np.testing.assert_allclose(got[b : b + 1], want, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_agree():
     q, k, v = inputs(3)
     weights = jax.random.normal(jax.random.key(4), v.shape)
