@@ -1,7 +1,9 @@
 """Flax linen modules: sequence mixers and the blocks around them."""
 
+from jaxattn.nn.attention import MultiHeadAttention
 from jaxattn.nn.blocks import MixerBlock
+from jaxattn.nn.linear_attention import LinearAttention
 from jaxattn.nn.registry import MIXERS, make_mixer, register_mixer
 from jaxattn.nn.s5 import S5
 
-__all__ = ["MIXERS", "MixerBlock", "S5", "make_mixer", "register_mixer"]
+__all__ = ["MIXERS", "LinearAttention", "MixerBlock", "MultiHeadAttention", "S5", "make_mixer", "register_mixer"]

@@ -5,6 +5,7 @@ As in the S5 reference code's sequence layer: with ``prenorm``,
 Dropout masks are shared over time (one mask per example and feature).
 """
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -55,16 +56,19 @@ class MixerBlock(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+    def _residual(self, x: jax.Array, mix: Callable[[jax.Array], tuple[jax.Array, Any]], train: bool):
+        """``x [..., H]`` -> (block output, whatever ``mix`` returned beside the mixer output)."""
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
         features = x.shape[-1]
-        drop = nn.Dropout(self.dropout, broadcast_dims=(1,), deterministic=not train)
+        # One dropout mask per example and feature, shared over time (axis 1 of [B, L, H]).
+        broadcast = (1,) if x.ndim == 3 else ()
+        drop = nn.Dropout(self.dropout, broadcast_dims=broadcast, deterministic=not train)
         norm = make_norm(self.norm, train)
         skip = x
         if self.prenorm:
             x = norm(x)
-        z = self.mixer(x, segment_ids=segment_ids, train=train)
+        z, extra = mix(x)
         g = drop(nn.gelu(z))
         if self.activation == "half_glu1":
             g = g * jax.nn.sigmoid(dense(features, ("embed", "mlp"), "gate")(g))
@@ -77,7 +81,24 @@ class MixerBlock(nn.Module):
         if self.activation != "gelu":
             g = drop(g)
         x = skip + g
-        return x if self.prenorm else norm(x)
+        return (x if self.prenorm else norm(x)), extra
+
+    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        """``[B, L, H] -> [B, L, H]``."""
+        return self._residual(x, lambda h: (self.mixer(h, segment_ids=segment_ids, train=train), None), train)[0]
+
+    def init_carry(self, batch_size: int):
+        return self.mixer.init_carry(batch_size)
+
+    def step(self, carry, x_t: jax.Array):
+        """One token ``x_t [B, H]`` through the block with the mixer's ``step``: ``(carry, y_t [B, H])``."""
+
+        def mix(h):
+            new_carry, z = self.mixer.step(carry, h)
+            return z, new_carry
+
+        y_t, carry = self._residual(x_t, mix, train=False)
+        return carry, y_t
 
 
 def masked_mean(x: jax.Array, lengths: jax.Array) -> jax.Array:

@@ -22,6 +22,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("embed", None),
     ("mlp", None),
     ("ssm_state", None),
+    ("heads", None),
     ("vocab", None),
     ("features", None),
     ("classes", None),

@@ -1,0 +1,82 @@
+"""Multi-head softmax attention layer, the baseline mixer, with a KV cache for decoding."""
+
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxattn.nn.blocks import dense
+from jaxattn.nn.registry import register_mixer
+from jaxattn.ops import softmax_attention
+
+
+class KVCache(NamedTuple):
+    """``keys``, ``values`` ``[B, max_length, H, D]``; ``length`` ``[B]`` tokens written so far."""
+
+    keys: jax.Array
+    values: jax.Array
+    length: jax.Array
+
+
+@register_mixer("softmax_attention")
+class MultiHeadAttention(nn.Module):
+    """``[B, L, d_model] -> [B, L, d_model]`` softmax attention with the mixer face.
+
+    Attributes:
+      num_heads, head_dim: H heads of size D.
+      causal: causal (decodable) or bidirectional within each segment.
+      max_decode_length: size of the KV cache that ``init_carry`` allocates.
+      impl: passed to :func:`jaxattn.ops.softmax_attention`.
+    """
+
+    num_heads: int = 4
+    head_dim: int = 32
+    causal: bool = True
+    max_decode_length: int = 1024
+    impl: str = "auto"
+
+    @nn.compact
+    def _attend(self, x, attend):
+        """Projections around ``attend(q, k, v) -> (o, extra)``; ``x [B, L, d_model]``."""
+        batch, length, features = x.shape
+
+        def project(name):
+            return dense(self.num_heads * self.head_dim, ("embed", "heads"), name)(x).reshape(
+                batch, length, self.num_heads, self.head_dim
+            )
+
+        o, extra = attend(project("query"), project("key"), project("value"))
+        return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra
+
+    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        del train
+        if x.ndim != 3:
+            raise ValueError(f"MultiHeadAttention: x must be [B, L, d_model], got shape {x.shape}")
+
+        def attend(q, k, v):
+            return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, impl=self.impl), None
+
+        return self._attend(x, attend)[0]
+
+    def init_carry(self, batch_size: int) -> KVCache:
+        shape = (batch_size, self.max_decode_length, self.num_heads, self.head_dim)
+        return KVCache(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros((batch_size,), jnp.int32))
+
+    def step(self, carry: KVCache, x_t: jax.Array) -> tuple[KVCache, jax.Array]:
+        """Appends this token's key and value to the cache and attends over the filled part."""
+        if not self.causal:
+            raise ValueError("MultiHeadAttention.step: a non-causal layer sees the future and cannot decode")
+
+        def attend(q, k, v):
+            write = jax.vmap(lambda cache, new, at: jax.lax.dynamic_update_slice_in_dim(cache, new, at, axis=0))
+            cache = KVCache(
+                write(carry.keys, k.astype(carry.keys.dtype), carry.length),
+                write(carry.values, v.astype(carry.values.dtype), carry.length),
+                carry.length + 1,
+            )
+            o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length, impl=self.impl)
+            return o, cache
+
+        y, cache = self._attend(x_t[:, None], attend)
+        return cache, y[:, 0]

@@ -1,0 +1,146 @@
+"""Multi-head linear attention layer: projections, feature map, gate, the op, output norm and gate.
+
+PAPERS.md section 2. ``[B, L, d_model] -> [B, L, d_model]``; per head
+``o_t = phi(q_t) S_t`` with ``S_t = exp(g_t) S_{t-1} + phi(k_t)^T v_t`` (see
+:func:`jaxattn.ops.linear_attention`), where the gate is none, a constant per-head decay
+(RetNet: ``gamma_h = 1 - 2^(-5-h)``) or a data-dependent ``g_t = log sigmoid(W x_t) / tau`` (GLA).
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxattn.nn.blocks import dense
+from jaxattn.nn.registry import register_mixer
+from jaxattn.ops import feature_maps, linear_attention
+
+FEATURE_MAP_NAMES = (*feature_maps.FEATURE_MAPS, "performer", "hedgehog")
+GATES = ("none", "decay", "data")
+
+
+def retnet_log_decay(num_heads: int) -> jax.Array:
+    """``log(1 - 2^(-5 - h))`` for h = 0..H-1: memories from 32 to 2^(4+H) tokens."""
+    return jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(num_heads, dtype=jnp.float32))))
+
+
+class HedgehogFeatureMap(nn.Module):
+    """Trainable Hedgehog map ``softmax([x W_h, -x W_h])`` per head, ``W_h [D, D]`` initialised to I."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[..., H, D] -> [..., H, 2D]``."""
+        heads, dim = x.shape[-2:]
+        init = lambda key, shape: jnp.broadcast_to(jnp.eye(dim), shape)  # noqa: E731
+        weight = self.param("weight", nn.with_logical_partitioning(init, ("heads", None, None)), (heads, dim, dim))
+        return feature_maps.hedgehog_softmax(jnp.einsum("...hd,hde->...he", x, weight))
+
+
+@register_mixer("linear_attention")
+class LinearAttention(nn.Module):
+    """Linear attention mixer with the mixer face (``__call__``, ``init_carry``, ``step``).
+
+    Attributes:
+      num_heads, head_dim: H heads of size D for queries, keys and values.
+      feature_map: one of :data:`FEATURE_MAP_NAMES`.
+      gate: ``"none"``, ``"decay"`` (RetNet constant per head) or ``"data"`` (GLA-style per token).
+      gate_temperature: tau of the data-dependent gate (GLA uses 16: gates start near 1).
+      normalize: divide by ``phi(q_t) . z_t`` (needs a positive feature map).
+      output_norm: LayerNorm of each head's output (RetNet's group norm).
+      output_gate: multiply by ``silu(W x)`` before the output projection.
+      causal: causal (decodable) or bidirectional attention within each segment.
+      num_random_features, random_seed: Performer's projection ``[D, M]`` (fixed, not trained).
+      chunk_size, impl: passed to :func:`jaxattn.ops.linear_attention`.
+    """
+
+    num_heads: int = 4
+    head_dim: int = 32
+    feature_map: str = "elu_plus_one"
+    gate: str = "none"
+    gate_temperature: float = 16.0
+    normalize: bool = True
+    output_norm: bool = False
+    output_gate: bool = False
+    causal: bool = True
+    num_random_features: int = 64
+    random_seed: int = 0
+    chunk_size: int = 64
+    impl: str = "auto"
+
+    def _check_options(self):
+        if self.feature_map not in FEATURE_MAP_NAMES:
+            raise ValueError(f"LinearAttention: feature_map={self.feature_map!r} is not one of {FEATURE_MAP_NAMES}")
+        if self.gate not in GATES:
+            raise ValueError(f"LinearAttention: gate={self.gate!r} is not one of {GATES}")
+        if self.gate != "none" and not self.causal:
+            raise ValueError("LinearAttention: a gate needs causal=True")
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of ``phi(q)``: the key dimension of the state."""
+        d = self.head_dim
+        return {"taylor_exp": 1 + d + d * d, "performer": self.num_random_features, "hedgehog": 2 * d}.get(
+            self.feature_map, d
+        )
+
+    def _features(self, x: jax.Array, is_query: bool) -> jax.Array:
+        if self.feature_map == "hedgehog":
+            return HedgehogFeatureMap(name="query_map" if is_query else "key_map")(x)
+        if self.feature_map == "performer":
+            projection = jax.random.normal(jax.random.key(self.random_seed), (self.head_dim, self.num_random_features))
+            scaled = x * self.head_dim**-0.25  # phi(q).phi(k) ~ exp(q.k / sqrt(D))
+            # Per-query stabiliser only: a per-key one would not cancel in a running (causal) sum.
+            return feature_maps.performer_positive(scaled, projection, stabilize_axes=(-1,) if is_query else ())
+        return feature_maps.FEATURE_MAPS[self.feature_map](x)
+
+    @nn.compact
+    def _attend(self, x, *, segment_ids=None, initial_state=None, impl=None):
+        """``x [B, L, d_model]`` -> (``[B, L, d_model]``, final state)."""
+        self._check_options()
+        batch, length, features = x.shape
+        heads, dim = self.num_heads, self.head_dim
+
+        def project(name):
+            return dense(heads * dim, ("embed", "heads"), name)(x).reshape(batch, length, heads, dim)
+
+        q, k, v = project("query"), project("key"), project("value")
+        phi_q, phi_k = self._features(q, True), self._features(k, False)
+        g = g_gamma = None
+        if self.gate == "decay":
+            g_gamma = retnet_log_decay(heads)
+        elif self.gate == "data":
+            g = jax.nn.log_sigmoid(dense(heads, ("embed", "heads"), "gate")(x)) / self.gate_temperature
+        # Feature-mapped keys are not unit-scale dot products: no extra scale (it cancels when normalised).
+        scale = None if self.feature_map == "identity" else 1.0
+        o, state = linear_attention(
+            phi_q, phi_k, v, g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
+            initial_state=initial_state, output_final_state=True, segment_ids=segment_ids,
+            chunk_size=self.chunk_size, impl=impl or self.impl,
+        )
+        if self.output_norm:
+            o = nn.LayerNorm(name="output_norm", use_bias=False)(o)
+        o = o.reshape(batch, length, heads * dim)
+        if self.output_gate:
+            o = o * jax.nn.silu(dense(heads * dim, ("embed", "heads"), "output_gate")(x))
+        return dense(features, ("heads", "embed"), "out")(o), state
+
+    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        del train
+        if x.ndim != 3:
+            raise ValueError(f"LinearAttention: x must be [B, L, d_model], got shape {x.shape}")
+        return self._attend(x, segment_ids=segment_ids)[0]
+
+    def init_carry(self, batch_size: int) -> jax.Array:
+        """Zero state ``[B, H, K', V]`` fp32 (``V + 1`` with ``normalize``)."""
+        value_dim = self.head_dim + (1 if self.normalize else 0)
+        return jnp.zeros((batch_size, self.num_heads, self.feature_dim, value_dim), jnp.float32)
+
+    def step(self, carry: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token ``x_t [B, d_model]``: the recurrence with ``carry`` as the state."""
+        if not self.causal:
+            raise ValueError("LinearAttention.step: a non-causal layer sees the future and cannot decode")
+        y, carry = self._attend(x_t[:, None], initial_state=carry, impl="reference")
+        return carry, y[:, 0]
+
+

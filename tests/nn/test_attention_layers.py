@@ -1,0 +1,99 @@
+"""LinearAttention and MultiHeadAttention layers: step equals __call__, segments, options, errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxattn.nn import LinearAttention, MultiHeadAttention
+from jaxattn.nn.linear_attention import FEATURE_MAP_NAMES, GATES
+from jaxattn.ops import softmax_attention
+
+
+def run_steps(model, variables, x):
+    carry = model.init_carry(x.shape[0])
+    outputs = []
+    for t in range(x.shape[1]):
+        carry, y_t = model.apply(variables, carry, x[:, t], method=model.step)
+        outputs.append(y_t)
+    return jnp.stack(outputs, axis=1)
+
+
+def relative_error(got, want):
+    return float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+
+
+@pytest.mark.parametrize("feature_map", FEATURE_MAP_NAMES)
+@pytest.mark.parametrize("gate", GATES)
+def test_linear_attention_step_equals_call(feature_map, gate):
+    model = LinearAttention(
+        num_heads=2, head_dim=4, feature_map=feature_map, gate=gate, normalize=feature_map != "identity",
+        output_norm=True, output_gate=True, chunk_size=4,
+    )
+    x = jax.random.normal(jax.random.key(0), (2, 11, 6))
+    variables = model.init(jax.random.key(1), x)
+    assert relative_error(run_steps(model, variables, x), model.apply(variables, x)) < 1e-5
+
+
+def test_multi_head_attention_step_equals_call():
+    model = MultiHeadAttention(num_heads=2, head_dim=4, max_decode_length=16)
+    x = jax.random.normal(jax.random.key(0), (2, 11, 6))
+    variables = model.init(jax.random.key(1), x)
+    assert relative_error(run_steps(model, variables, x), model.apply(variables, x)) < 1e-5
+
+
+def test_multi_head_attention_is_the_op_between_projections():
+    model = MultiHeadAttention(num_heads=2, head_dim=3, causal=False)
+    x = jax.random.normal(jax.random.key(2), (1, 5, 4))
+    params = nn.unbox(model.init(jax.random.key(3), x))["params"]
+    heads = lambda name: (x @ params[name]["kernel"] + params[name]["bias"]).reshape(1, 5, 2, 3)  # noqa: E731
+    o = softmax_attention(heads("query"), heads("key"), heads("value"), causal=False, impl="reference")
+    expected = o.reshape(1, 5, 6) @ params["out"]["kernel"] + params["out"]["bias"]
+    np.testing.assert_allclose(model.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        LinearAttention(num_heads=2, head_dim=4, gate="data", chunk_size=4),
+        LinearAttention(num_heads=2, head_dim=4, causal=False, chunk_size=4),
+        MultiHeadAttention(num_heads=2, head_dim=4),
+        MultiHeadAttention(num_heads=2, head_dim=4, causal=False),
+    ],
+    ids=["linear-gated", "linear-bidirectional", "softmax", "softmax-bidirectional"],
+)
+def test_segments_are_independent(model):
+    x = jax.random.normal(jax.random.key(0), (1, 10, 6))
+    variables = model.init(jax.random.key(1), x)
+    packed = model.apply(variables, x, segment_ids=jnp.array([[0] * 4 + [1] * 6]))
+    np.testing.assert_allclose(packed[:, :4], model.apply(variables, x[:, :4]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(packed[:, 4:], model.apply(variables, x[:, 4:]), rtol=1e-5, atol=1e-5)
+
+
+def test_hedgehog_map_starts_as_softmax_of_identity_features():
+    model = LinearAttention(num_heads=2, head_dim=3, feature_map="hedgehog")
+    params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 2, 4))))["params"]
+    np.testing.assert_allclose(params["query_map"]["weight"], np.broadcast_to(np.eye(3), (2, 3, 3)))
+    assert model.feature_dim == 6
+    assert model.init_carry(5).shape == (5, 2, 6, 4)
+
+
+def test_decay_gate_is_retnet_schedule():
+    from jaxattn.nn.linear_attention import retnet_log_decay
+
+    np.testing.assert_allclose(np.exp(retnet_log_decay(3)), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128], rtol=1e-6)
+
+
+def test_option_errors():
+    x = jnp.ones((1, 3, 4))
+    with pytest.raises(ValueError, match="feature_map='cosine'"):
+        LinearAttention(feature_map="cosine").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="gate='sigmoid'"):
+        LinearAttention(gate="sigmoid").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="a gate needs causal=True"):
+        LinearAttention(gate="decay", causal=False).init(jax.random.key(0), x)
+    model = MultiHeadAttention(causal=False)
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="cannot decode"):
+        model.apply(variables, model.init_carry(1), x[:, 0], method=model.step)
