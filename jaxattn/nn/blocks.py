@@ -87,9 +87,6 @@ class MixerBlock(nn.Module):
         """``[B, L, H] -> [B, L, H]``."""
         return self._residual(x, lambda h: (self.mixer(h, segment_ids=segment_ids, train=train), None), train)[0]
 
-    def init_carry(self, batch_size: int):
-        return self.mixer.init_carry(batch_size)
-
     def step(self, carry, x_t: jax.Array):
         """One token ``x_t [B, H]`` through the block with the mixer's ``step``: ``(carry, y_t [B, H])``."""
 

@@ -1,0 +1,118 @@
+"""Causal language model around any decodable mixer, with greedy and sampled generation.
+
+``tokens [B, L] -> logits [B, L, vocab]``: token embedding, residual mixer blocks, final
+LayerNorm, tied output embedding. ``step`` runs one token through every block's ``step`` (the
+mixers' recurrent state or KV cache), so generation costs O(1) per token for recurrent mixers.
+"""
+
+from functools import partial
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.core import FrozenDict
+
+from jaxattn.nn.blocks import MixerBlock, make_norm
+from jaxattn.nn.registry import make_mixer
+
+
+class LanguageModel(nn.Module):
+    """Decoder-only LM. Attributes as :class:`jaxattn.models.SequenceClassifier`; the mixer must be
+    causal (``mixer_options`` must not make it bidirectional) and the norm LayerNorm (BatchNorm
+    statistics over time would leak the future)."""
+
+    vocab_size: int
+    d_model: int = 128
+    num_layers: int = 2
+    mixer: str = "linear_attention"
+    mixer_options: Any = None
+    prenorm: bool = True
+    activation: str = "half_glu1"
+    dropout: float = 0.0
+
+    def setup(self):
+        options = dict(self.mixer_options or {})
+        if options.get("bidirectional") or options.get("causal") is False:
+            raise ValueError(f"LanguageModel: mixer options {options} are not causal")
+        self.embed = nn.Embed(
+            self.vocab_size, self.d_model,
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(self.d_model**-0.5), ("vocab", "embed")),
+        )
+        self.blocks = [
+            MixerBlock(
+                make_mixer(self.mixer, options, parent=None), norm="layer", prenorm=self.prenorm,
+                activation=self.activation, dropout=self.dropout,
+            )
+            for _ in range(self.num_layers)
+        ]
+        self.final_norm = make_norm("layer", train=False)
+
+    def __call__(self, tokens: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        """``tokens [B, L]`` int -> next-token logits ``[B, L, vocab]``."""
+        if tokens.ndim != 2:
+            raise ValueError(f"LanguageModel: tokens must be [B, L], got shape {tokens.shape}")
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, segment_ids=segment_ids, train=train)
+        return self.embed.attend(self.final_norm(x))
+
+    def init_carry(self, batch_size: int) -> tuple:
+        """Every block's mixer state (needs no parameters, so works on an unbound model)."""
+        mixer = make_mixer(self.mixer, dict(self.mixer_options or {}), parent=None)
+        return tuple(mixer.init_carry(batch_size) for _ in range(self.num_layers))
+
+    def step(self, carry: tuple, token_t: jax.Array) -> tuple[tuple, jax.Array]:
+        """``token_t [B]`` -> (carry, logits ``[B, vocab]``); equals ``__call__`` position by position."""
+        x = self.embed(token_t)
+        new_carry = []
+        for block, block_carry in zip(self.blocks, carry):
+            block_carry, x = block.step(block_carry, x)
+            new_carry.append(block_carry)
+        return tuple(new_carry), self.embed.attend(self.final_norm(x))
+
+
+def generate(
+    model: LanguageModel,
+    variables,
+    prompt: jax.Array,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    rng: Optional[jax.Array] = None,
+) -> jax.Array:
+    """Continues ``prompt [B, P]`` by ``max_new_tokens``: greedy at ``temperature == 0``, else sampled
+    from ``softmax(logits / temperature)``. Returns ``[B, P + max_new_tokens]``."""
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"generate: the prompt must be [B, P] with P >= 1, got shape {prompt.shape}")
+    if temperature < 0:
+        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    # A hashable model (FrozenDict options) can be a static argument: one compilation per model.
+    model = model.clone(mixer_options=FrozenDict(model.mixer_options or {}))
+    rng = jax.random.key(0) if rng is None else rng
+    return _generate(model, variables, prompt, rng, max_new_tokens=max_new_tokens, temperature=float(temperature))
+
+
+@partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature"))
+def _generate(model, variables, prompt, rng, *, max_new_tokens: int, temperature: float):
+    step = partial(model.apply, variables, method=model.step)
+
+    def read_prompt(carry, token):
+        carry, logits = step(carry, token)
+        return carry, logits
+
+    carry, logits = jax.lax.scan(read_prompt, model.init_carry(prompt.shape[0]), prompt.T)
+
+    def choose(logits, key):
+        if temperature == 0:
+            return jnp.argmax(logits, axis=-1).astype(prompt.dtype)
+        return jax.random.categorical(key, logits / temperature, axis=-1).astype(prompt.dtype)
+
+    def extend(state, key):
+        carry, logits = state
+        token = choose(logits, key)
+        carry, logits = step(carry, token)
+        return (carry, logits), token
+
+    _, new_tokens = jax.lax.scan(extend, (carry, logits[-1]), jax.random.split(rng, max_new_tokens))
+    return jnp.concatenate([prompt, new_tokens.T], axis=1)
