@@ -18,7 +18,7 @@ SPLIT_NAMES = ("train", "validation", "test")
 ARRAY_KEYS = ("inputs", "targets", "lengths")
 
 # Modules defining the built-in tasks; imported lazily so `tasks` itself has no import cycle.
-_BUILTIN_TASK_MODULES = ("jaxattn.data.digits", "jaxattn.data.listops", "jaxattn.data.parity")
+_BUILTIN_TASK_MODULES = ("jaxattn.data.digits", "jaxattn.data.listops", "jaxattn.data.parity", "jaxattn.data.recall")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +27,14 @@ class TaskSpec:
 
     Attributes:
       name: registry name of the task.
-      num_classes: number of target classes C; targets lie in [0, C).
+      num_classes: number of target classes C; targets lie in [0, C). For token-level tasks
+        (``targets`` ``[N, L]``) the classes are token ids and -1 marks positions without a target.
       seq_len: padded sequence length L.
       vocab_size: number of token ids including padding 0, for token inputs; None for real features.
       feature_dim: feature size F for real-valued inputs; None for token inputs.
       splits: "train", "validation", "test" -> {"inputs": int32 [N, L] or float32 [N, L, F],
-        "targets": int32 [N], "lengths": int32 [N] (real positions, >= 1)}.
+        "targets": int32 [N] (one label per sequence) or [N, L] (one per position, -1 = none),
+        "lengths": int32 [N] (real positions, >= 1)}.
     """
 
     name: str
@@ -41,6 +43,11 @@ class TaskSpec:
     vocab_size: int | None
     feature_dim: int | None
     splits: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def per_token(self) -> bool:
+        """Whether targets are per position ``[N, L]`` (a sequence-to-sequence task)."""
+        return self.splits["train"]["targets"].ndim == 2
 
     def __post_init__(self):
         # Exactly one input kind, so downstream code can branch on `vocab_size is None`.

@@ -48,8 +48,16 @@ class LanguageModel(nn.Module):
         ]
         self.final_norm = make_norm("layer", train=False)
 
-    def __call__(self, tokens: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
-        """``tokens [B, L]`` int -> next-token logits ``[B, L, vocab]``."""
+    def __call__(
+        self, tokens: jax.Array, lengths: Optional[jax.Array] = None, *, segment_ids: Optional[jax.Array] = None,
+        train: bool = False,
+    ) -> jax.Array:
+        """``tokens [B, L]`` int -> next-token logits ``[B, L, vocab]``.
+
+        ``lengths`` is accepted for the classifier's interface and unused: in a causal model right
+        padding never reaches a real position.
+        """
+        del lengths
         if tokens.ndim != 2:
             raise ValueError(f"LanguageModel: tokens must be [B, L], got shape {tokens.shape}")
         x = self.embed(tokens)

@@ -12,6 +12,7 @@ from jaxattn.nn.blocks import ACTIVATIONS, NORMS, POOLINGS
 from jaxattn.nn.registry import MIXERS
 from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
 
+MODEL_KINDS = ("classifier", "language_model")
 # Fields whose contents are free-form dicts checked by their consumer (task builder, mixer).
 _FREE_FORM = ("task.options", "model.mixer_options")
 
@@ -22,6 +23,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.task = ml_collections.ConfigDict({"name": "digits", "options": ml_collections.ConfigDict()})
     config.model = ml_collections.ConfigDict(
         {
+            "kind": "classifier",  # or "language_model" (per-token targets, causal mixers)
             "mixer": "s5",
             "mixer_options": mixer_options("s5"),
             "d_model": 64,
@@ -119,6 +121,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         mixer_options(model.mixer, **model.mixer_options)
     except ValueError as error:
         raise ValueError(f"config.model.mixer_options: {error}") from None
+    _require(model.kind in MODEL_KINDS, "model.kind", f"={model.kind!r} is not one of {MODEL_KINDS}")
+    _require(
+        model.kind != "language_model" or model.norm == "layer", "model.norm",
+        f"={model.norm!r}: a language model needs 'layer' (BatchNorm statistics over time leak the future)",
+    )
     _require(model.norm in NORMS, "model.norm", f"={model.norm!r} is not one of {NORMS}")
     _require(model.activation in ACTIVATIONS, "model.activation", f"={model.activation!r} is not one of {ACTIVATIONS}")
     _require(model.pooling in POOLINGS, "model.pooling", f"={model.pooling!r} is not one of {sorted(POOLINGS)}")

@@ -17,7 +17,7 @@ from absl import logging
 from tqdm import tqdm
 
 from jaxattn.data import ArrayIterator, TaskSpec, eval_batches, load_task
-from jaxattn.models import SequenceClassifier
+from jaxattn.models import LanguageModel, SequenceClassifier
 from jaxattn.parallel import device_put_batch, make_data_mesh
 from jaxattn.train.checkpoint import Checkpointer, abstract_like
 from jaxattn.train.config import validate_config
@@ -27,7 +27,18 @@ from jaxattn.train.plots import plot_training_curves
 from jaxattn.train.steps import create_state, make_eval_step, make_train_step
 
 
-def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec) -> SequenceClassifier:
+def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec):
+    """``SequenceClassifier``, or for ``kind="language_model"`` a causal ``LanguageModel``."""
+    if model_config.kind == "language_model":
+        if task.vocab_size is None or not task.per_token:
+            raise ValueError(f"config.model.kind='language_model' needs a token-level task; {task.name!r} is not")
+        return LanguageModel(
+            vocab_size=task.vocab_size, d_model=model_config.d_model, num_layers=model_config.num_layers,
+            mixer=model_config.mixer, mixer_options=dict(model_config.mixer_options),
+            prenorm=model_config.prenorm, activation=model_config.activation, dropout=model_config.dropout,
+        )
+    if task.per_token:
+        raise ValueError(f"task {task.name!r} has per-token targets: use config.model.kind='language_model'")
     return SequenceClassifier(
         num_classes=task.num_classes,
         d_model=model_config.d_model,

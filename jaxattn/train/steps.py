@@ -1,7 +1,8 @@
 """Train state, its sharded initialisation, and the jitted train and evaluation steps.
 
-Batches are dicts ``{"inputs": [B, L] | [B, L, F], "targets": [B], "lengths": [B]}`` (plus
-``"weight": [B]`` at evaluation, 0 for padding rows).
+Batches are dicts ``{"inputs": [B, L] | [B, L, F], "targets": [B] | [B, L], "lengths": [B]}``
+(plus ``"weight": [B]`` at evaluation, 0 for padding rows). Loss and accuracy average over
+every scored position: one per sequence, or each position whose per-token target is not -1.
 """
 
 import functools
@@ -26,6 +27,21 @@ class TrainState(struct.PyTreeNode):
 
 def _model_inputs(batch):
     return batch["inputs"], batch["lengths"]
+
+
+def _scored_positions(logits: jax.Array, targets: jax.Array):
+    """Per-position cross-entropy, correctness and validity ``[B, L]``.
+
+    Sequence labels (``targets [B]``, ``logits [B, C]``) count as one position; per-token targets
+    (``[B, L]``) mark positions without a target with -1.
+    """
+    if targets.ndim == 1:
+        logits, targets = logits[:, None], targets[:, None]
+    valid = (targets >= 0).astype(jnp.float32)
+    safe_targets = jnp.maximum(targets, 0)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, safe_targets)
+    correct = (jnp.argmax(logits, -1) == safe_targets).astype(jnp.float32)
+    return losses, correct, valid
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_batch, rng: jax.Array, mesh: Mesh):
@@ -88,10 +104,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, sharding
                 _variables(state, params), *_model_inputs(batch), train=True,
                 rngs={"dropout": key}, mutable=["batch_stats"],
             )
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
-            return loss, (logits, updates)
+            losses, correct, valid = _scored_positions(logits, batch["targets"])
+            count = jnp.maximum(jnp.sum(valid), 1.0)
+            return jnp.sum(losses * valid) / count, (jnp.sum(correct * valid) / count, updates)
 
-        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (accuracy, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -99,7 +116,6 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, sharding
             batch_stats=updates.get("batch_stats", state.batch_stats),
             opt_state=opt_state,
         )
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["targets"])
         return new_state, {"loss": loss, "accuracy": accuracy}
 
     jitted = jax.jit(
@@ -116,9 +132,8 @@ def make_eval_step(model: nn.Module, shardings: TrainState, mesh: Mesh):
 
     def eval_step(state: TrainState, batch):
         logits = model.apply(_variables(state, state.params), *_model_inputs(batch), train=False)
-        weight = batch["weight"]
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+        losses, correct, valid = _scored_positions(logits, batch["targets"])
+        weight = valid * batch["weight"][:, None]
         return {"loss_sum": jnp.sum(losses * weight), "correct": jnp.sum(correct * weight), "count": jnp.sum(weight)}
 
     jitted = jax.jit(eval_step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=replicated(mesh))
