@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import softmax_attention
+from jaxattn.ops.rotary import apply_rotary
 
 
 class KVCache(NamedTuple):
@@ -26,6 +27,7 @@ class MultiHeadAttention(nn.Module):
     Attributes:
       num_heads, head_dim: H heads of size D.
       causal: causal (decodable) or bidirectional within each segment.
+      rotary: rotary position embedding of queries and keys (attention is otherwise blind to order).
       max_decode_length: size of the KV cache that ``init_carry`` allocates.
       impl: passed to :func:`jaxattn.ops.softmax_attention`.
     """
@@ -33,12 +35,13 @@ class MultiHeadAttention(nn.Module):
     num_heads: int = 4
     head_dim: int = 32
     causal: bool = True
+    rotary: bool = True
     max_decode_length: int = 1024
     impl: str = "auto"
 
     @nn.compact
-    def _attend(self, x, attend):
-        """Projections around ``attend(q, k, v) -> (o, extra)``; ``x [B, L, d_model]``."""
+    def _attend(self, x, positions, attend):
+        """Projections around ``attend(q, k, v) -> (o, extra)``; ``x [B, L, d_model]``, ``positions [B, L]``."""
         batch, length, features = x.shape
 
         def project(name):
@@ -46,7 +49,10 @@ class MultiHeadAttention(nn.Module):
                 batch, length, self.num_heads, self.head_dim
             )
 
-        o, extra = attend(project("query"), project("key"), project("value"))
+        q, k = project("query"), project("key")
+        if self.rotary:
+            q, k = apply_rotary(q, positions), apply_rotary(k, positions)
+        o, extra = attend(q, k, project("value"))
         return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
@@ -57,7 +63,8 @@ class MultiHeadAttention(nn.Module):
         def attend(q, k, v):
             return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, impl=self.impl), None
 
-        return self._attend(x, attend)[0]
+        positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+        return self._attend(x, positions, attend)[0]
 
     def init_carry(self, batch_size: int) -> KVCache:
         shape = (batch_size, self.max_decode_length, self.num_heads, self.head_dim)
@@ -78,5 +85,5 @@ class MultiHeadAttention(nn.Module):
             o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length, impl=self.impl)
             return o, cache
 
-        y, cache = self._attend(x_t[:, None], attend)
+        y, cache = self._attend(x_t[:, None], carry.length[:, None], attend)
         return cache, y[:, 0]

@@ -6,7 +6,7 @@ PAPERS.md section 2. ``[B, L, d_model] -> [B, L, d_model]``; per head
 (RetNet: ``gamma_h = 1 - 2^(-5-h)``) or a data-dependent ``g_t = log sigmoid(W x_t) / tau`` (GLA).
 """
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -15,6 +15,14 @@ import jax.numpy as jnp
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import feature_maps, linear_attention
+from jaxattn.ops.short_conv import causal_conv1d
+
+class LinearAttentionCarry(NamedTuple):
+    """Decoding state: ``state [B, H, K', V(+1)]`` fp32 and the short convolution's last inputs."""
+
+    state: jax.Array
+    conv_history: jax.Array
+
 
 FEATURE_MAP_NAMES = (*feature_maps.FEATURE_MAPS, "performer", "hedgehog")
 GATES = ("none", "decay", "data")
@@ -50,6 +58,8 @@ class LinearAttention(nn.Module):
       output_norm: LayerNorm of each head's output (RetNet's group norm).
       output_gate: multiply by ``silu(W x)`` before the output projection.
       causal: causal (decodable) or bidirectional attention within each segment.
+      short_conv: width W of a causal depthwise convolution (then SiLU) on the q, k, v projections
+        (0: none); it gives the layer local order, which plain linear attention lacks.
       num_random_features, random_seed: Performer's projection ``[D, M]`` (fixed, not trained).
       chunk_size, impl: passed to :func:`jaxattn.ops.linear_attention`.
     """
@@ -63,6 +73,7 @@ class LinearAttention(nn.Module):
     output_norm: bool = False
     output_gate: bool = False
     causal: bool = True
+    short_conv: int = 0
     num_random_features: int = 64
     random_seed: int = 0
     chunk_size: int = 64
@@ -95,16 +106,23 @@ class LinearAttention(nn.Module):
         return feature_maps.FEATURE_MAPS[self.feature_map](x)
 
     @nn.compact
-    def _attend(self, x, *, segment_ids=None, initial_state=None, impl=None):
-        """``x [B, L, d_model]`` -> (``[B, L, d_model]``, final state)."""
+    def _attend(self, x, *, segment_ids=None, carry: Optional[LinearAttentionCarry] = None, impl=None):
+        """``x [B, L, d_model]`` -> (``[B, L, d_model]``, carry after the last token)."""
         self._check_options()
         batch, length, features = x.shape
         heads, dim = self.num_heads, self.head_dim
-
-        def project(name):
-            return dense(heads * dim, ("embed", "heads"), name)(x).reshape(batch, length, heads, dim)
-
-        q, k, v = project("query"), project("key"), project("value")
+        qkv = jnp.concatenate([dense(heads * dim, ("embed", "heads"), n)(x) for n in ("query", "key", "value")], -1)
+        history = jnp.zeros((batch, 0, qkv.shape[-1]), qkv.dtype)
+        if self.short_conv:
+            kernel = self.param(
+                "conv_kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "heads")),
+                (self.short_conv, qkv.shape[-1]),
+            )
+            qkv, history = causal_conv1d(
+                qkv, kernel, history=None if carry is None else carry.conv_history, segment_ids=segment_ids
+            )
+            qkv = jax.nn.silu(qkv)
+        q, k, v = (a.reshape(batch, length, heads, dim) for a in jnp.split(qkv, 3, axis=-1))
         phi_q, phi_k = self._features(q, True), self._features(k, False)
         g = g_gamma = None
         if self.gate == "decay":
@@ -115,7 +133,7 @@ class LinearAttention(nn.Module):
         scale = None if self.feature_map == "identity" else 1.0
         o, state = linear_attention(
             phi_q, phi_k, v, g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
-            initial_state=initial_state, output_final_state=True, segment_ids=segment_ids,
+            initial_state=None if carry is None else carry.state, output_final_state=True, segment_ids=segment_ids,
             chunk_size=self.chunk_size, impl=impl or self.impl,
         )
         if self.output_norm:
@@ -123,7 +141,7 @@ class LinearAttention(nn.Module):
         o = o.reshape(batch, length, heads * dim)
         if self.output_gate:
             o = o * jax.nn.silu(dense(heads * dim, ("embed", "heads"), "output_gate")(x))
-        return dense(features, ("heads", "embed"), "out")(o), state
+        return dense(features, ("heads", "embed"), "out")(o), LinearAttentionCarry(state, history)
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
@@ -131,16 +149,20 @@ class LinearAttention(nn.Module):
             raise ValueError(f"LinearAttention: x must be [B, L, d_model], got shape {x.shape}")
         return self._attend(x, segment_ids=segment_ids)[0]
 
-    def init_carry(self, batch_size: int) -> jax.Array:
-        """Zero state ``[B, H, K', V]`` fp32 (``V + 1`` with ``normalize``)."""
+    def init_carry(self, batch_size: int) -> LinearAttentionCarry:
+        """Zero state ``[B, H, K', V]`` fp32 (``V + 1`` with ``normalize``) and convolution history."""
         value_dim = self.head_dim + (1 if self.normalize else 0)
-        return jnp.zeros((batch_size, self.num_heads, self.feature_dim, value_dim), jnp.float32)
+        channels = 3 * self.num_heads * self.head_dim
+        return LinearAttentionCarry(
+            jnp.zeros((batch_size, self.num_heads, self.feature_dim, value_dim), jnp.float32),
+            jnp.zeros((batch_size, max(self.short_conv - 1, 0), channels), jnp.float32),
+        )
 
-    def step(self, carry: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def step(self, carry: LinearAttentionCarry, x_t: jax.Array) -> tuple[LinearAttentionCarry, jax.Array]:
         """One token ``x_t [B, d_model]``: the recurrence with ``carry`` as the state."""
         if not self.causal:
             raise ValueError("LinearAttention.step: a non-causal layer sees the future and cannot decode")
-        y, carry = self._attend(x_t[:, None], initial_state=carry, impl="reference")
+        y, carry = self._attend(x_t[:, None], carry=carry, impl="reference")
         return carry, y[:, 0]
 
 

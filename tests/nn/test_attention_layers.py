@@ -29,7 +29,7 @@ def relative_error(got, want):
 def test_linear_attention_step_equals_call(feature_map, gate):
     model = LinearAttention(
         num_heads=2, head_dim=4, feature_map=feature_map, gate=gate, normalize=feature_map != "identity",
-        output_norm=True, output_gate=True, chunk_size=4,
+        output_norm=True, output_gate=True, chunk_size=4, short_conv=3 if gate == "data" else 0,
     )
     x = jax.random.normal(jax.random.key(0), (2, 11, 6))
     variables = model.init(jax.random.key(1), x)
@@ -44,7 +44,7 @@ def test_multi_head_attention_step_equals_call():
 
 
 def test_multi_head_attention_is_the_op_between_projections():
-    model = MultiHeadAttention(num_heads=2, head_dim=3, causal=False)
+    model = MultiHeadAttention(num_heads=2, head_dim=3, causal=False, rotary=False)
     x = jax.random.normal(jax.random.key(2), (1, 5, 4))
     params = nn.unbox(model.init(jax.random.key(3), x))["params"]
     heads = lambda name: (x @ params[name]["kernel"] + params[name]["bias"]).reshape(1, 5, 2, 3)  # noqa: E731
@@ -56,7 +56,7 @@ def test_multi_head_attention_is_the_op_between_projections():
 @pytest.mark.parametrize(
     "model",
     [
-        LinearAttention(num_heads=2, head_dim=4, gate="data", chunk_size=4),
+        LinearAttention(num_heads=2, head_dim=4, gate="data", chunk_size=4, short_conv=3),
         LinearAttention(num_heads=2, head_dim=4, causal=False, chunk_size=4),
         MultiHeadAttention(num_heads=2, head_dim=4),
         MultiHeadAttention(num_heads=2, head_dim=4, causal=False),
@@ -76,7 +76,7 @@ def test_hedgehog_map_starts_as_softmax_of_identity_features():
     params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 2, 4))))["params"]
     np.testing.assert_allclose(params["query_map"]["weight"], np.broadcast_to(np.eye(3), (2, 3, 3)))
     assert model.feature_dim == 6
-    assert model.init_carry(5).shape == (5, 2, 6, 4)
+    assert model.init_carry(5).state.shape == (5, 2, 6, 4)
 
 
 def test_decay_gate_is_retnet_schedule():
