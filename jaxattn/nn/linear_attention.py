@@ -15,13 +15,16 @@ import jax.numpy as jnp
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import feature_maps, linear_attention
+from jaxattn.ops.rotary import apply_rotary
 from jaxattn.ops.short_conv import causal_conv1d
 
 class LinearAttentionCarry(NamedTuple):
-    """Decoding state: ``state [B, H, K', V(+1)]`` fp32 and the short convolution's last inputs."""
+    """Decoding state: ``state [B, H, K', V(+1)]`` fp32, the short convolution's last inputs, and
+    the number of tokens seen (the next rotary position)."""
 
     state: jax.Array
     conv_history: jax.Array
+    position: jax.Array
 
 
 FEATURE_MAP_NAMES = (*feature_maps.FEATURE_MAPS, "performer", "hedgehog")
@@ -58,6 +61,8 @@ class LinearAttention(nn.Module):
       output_norm: LayerNorm of each head's output (RetNet's group norm).
       output_gate: multiply by ``silu(W x)`` before the output projection.
       causal: causal (decodable) or bidirectional attention within each segment.
+      rotary: rotary positions on q and k before the feature map (as Hedgehog does when it converts
+        a RoPE Transformer: the maps then see exactly the teacher's queries and keys).
       short_conv: width W of a causal depthwise convolution (then SiLU) on the q, k, v projections
         (0: none); it gives the layer local order, which plain linear attention lacks.
       num_random_features, random_seed: Performer's projection ``[D, M]`` (fixed, not trained).
@@ -73,6 +78,7 @@ class LinearAttention(nn.Module):
     output_norm: bool = False
     output_gate: bool = False
     causal: bool = True
+    rotary: bool = False
     short_conv: int = 0
     num_random_features: int = 64
     random_seed: int = 0
@@ -123,6 +129,10 @@ class LinearAttention(nn.Module):
             )
             qkv = jax.nn.silu(qkv)
         q, k, v = (a.reshape(batch, length, heads, dim) for a in jnp.split(qkv, 3, axis=-1))
+        if self.rotary:
+            offset = jnp.zeros((batch, 1), jnp.int32) if carry is None else carry.position[:, None]
+            positions = offset + jnp.arange(length)[None, :]
+            q, k = apply_rotary(q, positions), apply_rotary(k, positions)
         phi_q, phi_k = self._features(q, True), self._features(k, False)
         g = g_gamma = None
         if self.gate == "decay":
@@ -141,7 +151,8 @@ class LinearAttention(nn.Module):
         o = o.reshape(batch, length, heads * dim)
         if self.output_gate:
             o = o * jax.nn.silu(dense(heads * dim, ("embed", "heads"), "output_gate")(x))
-        return dense(features, ("heads", "embed"), "out")(o), LinearAttentionCarry(state, history)
+        position = (jnp.zeros((batch,), jnp.int32) if carry is None else carry.position) + length
+        return dense(features, ("heads", "embed"), "out")(o), LinearAttentionCarry(state, history, position)
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
@@ -156,6 +167,7 @@ class LinearAttention(nn.Module):
         return LinearAttentionCarry(
             jnp.zeros((batch_size, self.num_heads, self.feature_dim, value_dim), jnp.float32),
             jnp.zeros((batch_size, max(self.short_conv - 1, 0), channels), jnp.float32),
+            jnp.zeros((batch_size,), jnp.int32),
         )
 
     def step(self, carry: LinearAttentionCarry, x_t: jax.Array) -> tuple[LinearAttentionCarry, jax.Array]:

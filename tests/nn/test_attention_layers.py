@@ -30,6 +30,7 @@ def test_linear_attention_step_equals_call(feature_map, gate):
     model = LinearAttention(
         num_heads=2, head_dim=4, feature_map=feature_map, gate=gate, normalize=feature_map != "identity",
         output_norm=True, output_gate=True, chunk_size=4, short_conv=3 if gate == "data" else 0,
+        rotary=gate == "decay",
     )
     x = jax.random.normal(jax.random.key(0), (2, 11, 6))
     variables = model.init(jax.random.key(1), x)
