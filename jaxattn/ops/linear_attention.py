@@ -12,9 +12,9 @@ sequences); ``initial_state`` belongs to the segment of the first token.
 Implementations:
   * ``"reference"``: token by token (``lax.scan``) in fp32 at HIGHEST precision; non-causal as a
     dense masked product. The test oracle.
-  * ``"xla"``: the chunked Lightning-Attention-2 tiling. Within a chunk of C tokens, a masked
-    ``(Q K^T * decay) V``; across chunks, one ``[K, V]`` state per chunk from a diagonal scan over
-    chunks, read by ``(Q * exp(G)) S``. Every large operation is a batched matrix product.
+  * ``"xla"``: the chunked Lightning-Attention-2 tiling: a scan over chunks of C tokens carrying
+    one ``[K, V]`` state; within a chunk a masked ``(Q K^T * decay) V`` plus ``(Q * exp(G)) S``.
+    Memory is linear in T and no per-chunk states are kept beyond what autodiff saves.
 """
 
 from typing import NamedTuple, Optional
@@ -22,7 +22,6 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.diagonal_scan import diagonal_scan
 from jaxattn.ops.dispatch import resolve_impl
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -86,62 +85,65 @@ def _reference_noncausal(x: _Inputs, scale: float, chunk_size: int):
 # ----------------------------------------------------------------------------- chunked
 
 
-def _to_chunks(a: jax.Array, chunk_size: int) -> jax.Array:
-    """``[B, T, H, ...] -> [B, H, N, C, ...]`` (T a multiple of C)."""
-    batch, length, heads = a.shape[:3]
-    a = a.reshape(batch, length // chunk_size, chunk_size, heads, *a.shape[3:])
-    return jnp.moveaxis(a, 3, 1)
+def _chunk_major(a: jax.Array, chunk_size: int) -> jax.Array:
+    """``[B, T, ...] -> [N, B, C, ...]`` (T a multiple of C): one scan step per chunk."""
+    batch, length = a.shape[:2]
+    return jnp.moveaxis(a.reshape(batch, length // chunk_size, chunk_size, *a.shape[2:]), 1, 0)
+
+
+def _pad_to_chunks(x: _Inputs, chunk_size: int) -> _Inputs:
+    """Pads T to a multiple of C. Zero keys and values add nothing to the state and a zero log
+    decay keeps it, so the state after the padding is the state after the last real token."""
+    pad = -x.q.shape[1] % chunk_size
+    if not pad:
+        return x
+    pad_time = lambda a: None if a is None else jnp.pad(a, ((0, 0), (0, pad)) + ((0, 0),) * (a.ndim - 2))  # noqa: E731
+    return _Inputs(*(pad_time(a) for a in (x.q, x.k, x.v, x.log_decay)), x.state, pad_time(x.boundary))
 
 
 def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
+    """Lightning-Attention-2 tiling as a scan over chunks carrying one ``[B, H, K, V]`` state.
+
+    Per chunk, with ``G_i`` the in-chunk cumulative log decay (inclusive):
+      ``O = (Q K^T scale .* exp(G_i - G_j) .* M) V + scale (Q .* exp(G)) S``,
+      ``S <- exp(G_C) S + sum_r exp(G_C - G_r) k_r^T v_r``,
+    where ``M`` is causal and same-segment, the carried ``S`` reaches only tokens before the
+    chunk's first segment start, and only tokens of the chunk's last segment feed the new state.
+    """
     batch, length, heads = x.q.shape[:3]
-    pad = -length % chunk_size
-    if pad:
-        # Zero keys and values add nothing to the state, and a zero log decay keeps it: the
-        # final state after the padding is the state after the last real token.
-        widths = ((0, 0), (0, pad)) + ((0, 0),) * 2
-        x = _Inputs(
-            *(jnp.pad(a, widths[: a.ndim]) for a in (x.q, x.k, x.v)),
-            None if x.log_decay is None else jnp.pad(x.log_decay, widths[:3]),
-            x.state,
-            None if x.boundary is None else jnp.pad(x.boundary, widths[:2]),
-        )
-    q, k, v = (_to_chunks(a, chunk_size) for a in (x.q, x.k, x.v))  # [B, H, N, C, D]
-    num_chunks = q.shape[2]
+    x = _pad_to_chunks(x, chunk_size)
+    q, k, v = (_chunk_major(a, chunk_size) for a in (x.q, x.k, x.v))  # [N, B, C, H, D]
+    num_chunks = q.shape[0]
     if x.log_decay is None:
-        log_g = jnp.zeros((batch, heads, num_chunks, chunk_size), jnp.float32)
+        cum = jnp.zeros((num_chunks, batch, chunk_size, heads), jnp.float32)
     else:
-        log_g = _to_chunks(x.log_decay, chunk_size)
-    cum = jnp.cumsum(log_g, axis=-1)  # G_i: in-chunk cumulative log decay, inclusive
-    cum_last = cum[..., -1:]
-
-    # Segment structure within each chunk: count of segment starts up to each position.
+        cum = jnp.cumsum(_chunk_major(x.log_decay, chunk_size), axis=2)  # [N, B, C, H]
     if x.boundary is None:
-        starts = jnp.zeros((batch, 1, num_chunks, chunk_size), jnp.int32)
+        starts = jnp.zeros((num_chunks, batch, chunk_size), jnp.int32)
     else:
-        starts = jnp.cumsum(x.boundary.reshape(batch, 1, num_chunks, chunk_size).astype(jnp.int32), axis=-1)
-    from_chunk_start = starts == 0  # reads the carried state
-    to_chunk_end = starts == starts[..., -1:]  # feeds the state passed on
-    carries = starts[..., -1] == 0  # the state passes through the whole chunk
-
-    # Intra-chunk: (Q K^T .* exp(G_i - G_j) .* causal .* same segment) V; mask before exp.
+        starts = jnp.cumsum(_chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=2)  # [N, B, C]
     causal = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
-    mask = causal & (starts[..., :, None] == starts[..., None, :])
-    log_weights = jnp.where(mask, cum[..., :, None] - cum[..., None, :], -jnp.inf)
-    scores = jnp.einsum("bhnik,bhnjk->bhnij", q, k, preferred_element_type=jnp.float32)
-    o = jnp.einsum("bhnij,bhnjv->bhniv", scale * scores * jnp.exp(log_weights), v.astype(jnp.float32))
 
-    # Chunk states: S_{n+1} = exp(G_C) S_n + sum_r exp(G_C - G_r) k_r^T v_r, scanned over chunks.
-    key_weights = jnp.where(to_chunk_end, jnp.exp(cum_last - cum), 0.0)
-    local = jnp.einsum("bhnrk,bhnrv->bnhkv", k * key_weights[..., None], v, preferred_element_type=jnp.float32)
-    chunk_decay = jnp.where(carries, jnp.exp(cum_last[..., 0]), 0.0)  # [B, H, N]
-    after, final = diagonal_scan(jnp.moveaxis(chunk_decay, 2, 1)[..., None, None], local, h0=x.state)
-    before = jnp.concatenate([x.state[:, None], after[:, :-1]], axis=1)  # [B, N, H, K, V]
+    def chunk_step(state, chunk):
+        q_c, k_c, v_c, cum_c, starts_c = chunk
+        cum_h = jnp.moveaxis(cum_c, 2, 1)  # [B, H, C]
+        mask = causal & (starts_c[:, :, None] == starts_c[:, None, :])  # [B, C, C]
+        # Mask before exp: masked pairs get -inf, never inf - inf.
+        log_weights = jnp.where(mask[:, None], cum_h[..., :, None] - cum_h[..., None, :], -jnp.inf)
+        scores = jnp.einsum("bihk,bjhk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
+        o = jnp.einsum("bhij,bjhv->bihv", scale * scores * jnp.exp(log_weights), v_c.astype(jnp.float32))
+        from_start = (starts_c == 0)[:, :, None]  # [B, C, 1]: tokens the carried state reaches
+        query_weights = jnp.where(from_start, jnp.exp(cum_c), 0.0)  # [B, C, H]
+        o = o + scale * jnp.einsum("bihk,bhkv->bihv", q_c * query_weights[..., None], state)
+        to_end = (starts_c == starts_c[:, -1:])[:, :, None]  # tokens of the last segment
+        key_weights = jnp.where(to_end, jnp.exp(cum_c[:, -1:] - cum_c), 0.0)
+        update = jnp.einsum("bjhk,bjhv->bhkv", k_c * key_weights[..., None], v_c, preferred_element_type=jnp.float32)
+        carries = (starts_c[:, -1] == 0)[:, None]  # no segment start in the chunk: [B, 1]
+        decay = jnp.where(carries, jnp.exp(cum_c[:, -1]), 0.0)  # [B, H]
+        return decay[..., None, None] * state + update, o
 
-    # Inter-chunk: scale (Q .* exp(G)) S_n for the tokens still in the carried segment.
-    query_weights = jnp.where(from_chunk_start, jnp.exp(cum), 0.0)
-    o = o + scale * jnp.einsum("bhnik,bnhkv->bhniv", q * query_weights[..., None], before)
-    o = jnp.moveaxis(o, 1, 3).reshape(batch, -1, heads, o.shape[-1])
+    final, o = jax.lax.scan(chunk_step, x.state, (q, k, v, cum, starts))
+    o = jnp.moveaxis(o, 0, 1).reshape(batch, -1, heads, o.shape[-1])
     return o[:, :length], final
 
 
