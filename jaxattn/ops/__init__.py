@@ -1,8 +1,11 @@
 """Pure functions on arrays, one public function per operation (``impl=`` selects the path)."""
 
 from jaxattn.ops import feature_maps
+from jaxattn.ops.attention_distillation import attention_distillation_loss
 from jaxattn.ops.diagonal_scan import diagonal_scan
 from jaxattn.ops.linear_attention import linear_attention
 from jaxattn.ops.softmax_attention import softmax_attention
 
-__all__ = ["diagonal_scan", "feature_maps", "linear_attention", "softmax_attention"]
+__all__ = [
+    "attention_distillation_loss", "diagonal_scan", "feature_maps", "linear_attention", "softmax_attention",
+]

@@ -32,13 +32,21 @@ def _mask(length_q: int, length_k: int, causal: bool, segment_ids, kv_lengths) -
     return mask
 
 
-def _reference(q, k, v, scale, causal, segment_ids, kv_lengths):
+def softmax_attention_weights(
+    q: jax.Array, k: jax.Array, *, scale=None, causal: bool = True, segment_ids=None, kv_lengths=None
+) -> jax.Array:
+    """Explicit attention weights ``softmax(scale q k^T + mask)`` ``[B, H, Tq, Tk]`` in fp32."""
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     scores = scale * jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32),
                                 precision=jax.lax.Precision.HIGHEST)
     mask = _mask(q.shape[1], k.shape[1], causal, segment_ids, kv_lengths)
     if mask is not None:
         scores = jnp.where(mask, scores, -jnp.inf)
-    weights = jax.nn.softmax(scores, axis=-1)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def _reference(q, k, v, scale, causal, segment_ids, kv_lengths):
+    weights = softmax_attention_weights(q, k, scale=scale, causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
 
 

@@ -1,0 +1,36 @@
+"""Hedgehog's attention distillation loss (Zhang et al. 2024; PAPERS.md section 2.2).
+
+Cross-entropy between a softmax teacher's attention weights and a linear attention's normalised
+weights over the same queries and keys, averaged over batch, heads and queries:
+
+    A = softmax(scale q k^T + mask),   W = (phi(q) phi(k)^T .* M) / rowsum,
+    loss = -mean_{b,h,i} sum_j A_ij log W_ij.
+
+Shapes: ``q, k [B, T, H, D]`` (the teacher's, after any rotary embedding), ``phi_q, phi_k
+[B, T, H, F]`` (positive features). Quadratic in T: meant for the short distillation sequences.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops.softmax_attention import softmax_attention_weights
+
+
+def attention_distillation_loss(
+    q: jax.Array, k: jax.Array, phi_q: jax.Array, phi_k: jax.Array, *, causal: bool = True, scale=None, eps: float = 1e-6
+) -> jax.Array:
+    """Scalar loss; zero only if the linear weights equal the teacher's (its entropy aside)."""
+    if q.shape != k.shape or phi_q.shape != phi_k.shape or q.shape[:3] != phi_q.shape[:3]:
+        raise ValueError(
+            f"attention_distillation_loss: need q, k [B, T, H, D] and phi_q, phi_k [B, T, H, F]; got "
+            f"{q.shape}, {k.shape}, {phi_q.shape}, {phi_k.shape}"
+        )
+    teacher = jax.lax.stop_gradient(softmax_attention_weights(q, k, scale=scale, causal=causal))
+    scores = jnp.einsum("bihf,bjhf->bhij", phi_q.astype(jnp.float32), phi_k.astype(jnp.float32))
+    if causal:
+        scores = jnp.tril(scores)
+    student = scores / (jnp.sum(scores, axis=-1, keepdims=True) + eps)
+    # Pairs the teacher gives no weight (masked) contribute 0; the inner where keeps log (and its
+    # gradient) finite there.
+    log_student = jnp.log(jnp.where(teacher > 0, student + eps, 1.0))
+    return -jnp.mean(jnp.sum(teacher * log_student, axis=-1))
