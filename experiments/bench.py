@@ -30,17 +30,20 @@ _HEAD_DIM = flags.DEFINE_integer("head_dim", 64, "Head size D (K = V = D).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Input dtype.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 20.0, "Skip larger T for a case once one call takes longer.")
+_MEMORY_GB = flags.DEFINE_float("memory_budget_gb", 12.0, "Skip a measurement whose estimated working set exceeds this.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "Where bench.json / .md / .png go.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One op: inputs for a length, the function per impl, and the forward FLOP count."""
+    """One op: inputs for a length, the function per impl, the forward FLOP count, and the bytes of
+    its largest intermediate (quadratic ops keep ``[B, H, T, T]`` scores; backward about twice)."""
 
     make_inputs: Callable[[int], tuple]
     run: Callable[[str], Callable]
     forward_flops: Callable[[int], float]
     impls: tuple[str, ...]
+    working_set_bytes: Callable[[int], float] = lambda length: 0.0
 
 
 def _qkv(length: int):
@@ -72,7 +75,8 @@ CASES = {
         _qkv, lambda impl: lambda q, k, v: linear_attention(q, k, v, impl=impl), _linear_attention_flops, ("xla", "reference")
     ),
     "softmax_attention": Case(
-        _qkv, lambda impl: lambda q, k, v: softmax_attention(q, k, v, impl=impl), _softmax_flops, ("xla", "reference")
+        _qkv, lambda impl: lambda q, k, v: softmax_attention(q, k, v, impl=impl), _softmax_flops, ("xla", "reference"),
+        working_set_bytes=lambda length: 2 * 4.0 * _BATCH.value * _HEADS.value * length**2,
     ),
     "diagonal_scan": Case(
         _scan_inputs,
@@ -124,28 +128,38 @@ def run_benchmarks() -> dict:
                 if too_slow:
                     rows.append(dict(op=op, impl=impl, length=length, skipped=True))
                     continue
+                budget = _MEMORY_GB.value * 2**30
+                if case.working_set_bytes(length) > budget:
+                    rows.append(dict(op=op, impl=impl, length=length, skipped=True))
+                    continue
                 args = case.make_inputs(length)
                 fn = case.run(impl)
                 forward = _median_seconds(jax.jit(fn), args, _REPEATS.value)
-                backward = _median_seconds(_forward_backward(fn, len(args)), args, _REPEATS.value)
+                backward = None  # skipped: over the memory budget
+                if 2 * case.working_set_bytes(length) <= budget:
+                    backward = _median_seconds(_forward_backward(fn, len(args)), args, _REPEATS.value)
                 flops = case.forward_flops(length)
                 row = dict(
                     op=op, impl=impl, length=length, skipped=False,
-                    forward_ms=1e3 * forward, forward_backward_ms=1e3 * backward,
+                    forward_ms=1e3 * forward, forward_backward_ms=None if backward is None else 1e3 * backward,
                     tokens_per_s=_BATCH.value * length / forward,
                     forward_gflops=flops / forward / 1e9,
                     forward_fraction_of_matmul=flops / forward / 1e9 / matmul,
                 )
                 rows.append(row)
-                logging.info("%s/%s T=%d: forward %.2f ms (%.1f GFLOP/s, %.0f%% of matmul), fwd+bwd %.2f ms",
+                logging.info("%s/%s T=%d: forward %.2f ms (%.1f GFLOP/s, %.0f%% of matmul), fwd+bwd %s ms",
                              op, impl, length, row["forward_ms"], row["forward_gflops"],
-                             100 * row["forward_fraction_of_matmul"], row["forward_backward_ms"])
-                too_slow = max(forward, backward) > _MAX_SECONDS.value
+                             100 * row["forward_fraction_of_matmul"], _format_ms(row["forward_backward_ms"]))
+                too_slow = max(forward, backward or 0.0) > _MAX_SECONDS.value
     return dict(
         device=f"{device.platform}:{device.device_kind}", host=platform.node(), jax=jax.__version__,
         dtype=_DTYPE.value, batch=_BATCH.value, heads=_HEADS.value, head_dim=_HEAD_DIM.value,
         matmul_gflops=matmul, rows=rows,
     )
+
+
+def _format_ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def write_markdown(result: dict, path: str) -> None:
@@ -158,10 +172,10 @@ def write_markdown(result: dict, path: str) -> None:
     ]
     for r in result["rows"]:
         if r["skipped"]:
-            lines.append(f"| {r['op']} | {r['impl']} | {r['length']} | skipped (too slow) | | | | |")
+            lines.append(f"| {r['op']} | {r['impl']} | {r['length']} | skipped (time or memory budget) | | | | |")
             continue
         lines.append(
-            f"| {r['op']} | {r['impl']} | {r['length']} | {r['forward_ms']:.2f} | {r['forward_backward_ms']:.2f} | "
+            f"| {r['op']} | {r['impl']} | {r['length']} | {r['forward_ms']:.2f} | {_format_ms(r['forward_backward_ms'])} | "
             f"{r['tokens_per_s']:.3g} | {r['forward_gflops']:.1f} | {100 * r['forward_fraction_of_matmul']:.1f} |"
         )
     with open(path, "w") as f:

@@ -97,6 +97,9 @@ def shrink(config, **task_options):
         ("s5_listops", "", dict(num_train=100, num_validation=50, num_test=50, cache_dir=None)),
         ("s5_listops", "local", dict(num_train=64, num_validation=32, num_test=32)),
         ("s5_parity", "", dict(num_train=128, num_validation=64, num_test=64)),
+        ("recall", "softmax", dict(num_train=128, num_validation=64, num_test=64)),
+        ("recall", "hedgehog", dict(num_train=128, num_validation=64, num_test=64)),
+        ("recall", "gated", dict(num_train=128, num_validation=64, num_test=64)),
     ],
 )
 def test_shipped_config_smoke_run(tmp_path, name, arg, task_options):

@@ -7,7 +7,11 @@ from experiments.configs import load_config
 from jaxattn.train import default_config, validate_config
 
 
-@pytest.mark.parametrize("name, arg", [("s5_digits", ""), ("s5_listops", ""), ("s5_listops", "local"), ("s5_parity", "")])
+@pytest.mark.parametrize(
+    "name, arg",
+    [("s5_digits", ""), ("s5_listops", ""), ("s5_listops", "local"), ("s5_parity", "")]
+    + [("recall", variant) for variant in ("softmax", "linear", "hedgehog", "based", "decay", "gated")],
+)
 def test_shipped_configs_are_valid(name, arg):
     validate_config(load_config(name, arg))
 
