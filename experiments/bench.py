@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from experiments.logging_setup import show_own_info_only
+
 from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention
 
 _OPS = flags.DEFINE_list("ops", ["linear_attention", "softmax_attention", "diagonal_scan"], "Ops to benchmark.")
@@ -207,6 +209,7 @@ def write_plot(result: dict, path: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    show_own_info_only()
     result = run_benchmarks()
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     with open(os.path.join(_OUT_DIR.value, "bench.json"), "w") as f:

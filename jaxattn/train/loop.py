@@ -5,10 +5,11 @@ and, at the end, ``summary.json``. Running the same config on the same directory
 from the latest checkpoint and ends with the same metrics as an uninterrupted run.
 """
 
+import dataclasses
 import json
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -24,7 +25,7 @@ from jaxattn.train.config import validate_config
 from jaxattn.train.metrics import MetricsWriter
 from jaxattn.train.optimizer import make_optimizer
 from jaxattn.train.plots import plot_training_curves
-from jaxattn.train.steps import create_state, make_eval_step, make_train_step
+from jaxattn.train.steps import TrainState, create_state, make_eval_step, make_train_step
 
 
 def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec):
@@ -119,19 +120,32 @@ def _train_steps(state, start_step: int, total_steps: int, *, train_step, eval_s
     return state
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains, evaluates periodically, checkpoints, and returns the final summary.
+@dataclasses.dataclass
+class Experiment:
+    """Everything a config builds before training: data, mesh, model, optimiser, initial state."""
 
-    Returns:
-      ``{"step", "num_parameters", "validation": {"loss", "accuracy"}, "test": {...}}``, also
-      written to ``workdir/summary.json``; ``workdir/curves.png`` plots the training curves.
-    """
+    task: TaskSpec
+    mesh: Any
+    model: Any
+    tx: Any
+    train_iter: ArrayIterator
+    steps_per_epoch: int
+    total_steps: int
+    state: TrainState
+    shardings: TrainState
+    dropout_key: jax.Array
+
+    def with_variables(self, variables: dict) -> "Experiment":
+        """The same experiment starting from ``{"params", "batch_stats"}`` (e.g. converted weights)."""
+        params = jax.device_put(variables["params"], self.shardings.params)
+        batch_stats = jax.device_put(variables.get("batch_stats", {}), self.shardings.batch_stats)
+        return dataclasses.replace(self, state=self.state.replace(params=params, batch_stats=batch_stats))
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """Validates ``config`` and builds the task, mesh, model, optimiser and sharded initial state."""
     validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    _record_config(config, workdir)
-    is_main = jax.process_index() == 0
     train_cfg, opt_cfg = config.train, config.optimizer
-
     task = load_task(config.task.name, **config.task.options)
     mesh = make_data_mesh(config.mesh.data)
     for field in ("batch_size", "eval_batch_size"):
@@ -143,7 +157,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     steps_per_epoch = train_iter.steps_per_epoch
     total_steps = train_cfg.num_epochs * steps_per_epoch
-
     model = build_model(config.model, task)
     tx = make_optimizer(
         lr=opt_cfg.lr, ssm_lr=opt_cfg.ssm_lr, weight_decay=opt_cfg.weight_decay,
@@ -154,6 +167,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
     sample = {k: v[: mesh.size] for k, v in task.splits["train"].items()}
     state, shardings = create_state(model, tx, sample, init_key, mesh)
+    return Experiment(task, mesh, model, tx, train_iter, steps_per_epoch, total_steps, state, shardings, dropout_key)
+
+
+def restore_variables(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """``{"params", "batch_stats"}`` of the latest checkpoint in ``workdir`` (made with ``config``)."""
+    experiment = build_experiment(config)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), interval=1, keep=1)
+    step = checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    state, _ = checkpointer.restore(step, abstract_like(experiment.state, experiment.shardings))
+    checkpointer.close()
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def evaluate_variables(config: ml_collections.ConfigDict, variables: dict) -> dict:
+    """Validation and test loss and accuracy of a model with the given variables (no training)."""
+    experiment = build_experiment(config).with_variables(variables)
+    eval_step = make_eval_step(experiment.model, experiment.shardings, experiment.mesh)
+    return {
+        split: evaluate(eval_step, experiment.state, experiment.task.splits[split], config.train.eval_batch_size,
+                        experiment.mesh)
+        for split in ("validation", "test")
+    }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, initial_variables: Optional[dict] = None) -> dict:
+    """Trains, evaluates periodically, checkpoints, and returns the final summary.
+
+    ``initial_variables`` (``{"params", "batch_stats"}``) replace the random initialisation of a
+    fresh run (a resumed run continues from its checkpoint instead).
+
+    Returns:
+      ``{"step", "num_parameters", "validation": {"loss", "accuracy"}, "test": {...}}``, also
+      written to ``workdir/summary.json``; ``workdir/curves.png`` plots the training curves.
+    """
+    experiment = build_experiment(config)
+    if initial_variables is not None:
+        experiment = experiment.with_variables(initial_variables)
+    os.makedirs(workdir, exist_ok=True)
+    _record_config(config, workdir)
+    is_main = jax.process_index() == 0
+    train_cfg = config.train
+    task, mesh, model, tx = experiment.task, experiment.mesh, experiment.model, experiment.tx
+    train_iter, steps_per_epoch, total_steps = experiment.train_iter, experiment.steps_per_epoch, experiment.total_steps
+    state, shardings, dropout_key = experiment.state, experiment.shardings, experiment.dropout_key
     num_parameters = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
 
     checkpointer = Checkpointer(
