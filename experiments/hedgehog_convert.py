@@ -50,12 +50,14 @@ def classifier_config(mixer: str, epochs: int, **options):
 def distillation_batches(teacher_config, teacher_model, teacher_variables, steps: int):
     task_arrays = build_experiment(teacher_config).task.splits["train"]
     batches = ArrayIterator(task_arrays, batch_size=64, seed=1)
+    queries_and_keys = jax.jit(
+        lambda variables, inputs, lengths: teacher_queries_and_keys(
+            teacher_model, variables, inputs, lengths, num_heads=ATTENTION["num_heads"], rotary=ATTENTION["rotary"]
+        )
+    )
     for _ in range(steps):
         batch = next(batches)
-        yield teacher_queries_and_keys(
-            teacher_model, teacher_variables, batch["inputs"], batch["lengths"],
-            num_heads=ATTENTION["num_heads"], rotary=ATTENTION["rotary"],
-        )
+        yield queries_and_keys(teacher_variables, batch["inputs"], batch["lengths"])
 
 
 def main(argv):
