@@ -123,15 +123,21 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
     else:
         starts = jnp.cumsum(_chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=2)  # [N, B, C]
     causal = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
+    # Plain linear attention needs neither decay factors nor segment masks: skip that work.
+    weighted = x.log_decay is not None or x.boundary is not None
 
     def chunk_step(state, chunk):
         q_c, k_c, v_c, cum_c, starts_c = chunk
+        scores = scale * jnp.einsum("bihk,bjhk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
+        if not weighted:
+            o = jnp.einsum("bhij,bjhv->bihv", jnp.where(causal, scores, 0.0), v_c.astype(jnp.float32))
+            o = o + scale * jnp.einsum("bihk,bhkv->bihv", q_c, state, preferred_element_type=jnp.float32)
+            return state + jnp.einsum("bjhk,bjhv->bhkv", k_c, v_c, preferred_element_type=jnp.float32), o
         cum_h = jnp.moveaxis(cum_c, 2, 1)  # [B, H, C]
         mask = causal & (starts_c[:, :, None] == starts_c[:, None, :])  # [B, C, C]
         # Mask before exp: masked pairs get -inf, never inf - inf.
         log_weights = jnp.where(mask[:, None], cum_h[..., :, None] - cum_h[..., None, :], -jnp.inf)
-        scores = jnp.einsum("bihk,bjhk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
-        o = jnp.einsum("bhij,bjhv->bihv", scale * scores * jnp.exp(log_weights), v_c.astype(jnp.float32))
+        o = jnp.einsum("bhij,bjhv->bihv", scores * jnp.exp(log_weights), v_c.astype(jnp.float32))
         from_start = (starts_c == 0)[:, :, None]  # [B, C, 1]: tokens the carried state reaches
         query_weights = jnp.where(from_start, jnp.exp(cum_c), 0.0)  # [B, C, H]
         o = o + scale * jnp.einsum("bihk,bhkv->bihv", q_c * query_weights[..., None], state)
