@@ -25,11 +25,20 @@ def test_pooling_functions():
     np.testing.assert_allclose(last_step(x, lengths), np.stack([x[0, 1], x[1, 3]]))
 
 
+BIDIRECTIONAL_MIXERS = {
+    "s5": ("s5", S5_OPTIONS),
+    "linear_attention": ("linear_attention", dict(num_heads=2, head_dim=4, causal=False, short_conv=3, chunk_size=4)),
+    "softmax_attention": ("softmax_attention", dict(num_heads=2, head_dim=4, causal=False)),
+}
+
+
+@pytest.mark.parametrize("mixer", BIDIRECTIONAL_MIXERS)
 @pytest.mark.parametrize("norm", ["layer", "batch"])
 @pytest.mark.parametrize("pooling", ["mean", "last"])
-def test_padding_does_not_change_logits(norm, pooling):
-    """Real steps never see padding, even through the reverse scan of a bidirectional S5."""
-    model = make(norm=norm, pooling=pooling, vocab_size=7)
+def test_padding_does_not_change_logits(mixer, norm, pooling):
+    """Real steps never see padding, even through bidirectional mixers (padding is its own segment)."""
+    name, options = BIDIRECTIONAL_MIXERS[mixer]
+    model = make(norm=norm, pooling=pooling, vocab_size=7, mixer=name, mixer_options=options)
     tokens = jax.random.randint(jax.random.key(0), (2, 10), 1, 7)
     lengths = jnp.array([6, 10])
     variables = model.init(jax.random.key(1), tokens, lengths)
