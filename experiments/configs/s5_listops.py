@@ -1,4 +1,4 @@
-"""S5 on ListOps with the published Long Range Arena hyperparameters (Smith et al. 2023, table 10).
+"""S5 on ListOps with the published Long Range Arena hyperparameters (Smith et al. 2023).
 
 H=128, N=16 (P=8 with conjugate symmetry), J=8 blocks, 8 layers, batch 50, 40 epochs,
 lr 3e-3, ssm_lr 1e-3, weight decay 0.04, pre-norm BatchNorm, bidirectional, half_glu2,
