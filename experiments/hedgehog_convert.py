@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from experiments.logging_setup import show_own_info_only
 
 from experiments.configs import load_config
-from jaxattn.data import ArrayIterator
+from jaxattn.data import ArrayIterator, load_task
 from jaxattn.train import build_model, evaluate_variables, restore_variables, train_and_evaluate
 from jaxattn.train.config import mixer_options
 from jaxattn.train.convert import distill_hedgehog_maps, teacher_queries_and_keys, transfer_parameters
@@ -47,9 +47,8 @@ def classifier_config(mixer: str, epochs: int, **options):
     return config
 
 
-def distillation_batches(teacher_config, teacher_model, teacher_variables, steps: int):
-    task_arrays = build_experiment(teacher_config).task.splits["train"]
-    batches = ArrayIterator(task_arrays, batch_size=64, seed=1)
+def distillation_batches(train_arrays, teacher_model, teacher_variables, steps: int):
+    batches = ArrayIterator(train_arrays, batch_size=64, seed=1)
     queries_and_keys = jax.jit(
         lambda variables, inputs, lengths: teacher_queries_and_keys(
             teacher_model, variables, inputs, lengths, num_heads=ATTENTION["num_heads"], rotary=ATTENTION["rotary"]
@@ -68,7 +67,8 @@ def main(argv):
     teacher_config = classifier_config("softmax_attention", _TEACHER_EPOCHS.value)
     teacher = train_and_evaluate(teacher_config, os.path.join(workdir, "teacher"))
     teacher_variables = jax.device_get(restore_variables(teacher_config, os.path.join(workdir, "teacher")))
-    teacher_model = build_model(teacher_config.model, build_experiment(teacher_config).task)
+    task = load_task(teacher_config.task.name, **teacher_config.task.options)
+    teacher_model = build_model(teacher_config.model, task)
     results = {"teacher": teacher["test"]}
 
     for feature_map in ("hedgehog", "elu_plus_one"):
@@ -78,7 +78,7 @@ def main(argv):
         logging.info("%s student: %d parameter arrays new, the rest copied: %s", feature_map, len(fresh), fresh)
         entry = {}
         if feature_map == "hedgehog":
-            batches = distillation_batches(teacher_config, teacher_model, teacher_variables, _DISTILL_STEPS.value)
+            batches = distillation_batches(task.splits["train"], teacher_model, teacher_variables, _DISTILL_STEPS.value)
             params, losses = distill_hedgehog_maps(params, batches, causal=False)
             entry["distillation_loss"] = {"first": losses[0], "last": losses[-1]}
             logging.info("Hedgehog distillation loss %.4f -> %.4f", losses[0], losses[-1])

@@ -105,11 +105,7 @@ def generate(
 def _generate(model, variables, prompt, rng, *, max_new_tokens: int, temperature: float):
     step = partial(model.apply, variables, method=model.step)
 
-    def read_prompt(carry, token):
-        carry, logits = step(carry, token)
-        return carry, logits
-
-    carry, logits = jax.lax.scan(read_prompt, model.init_carry(prompt.shape[0]), prompt.T)
+    carry, logits = jax.lax.scan(step, model.init_carry(prompt.shape[0]), prompt.T)
 
     def choose(logits, key):
         if temperature == 0:

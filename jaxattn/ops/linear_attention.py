@@ -113,26 +113,30 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
     batch, length, heads = x.q.shape[:3]
     x = _pad_to_chunks(x, chunk_size)
     q, k, v = (_chunk_major(a, chunk_size) for a in (x.q, x.k, x.v))  # [N, B, C, H, D]
-    num_chunks = q.shape[0]
-    if x.log_decay is None:
-        cum = jnp.zeros((num_chunks, batch, chunk_size, heads), jnp.float32)
-    else:
-        cum = jnp.cumsum(_chunk_major(x.log_decay, chunk_size), axis=2)  # [N, B, C, H]
-    if x.boundary is None:
-        starts = jnp.zeros((num_chunks, batch, chunk_size), jnp.int32)
-    else:
-        starts = jnp.cumsum(_chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=2)  # [N, B, C]
     causal = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
     # Plain linear attention needs neither decay factors nor segment masks: skip that work.
     weighted = x.log_decay is not None or x.boundary is not None
+    chunks = (q, k, v)
+    if weighted:
+        num_chunks = q.shape[0]
+        if x.log_decay is None:
+            cum = jnp.zeros((num_chunks, batch, chunk_size, heads), jnp.float32)
+        else:
+            cum = jnp.cumsum(_chunk_major(x.log_decay, chunk_size), axis=2)  # [N, B, C, H]
+        if x.boundary is None:
+            starts = jnp.zeros((num_chunks, batch, chunk_size), jnp.int32)
+        else:
+            starts = jnp.cumsum(_chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=2)  # [N, B, C]
+        chunks = (q, k, v, cum, starts)
 
     def chunk_step(state, chunk):
-        q_c, k_c, v_c, cum_c, starts_c = chunk
+        q_c, k_c, v_c = chunk[:3]
         scores = scale * jnp.einsum("bihk,bjhk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
         if not weighted:
             o = jnp.einsum("bhij,bjhv->bihv", jnp.where(causal, scores, 0.0), v_c.astype(jnp.float32))
             o = o + scale * jnp.einsum("bihk,bhkv->bihv", q_c, state, preferred_element_type=jnp.float32)
             return state + jnp.einsum("bjhk,bjhv->bhkv", k_c, v_c, preferred_element_type=jnp.float32), o
+        cum_c, starts_c = chunk[3:]
         cum_h = jnp.moveaxis(cum_c, 2, 1)  # [B, H, C]
         mask = causal & (starts_c[:, :, None] == starts_c[:, None, :])  # [B, C, C]
         # Mask before exp: masked pairs get -inf, never inf - inf.
@@ -148,7 +152,7 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
         decay = jnp.where(carries, jnp.exp(cum_c[:, -1]), 0.0)  # [B, H]
         return decay[..., None, None] * state + update, o
 
-    final, o = jax.lax.scan(chunk_step, x.state, (q, k, v, cum, starts))
+    final, o = jax.lax.scan(chunk_step, x.state, chunks)
     o = jnp.moveaxis(o, 0, 1).reshape(batch, -1, heads, o.shape[-1])
     return o[:, :length], final
 
