@@ -1,6 +1,7 @@
 """Multi-query associative recall with one mixer per argument: ``recall.py:MIXER``.
 
-MIXER is one of ``softmax`` (the baseline, with rotary positions), ``linear`` (elu + 1), ``hedgehog``, ``based``
+MIXER is one of ``softmax`` (the baseline, with rotary positions), ``softmax_noconv`` (the same without the
+short convolution every other variant has), ``linear`` (elu + 1), ``hedgehog``, ``based``
 (second-order Taylor features), ``decay`` (elu + 1 with RetNet's per-head decay) or ``gated``
 (elu + 1 with a data-dependent gate). A 2-layer causal language model of width 64 reads 4
 key-value pairs and answers 32 queries among 24 distractors (sequences of 64 tokens, 64 keys,
@@ -11,17 +12,18 @@ knob (``--config.task.options.num_pairs``): sized so that the CPU budget of 10 e
 from jaxattn.train import default_config
 from jaxattn.train.config import mixer_options
 
-_ATTENTION = dict(num_heads=2, head_dim=32)
-# Linear attention layers get a short convolution (width 4), as in Zoology and fla: without it
-# (and without positions) a layer cannot tell a key from the value that follows it.
-_LINEAR = dict(_ATTENTION, short_conv=4)
+# Every layer gets a short convolution (width 4), as in Zoology and fla: without it (and without
+# positions) a linear attention layer cannot tell a key from the value that follows it.
+_ATTENTION = dict(num_heads=2, head_dim=32, short_conv=4)
+_SOFTMAX = dict(_ATTENTION, rotary=True, max_decode_length=64)
 VARIANTS = {
-    "softmax": ("softmax_attention", dict(_ATTENTION, rotary=True, max_decode_length=64)),
-    "linear": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one")),
-    "hedgehog": ("linear_attention", dict(_LINEAR, feature_map="hedgehog")),
-    "based": ("linear_attention", dict(_LINEAR, head_dim=16, feature_map="taylor_exp")),
-    "decay": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one", gate="decay")),
-    "gated": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one", gate="data")),
+    "softmax": ("softmax_attention", _SOFTMAX),
+    "softmax_noconv": ("softmax_attention", dict(_SOFTMAX, short_conv=0)),
+    "linear": ("linear_attention", dict(_ATTENTION, feature_map="elu_plus_one")),
+    "hedgehog": ("linear_attention", dict(_ATTENTION, feature_map="hedgehog")),
+    "based": ("linear_attention", dict(_ATTENTION, head_dim=16, feature_map="taylor_exp")),
+    "decay": ("linear_attention", dict(_ATTENTION, feature_map="elu_plus_one", gate="decay")),
+    "gated": ("linear_attention", dict(_ATTENTION, feature_map="elu_plus_one", gate="data")),
 }
 
 

@@ -8,16 +8,19 @@ import jax.numpy as jnp
 
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.short_conv import ShortConvolution
 from jaxattn.ops import softmax_attention
 from jaxattn.ops.rotary import apply_rotary
 
 
 class KVCache(NamedTuple):
-    """``keys``, ``values`` ``[B, max_length, H, D]``; ``length`` ``[B]`` tokens written so far."""
+    """``keys``, ``values`` ``[B, max_length, H, D]``; ``length`` ``[B]`` tokens written so far;
+    ``conv_history [B, W-1, 3 H D]`` the short convolution's last inputs (``W = 0``: empty)."""
 
     keys: jax.Array
     values: jax.Array
     length: jax.Array
+    conv_history: jax.Array
 
 
 @register_mixer("softmax_attention")
@@ -28,6 +31,8 @@ class MultiHeadAttention(nn.Module):
       num_heads, head_dim: H heads of size D.
       causal: causal (decodable) or bidirectional within each segment.
       rotary: rotary position embedding of queries and keys (attention is otherwise blind to order).
+      short_conv: width W of a causal depthwise convolution (then SiLU) on the q, k, v projections
+        (0: none), the same as :class:`jaxattn.nn.LinearAttention`'s, for like-for-like comparisons.
       max_decode_length: size of the KV cache that ``init_carry`` allocates.
       impl: passed to :func:`jaxattn.ops.softmax_attention`.
     """
@@ -36,24 +41,29 @@ class MultiHeadAttention(nn.Module):
     head_dim: int = 32
     causal: bool = True
     rotary: bool = True
+    short_conv: int = 0
     max_decode_length: int = 1024
     impl: str = "auto"
 
     @nn.compact
-    def _attend(self, x, positions, attend):
-        """Projections around ``attend(q, k, v) -> (o, extra)``; ``x [B, L, d_model]``, ``positions [B, L]``."""
+    def _attend(self, x, positions, attend, *, segment_ids=None, conv_history=None):
+        """Projections around ``attend(q, k, v) -> (o, extra)``; ``x [B, L, d_model]``, ``positions [B, L]``.
+
+        Returns ``(y [B, L, d_model], extra, conv_history)``.
+        """
         batch, length, features = x.shape
-
-        def project(name):
-            return dense(self.num_heads * self.head_dim, ("embed", "heads"), name)(x).reshape(
-                batch, length, self.num_heads, self.head_dim
+        width = self.num_heads * self.head_dim
+        qkv = jnp.concatenate([dense(width, ("embed", "heads"), n)(x) for n in ("query", "key", "value")], -1)
+        history = jnp.zeros((batch, 0, 3 * width), qkv.dtype)
+        if self.short_conv:
+            qkv, history = ShortConvolution(self.short_conv, name="short_conv")(
+                qkv, history=conv_history, segment_ids=segment_ids
             )
-
-        q, k = project("query"), project("key")
+        q, k, v = (a.reshape(batch, length, self.num_heads, self.head_dim) for a in jnp.split(qkv, 3, axis=-1))
         if self.rotary:
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
-        o, extra = attend(q, k, project("value"))
-        return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra
+        o, extra = attend(q, k, v)
+        return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra, history
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
@@ -64,11 +74,13 @@ class MultiHeadAttention(nn.Module):
             return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, impl=self.impl), None
 
         positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
-        return self._attend(x, positions, attend)[0]
+        return self._attend(x, positions, attend, segment_ids=segment_ids)[0]
 
     def init_carry(self, batch_size: int) -> KVCache:
         shape = (batch_size, self.max_decode_length, self.num_heads, self.head_dim)
-        return KVCache(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros((batch_size,), jnp.int32))
+        history = jnp.zeros((batch_size, max(self.short_conv - 1, 0), 3 * self.num_heads * self.head_dim), jnp.float32)
+        zeros = jnp.zeros(shape, jnp.float32)
+        return KVCache(zeros, zeros, jnp.zeros((batch_size,), jnp.int32), history)
 
     def step(self, carry: KVCache, x_t: jax.Array) -> tuple[KVCache, jax.Array]:
         """Appends this token's key and value to the cache and attends over the filled part."""
@@ -81,9 +93,11 @@ class MultiHeadAttention(nn.Module):
                 write(carry.keys, k.astype(carry.keys.dtype), carry.length),
                 write(carry.values, v.astype(carry.values.dtype), carry.length),
                 carry.length + 1,
+                carry.conv_history,
             )
             o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length, impl=self.impl)
             return o, cache
 
-        y, cache = self._attend(x_t[:, None], carry.length[:, None], attend)
-        return cache, y[:, 0]
+        history = carry.conv_history if self.short_conv else None
+        y, cache, history = self._attend(x_t[:, None], carry.length[:, None], attend, conv_history=history)
+        return cache._replace(conv_history=history), y[:, 0]

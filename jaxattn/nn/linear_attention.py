@@ -16,7 +16,7 @@ from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import feature_maps, linear_attention
 from jaxattn.ops.rotary import apply_rotary
-from jaxattn.ops.short_conv import causal_conv1d
+from jaxattn.nn.short_conv import ShortConvolution
 
 class LinearAttentionCarry(NamedTuple):
     """Decoding state: ``state [B, H, K', V(+1)]`` fp32, the short convolution's last inputs, and
@@ -120,14 +120,8 @@ class LinearAttention(nn.Module):
         qkv = jnp.concatenate([dense(heads * dim, ("embed", "heads"), n)(x) for n in ("query", "key", "value")], -1)
         history = jnp.zeros((batch, 0, qkv.shape[-1]), qkv.dtype)
         if self.short_conv:
-            kernel = self.param(
-                "conv_kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "heads")),
-                (self.short_conv, qkv.shape[-1]),
-            )
-            qkv, history = causal_conv1d(
-                qkv, kernel, history=None if carry is None else carry.conv_history, segment_ids=segment_ids
-            )
-            qkv = jax.nn.silu(qkv)
+            history = None if carry is None else carry.conv_history
+            qkv, history = ShortConvolution(self.short_conv, name="short_conv")(qkv, history=history, segment_ids=segment_ids)
         q, k, v = (a.reshape(batch, length, heads, dim) for a in jnp.split(qkv, 3, axis=-1))
         if self.rotary:
             offset = jnp.zeros((batch, 1), jnp.int32) if carry is None else carry.position[:, None]

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxattn.ops.dispatch import resolve_impl
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+_UNROLL = 4  # chunks per scan iteration of the xla path
 
 
 class _Inputs(NamedTuple):
@@ -109,6 +110,10 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
       ``S <- exp(G_C) S + sum_r exp(G_C - G_r) k_r^T v_r``,
     where ``M`` is causal and same-segment, the carried ``S`` reaches only tokens before the
     chunk's first segment start, and only tokens of the chunk's last segment feed the new state.
+
+    Each chunk is moved to head-major ``[B, H, C, D]`` inside the scan body, where it is in cache
+    (transposing the whole ``[B, T, H, D]`` input first is slower on CPU), and the scan is unrolled
+    by ``_UNROLL`` chunks so that XLA sees several independent products at once.
     """
     batch, length, heads = x.q.shape[:3]
     x = _pad_to_chunks(x, chunk_size)
@@ -130,29 +135,31 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
         chunks = (q, k, v, cum, starts)
 
     def chunk_step(state, chunk):
-        q_c, k_c, v_c = chunk[:3]
-        scores = scale * jnp.einsum("bihk,bjhk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
+        q_c, k_c, v_c = (jnp.swapaxes(a, 1, 2) for a in chunk[:3])  # [B, H, C, D]
+        v_c = v_c.astype(jnp.float32)
+        scores = scale * jnp.einsum("bhik,bhjk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
         if not weighted:
-            o = jnp.einsum("bhij,bjhv->bihv", jnp.where(causal, scores, 0.0), v_c.astype(jnp.float32))
-            o = o + scale * jnp.einsum("bihk,bhkv->bihv", q_c, state, preferred_element_type=jnp.float32)
-            return state + jnp.einsum("bjhk,bjhv->bhkv", k_c, v_c, preferred_element_type=jnp.float32), o
+            o = jnp.where(causal, scores, 0.0) @ v_c
+            o = o + scale * jnp.einsum("bhik,bhkv->bhiv", q_c, state, preferred_element_type=jnp.float32)
+            update = jnp.einsum("bhjk,bhjv->bhkv", k_c, v_c, preferred_element_type=jnp.float32)
+            return state + update, jnp.swapaxes(o, 1, 2)
         cum_c, starts_c = chunk[3:]
-        cum_h = jnp.moveaxis(cum_c, 2, 1)  # [B, H, C]
+        cum_h = jnp.swapaxes(cum_c, 1, 2)[..., None]  # [B, H, C, 1]
         mask = causal & (starts_c[:, :, None] == starts_c[:, None, :])  # [B, C, C]
         # Mask before exp: masked pairs get -inf, never inf - inf.
-        log_weights = jnp.where(mask[:, None], cum_h[..., :, None] - cum_h[..., None, :], -jnp.inf)
-        o = jnp.einsum("bhij,bjhv->bihv", scores * jnp.exp(log_weights), v_c.astype(jnp.float32))
-        from_start = (starts_c == 0)[:, :, None]  # [B, C, 1]: tokens the carried state reaches
-        query_weights = jnp.where(from_start, jnp.exp(cum_c), 0.0)  # [B, C, H]
-        o = o + scale * jnp.einsum("bihk,bhkv->bihv", q_c * query_weights[..., None], state)
-        to_end = (starts_c == starts_c[:, -1:])[:, :, None]  # tokens of the last segment
-        key_weights = jnp.where(to_end, jnp.exp(cum_c[:, -1:] - cum_c), 0.0)
-        update = jnp.einsum("bjhk,bjhv->bhkv", k_c * key_weights[..., None], v_c, preferred_element_type=jnp.float32)
+        log_weights = jnp.where(mask[:, None], cum_h - jnp.swapaxes(cum_h, 2, 3), -jnp.inf)
+        o = (scores * jnp.exp(log_weights)) @ v_c
+        from_start = (starts_c == 0)[:, None, :, None]  # [B, 1, C, 1]: tokens the carried state reaches
+        query_weights = jnp.where(from_start, jnp.exp(cum_h), 0.0)  # [B, H, C, 1]
+        o = o + scale * jnp.einsum("bhik,bhkv->bhiv", q_c * query_weights, state)
+        to_end = (starts_c == starts_c[:, -1:])[:, None, :, None]  # tokens of the last segment
+        key_weights = jnp.where(to_end, jnp.exp(cum_h[:, :, -1:] - cum_h), 0.0)
+        update = jnp.einsum("bhjk,bhjv->bhkv", k_c * key_weights, v_c, preferred_element_type=jnp.float32)
         carries = (starts_c[:, -1] == 0)[:, None]  # no segment start in the chunk: [B, 1]
         decay = jnp.where(carries, jnp.exp(cum_c[:, -1]), 0.0)  # [B, H]
-        return decay[..., None, None] * state + update, o
+        return decay[..., None, None] * state + update, jnp.swapaxes(o, 1, 2)
 
-    final, o = jax.lax.scan(chunk_step, x.state, chunks)
+    final, o = jax.lax.scan(chunk_step, x.state, chunks, unroll=min(_UNROLL, q.shape[0]))
     o = jnp.moveaxis(o, 0, 1).reshape(batch, -1, heads, o.shape[-1])
     return o[:, :length], final
 

@@ -37,8 +37,9 @@ def test_linear_attention_step_equals_call(feature_map, gate):
     assert relative_error(run_steps(model, variables, x), model.apply(variables, x)) < 1e-5
 
 
-def test_multi_head_attention_step_equals_call():
-    model = MultiHeadAttention(num_heads=2, head_dim=4, max_decode_length=16)
+@pytest.mark.parametrize("short_conv", [0, 3])
+def test_multi_head_attention_step_equals_call(short_conv):
+    model = MultiHeadAttention(num_heads=2, head_dim=4, max_decode_length=16, short_conv=short_conv)
     x = jax.random.normal(jax.random.key(0), (2, 11, 6))
     variables = model.init(jax.random.key(1), x)
     assert relative_error(run_steps(model, variables, x), model.apply(variables, x)) < 1e-5
@@ -59,10 +60,10 @@ def test_multi_head_attention_is_the_op_between_projections():
     [
         LinearAttention(num_heads=2, head_dim=4, gate="data", chunk_size=4, short_conv=3),
         LinearAttention(num_heads=2, head_dim=4, causal=False, chunk_size=4),
-        MultiHeadAttention(num_heads=2, head_dim=4),
+        MultiHeadAttention(num_heads=2, head_dim=4, short_conv=3),
         MultiHeadAttention(num_heads=2, head_dim=4, causal=False),
     ],
-    ids=["linear-gated", "linear-bidirectional", "softmax", "softmax-bidirectional"],
+    ids=["linear-gated", "linear-bidirectional", "softmax-short-conv", "softmax-bidirectional"],
 )
 def test_segments_are_independent(model):
     x = jax.random.normal(jax.random.key(0), (1, 10, 6))

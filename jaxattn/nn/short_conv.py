@@ -1,0 +1,29 @@
+"""The short convolution layer shared by the attention mixers (H3, Based, fla: "short conv")."""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+
+from jaxattn.ops.short_conv import causal_conv1d
+
+
+class ShortConvolution(nn.Module):
+    """``silu(causal_conv1d(x, kernel))`` with a trained depthwise ``kernel [W, C]``.
+
+    ``x [B, T, C]`` (the concatenated q, k, v projections) -> ``(y [B, T, C], history [B, W-1, C])``;
+    ``history`` carries the last inputs between decoding steps. It gives a layer local order (which
+    key precedes which value) that attention without positions lacks.
+    """
+
+    width: int
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, history: Optional[jax.Array] = None, segment_ids: Optional[jax.Array] = None
+    ) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "heads")), (self.width, x.shape[-1])
+        )
+        y, history = causal_conv1d(x, kernel, history=history, segment_ids=segment_ids)
+        return jax.nn.silu(y), history

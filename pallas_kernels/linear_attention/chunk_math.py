@@ -1,0 +1,89 @@
+"""Per-chunk mathematics of chunked linear attention, shared by the TPU and the Triton kernels.
+
+One chunk of C tokens of one (batch, head): ``q, k [C, K]``, ``v, do [C, V]``, the state
+``S [K, V]`` fp32, and ``b [C]`` the in-chunk inclusive cumulative log decay (given as a column
+``b_col [C, 1]`` and a row ``b_row [1, C]``; ``None`` without decay), ``lam = b[C-1]``.
+With ``W_ij = exp(b_i - b_j) [i >= j]`` (masked before ``exp``):
+
+  forward   ``O = s (Q K^T .* W) V + s (Q .* e^b) S``,   ``S' = e^lam S + (K .* e^(lam-b))^T V``
+  dq sweep  ``dQ = s (dO V^T .* W) K + s (dO .* e^b) S^T``  (forward order, S recomputed)
+  dkv sweep ``dK = s (dO V^T .* W)^T Q + e^(lam-b) .* (V dS'^T)``,
+            ``dV = s (Q K^T .* W)^T dO + e^(lam-b) .* (K dS')``,
+            ``dS = e^lam dS' + s (Q .* e^b)^T dO``  (reverse order; ``dS'`` is the gradient of the
+            state after the chunk)
+
+Everything accumulates in fp32. The functions take and return arrays, so a kernel body is loads,
+one call and stores.
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+_F32 = jnp.float32
+
+
+def _dot(a, b, contract=(1, 0)):
+    """``a @ b`` contracting ``a``'s axis ``contract[0]`` with ``b``'s ``contract[1]``, fp32 out.
+
+    fp32 operands use full fp32 precision (no TF32 on GPU), so kernels match the reference to 1e-4.
+    """
+    precision = jax.lax.Precision.HIGHEST if a.dtype == _F32 and b.dtype == _F32 else None
+    dims = (((contract[0],), (contract[1],)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=_F32)
+
+
+def decay_matrix(size: int, b_col: Optional[jax.Array], b_row: Optional[jax.Array]) -> jax.Array:
+    """``W [C, C]``: ``exp(b_i - b_j)`` on and below the diagonal, 0 above."""
+    rows = jax.lax.broadcasted_iota(jnp.int32, (size, size), 0)
+    cols = jax.lax.broadcasted_iota(jnp.int32, (size, size), 1)
+    causal = rows >= cols
+    if b_col is None:
+        return causal.astype(_F32)
+    return jnp.exp(jnp.where(causal, b_col - b_row, -jnp.inf))
+
+
+def _decays(b_col, b_row):
+    """``(e^b [C, 1], e^(lam - b) [C, 1], e^lam [1, 1])``, all ones without decay."""
+    if b_col is None:
+        return 1.0, 1.0, 1.0
+    size = b_row.shape[1]
+    lam = b_row[:, size - 1 : size]
+    return jnp.exp(b_col), jnp.exp(lam - b_col), jnp.exp(lam)
+
+
+def next_state(k, v, b_col, b_row, state):
+    """``S' = e^lam S + (K .* e^(lam - b))^T V``."""
+    _, to_end, total = _decays(b_col, b_row)
+    return total * state + _dot((k * to_end).astype(v.dtype), v, (0, 0))
+
+
+def forward_chunk(q, k, v, b_col, b_row, state, scale: float):
+    """``(O [C, V] fp32, S' [K, V])`` for one chunk."""
+    weights = decay_matrix(q.shape[0], b_col, b_row)
+    from_start, _, _ = _decays(b_col, b_row)
+    scores = (scale * _dot(q, k, (1, 1)) * weights).astype(v.dtype)
+    out = _dot(scores, v) + scale * _dot((q * from_start).astype(q.dtype), state.astype(q.dtype))
+    return out, next_state(k, v, b_col, b_row, state)
+
+
+def dq_chunk(k, v, do, b_col, b_row, state, scale: float):
+    """``dQ [C, K]`` fp32 of one chunk given the state before it."""
+    weights = decay_matrix(do.shape[0], b_col, b_row)
+    from_start, _, _ = _decays(b_col, b_row)
+    d_scores = (scale * _dot(do, v, (1, 1)) * weights).astype(k.dtype)
+    return _dot(d_scores, k) + scale * _dot((do * from_start).astype(do.dtype), state.astype(do.dtype), (1, 1))
+
+
+def dkv_chunk(q, k, v, do, b_col, b_row, d_state, scale: float):
+    """``(dK [C, K], dV [C, V], dS [K, V])`` of one chunk given ``dS'``, the gradient of the state after it."""
+    weights = decay_matrix(q.shape[0], b_col, b_row)
+    from_start, to_end, total = _decays(b_col, b_row)
+    d_scores = (scale * _dot(do, v, (1, 1)) * weights).astype(q.dtype)
+    scores = (scale * _dot(q, k, (1, 1)) * weights).astype(do.dtype)
+    d_state_in = d_state.astype(v.dtype)
+    dk = _dot(d_scores, q, (0, 0)) + to_end * _dot(v, d_state_in, (1, 1))
+    dv = _dot(scores, do, (0, 0)) + to_end * _dot(k, d_state_in.astype(k.dtype))
+    d_state_before = total * d_state + scale * _dot((q * from_start).astype(do.dtype), do, (0, 0))
+    return dk, dv, d_state_before
