@@ -15,6 +15,9 @@ Implementations:
   * ``"xla"``: the chunked Lightning-Attention-2 tiling: a scan over chunks of C tokens carrying
     one ``[K, V]`` state; within a chunk a masked ``(Q K^T * decay) V`` plus ``(Q * exp(G)) S``.
     Memory is linear in T and no per-chunk states are kept beyond what autodiff saves.
+  * ``"pallas"``: the same tiling as GPU (Triton) and TPU (Mosaic) kernels with a recomputing
+    backward (:mod:`pallas_kernels.linear_attention`); the Pallas interpreter on CPU. No
+    ``segment_ids``.
 """
 
 from typing import NamedTuple, Optional
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.ops.dispatch import resolve_impl
+from pallas_kernels.linear_attention import chunked_linear_attention
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _UNROLL = 4  # chunks per scan iteration of the xla path
@@ -186,9 +190,28 @@ def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
     return forward + jnp.flip(backward, axis=1) - own, final
 
 
+def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
+    """The Pallas kernels of :mod:`pallas_kernels.linear_attention` on head-major, chunk-padded inputs."""
+    if x.boundary is not None:
+        raise ValueError("linear_attention: impl='pallas' does not support segment_ids; use impl='xla'")
+    batch, length = x.q.shape[:2]
+    x = _pad_to_chunks(x, chunk_size)
+    head_major = lambda a: None if a is None else jnp.swapaxes(a, 1, 2)  # noqa: E731
+    o, final = chunked_linear_attention(*map(head_major, (x.q, x.k, x.v, x.log_decay)), x.state, scale, chunk_size)
+    return jnp.swapaxes(o, 1, 2)[:, :length], final
+
+
+def _pallas_noncausal(x: _Inputs, scale: float, chunk_size: int):
+    """Without segments non-causal linear attention is two matrix products, XLA's own strength."""
+    if x.boundary is not None:
+        raise ValueError("linear_attention: impl='pallas' does not support segment_ids; use impl='xla'")
+    return _chunked_noncausal(x, scale, chunk_size)
+
+
 _IMPLEMENTATIONS = {
     "reference": {True: _reference_causal, False: _reference_noncausal},
     "xla": {True: _chunked_causal, False: _chunked_noncausal},
+    "pallas": {True: _pallas_causal, False: _pallas_noncausal},
 }
 
 
@@ -258,7 +281,8 @@ def linear_attention(
       output_final_state: also return the final state.
       segment_ids: ``[B, T]`` ints; the state resets where the id changes.
       chunk_size: tokens per chunk of the ``xla`` path.
-      impl: ``"reference"``, ``"xla"`` or ``"auto"``.
+      impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU where it
+        supports the inputs, else xla).
 
     Returns:
       ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
@@ -285,7 +309,8 @@ def linear_attention(
         boundary = jnp.concatenate(
             [jnp.zeros((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
         )
-    core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS)[bool(causal)]
+    unsupported = "segment_ids" if segment_ids is not None else None
+    core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)[bool(causal)]
     o, final = core(_Inputs(q, k, values, log_decay, state, boundary), scale, chunk_size)
     if normalize:
         o = o[..., :-1] / (o[..., -1:] + eps)

@@ -1,8 +1,8 @@
 """Per-chunk mathematics of chunked linear attention, shared by the TPU and the Triton kernels.
 
 One chunk of C tokens of one (batch, head): ``q, k [C, K]``, ``v, do [C, V]``, the state
-``S [K, V]`` fp32, and ``b [C]`` the in-chunk inclusive cumulative log decay (given as a column
-``b_col [C, 1]`` and a row ``b_row [1, C]``; ``None`` without decay), ``lam = b[C-1]``.
+``S [K, V]`` fp32, and ``b [C]`` the in-chunk inclusive cumulative log decay with ``lam = b[C-1]``,
+given as a :class:`ChunkDecay` (``None`` without decay).
 With ``W_ij = exp(b_i - b_j) [i >= j]`` (masked before ``exp``):
 
   forward   ``O = s (Q K^T .* W) V + s (Q .* e^b) S``,   ``S' = e^lam S + (K .* e^(lam-b))^T V``
@@ -16,7 +16,7 @@ Everything accumulates in fp32. The functions take and return arrays, so a kerne
 one call and stores.
 """
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,52 +34,59 @@ def _dot(a, b, contract=(1, 0)):
     return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=_F32)
 
 
-def decay_matrix(size: int, b_col: Optional[jax.Array], b_row: Optional[jax.Array]) -> jax.Array:
+class ChunkDecay(NamedTuple):
+    """``b`` of one chunk as a column ``[C, 1]`` and a row ``[1, C]``, and ``lam = b[C-1]`` (``[1, 1]``
+    or a scalar): kernels load these in the layouts their backend handles best."""
+
+    col: jax.Array
+    row: jax.Array
+    last: jax.Array
+
+
+def decay_matrix(size: int, decay: Optional[ChunkDecay]) -> jax.Array:
     """``W [C, C]``: ``exp(b_i - b_j)`` on and below the diagonal, 0 above."""
     rows = jax.lax.broadcasted_iota(jnp.int32, (size, size), 0)
     cols = jax.lax.broadcasted_iota(jnp.int32, (size, size), 1)
     causal = rows >= cols
-    if b_col is None:
+    if decay is None:
         return causal.astype(_F32)
-    return jnp.exp(jnp.where(causal, b_col - b_row, -jnp.inf))
+    return jnp.exp(jnp.where(causal, decay.col - decay.row, -jnp.inf))
 
 
-def _decays(b_col, b_row):
-    """``(e^b [C, 1], e^(lam - b) [C, 1], e^lam [1, 1])``, all ones without decay."""
-    if b_col is None:
+def _decays(decay: Optional[ChunkDecay]):
+    """``(e^b [C, 1], e^(lam - b) [C, 1], e^lam)``, all ones without decay."""
+    if decay is None:
         return 1.0, 1.0, 1.0
-    size = b_row.shape[1]
-    lam = b_row[:, size - 1 : size]
-    return jnp.exp(b_col), jnp.exp(lam - b_col), jnp.exp(lam)
+    return jnp.exp(decay.col), jnp.exp(decay.last - decay.col), jnp.exp(decay.last)
 
 
-def next_state(k, v, b_col, b_row, state):
+def next_state(k, v, decay: Optional[ChunkDecay], state):
     """``S' = e^lam S + (K .* e^(lam - b))^T V``."""
-    _, to_end, total = _decays(b_col, b_row)
+    _, to_end, total = _decays(decay)
     return total * state + _dot((k * to_end).astype(v.dtype), v, (0, 0))
 
 
-def forward_chunk(q, k, v, b_col, b_row, state, scale: float):
+def forward_chunk(q, k, v, decay: Optional[ChunkDecay], state, scale: float):
     """``(O [C, V] fp32, S' [K, V])`` for one chunk."""
-    weights = decay_matrix(q.shape[0], b_col, b_row)
-    from_start, _, _ = _decays(b_col, b_row)
+    weights = decay_matrix(q.shape[0], decay)
+    from_start, _, _ = _decays(decay)
     scores = (scale * _dot(q, k, (1, 1)) * weights).astype(v.dtype)
     out = _dot(scores, v) + scale * _dot((q * from_start).astype(q.dtype), state.astype(q.dtype))
-    return out, next_state(k, v, b_col, b_row, state)
+    return out, next_state(k, v, decay, state)
 
 
-def dq_chunk(k, v, do, b_col, b_row, state, scale: float):
+def dq_chunk(k, v, do, decay: Optional[ChunkDecay], state, scale: float):
     """``dQ [C, K]`` fp32 of one chunk given the state before it."""
-    weights = decay_matrix(do.shape[0], b_col, b_row)
-    from_start, _, _ = _decays(b_col, b_row)
+    weights = decay_matrix(do.shape[0], decay)
+    from_start, _, _ = _decays(decay)
     d_scores = (scale * _dot(do, v, (1, 1)) * weights).astype(k.dtype)
     return _dot(d_scores, k) + scale * _dot((do * from_start).astype(do.dtype), state.astype(do.dtype), (1, 1))
 
 
-def dkv_chunk(q, k, v, do, b_col, b_row, d_state, scale: float):
+def dkv_chunk(q, k, v, do, decay: Optional[ChunkDecay], d_state, scale: float):
     """``(dK [C, K], dV [C, V], dS [K, V])`` of one chunk given ``dS'``, the gradient of the state after it."""
-    weights = decay_matrix(q.shape[0], b_col, b_row)
-    from_start, to_end, total = _decays(b_col, b_row)
+    weights = decay_matrix(q.shape[0], decay)
+    from_start, to_end, total = _decays(decay)
     d_scores = (scale * _dot(do, v, (1, 1)) * weights).astype(q.dtype)
     scores = (scale * _dot(q, k, (1, 1)) * weights).astype(do.dtype)
     d_state_in = d_state.astype(v.dtype)
