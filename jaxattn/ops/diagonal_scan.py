@@ -7,6 +7,9 @@ Implementations:
   * ``"reference"``: a sequential :func:`jax.lax.scan` over time (the test oracle).
   * ``"xla"``: :func:`jax.lax.associative_scan` with the operator
     ``(a_i, b_i) . (a_j, b_j) = (a_j a_i, a_j b_i + b_j)`` (Smith et al. 2023, S5), O(log T) depth.
+  * ``"pallas"``: a sequential scan kernel for GPU (Triton) and TPU (Mosaic) tiled over features,
+    whose backward is the same kernel run the other way (:mod:`pallas_kernels.diagonal_scan`);
+    fp32, bf16, fp16 and complex64.
 """
 
 from typing import Optional
@@ -15,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.ops.dispatch import resolve_impl
+from pallas_kernels import diagonal_scan as diagonal_scan_kernel
 
 
 def _validate(a: jax.Array, b: jax.Array, h0: Optional[jax.Array]) -> tuple[int, ...]:
@@ -69,7 +73,24 @@ def _scan_associative(a, b, h0, reverse):
     return h, h[:, last]
 
 
-_IMPLEMENTATIONS = {"reference": _scan_reference, "xla": _scan_associative}
+def _pallas_unsupported(dtype) -> Optional[str]:
+    supported = diagonal_scan_kernel.SUPPORTED_DTYPES
+    if any(dtype == d for d in supported):
+        return None
+    return f"dtype {jnp.dtype(dtype).name} (it takes {', '.join(jnp.dtype(d).name for d in supported)})"
+
+
+def _scan_pallas(a, b, h0, reverse):
+    unsupported = _pallas_unsupported(b.dtype)
+    if unsupported:
+        raise TypeError(f"diagonal_scan: impl='pallas' does not support {unsupported}")
+    batch, length = b.shape[:2]
+    flat = lambda x: x.reshape(batch, length, -1)  # noqa: E731
+    h, h_last = diagonal_scan_kernel.diagonal_scan(flat(a), flat(b), h0.reshape(batch, -1), reverse=reverse)
+    return h.reshape(b.shape), h_last.reshape(h0.shape)
+
+
+_IMPLEMENTATIONS = {"reference": _scan_reference, "xla": _scan_associative, "pallas": _scan_pallas}
 
 
 def diagonal_scan(
@@ -87,7 +108,8 @@ def diagonal_scan(
       b: inputs ``[B, T, ...]``.
       h0: initial state ``[B, ...]``; zeros when omitted.
       reverse: run from ``t = T-1`` down to 0, i.e. ``h_t = a_t * h_{t+1} + b_t``.
-      impl: ``"reference"``, ``"xla"`` or ``"auto"``.
+      impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU for the
+        dtypes it takes, else xla).
 
     Returns:
       ``(h, h_last)``: every state ``[B, T, ...]`` and the state after the last step processed
@@ -101,5 +123,5 @@ def diagonal_scan(
     a = jnp.broadcast_to(a.astype(dtype), shape)
     b = b.astype(dtype)
     h0 = jnp.zeros((shape[0], *shape[2:]), dtype) if h0 is None else h0.astype(dtype)
-    scan = resolve_impl("diagonal_scan", impl, _IMPLEMENTATIONS)
+    scan = resolve_impl("diagonal_scan", impl, _IMPLEMENTATIONS, pallas_unsupported=_pallas_unsupported(dtype))
     return scan(a, b, h0, reverse)

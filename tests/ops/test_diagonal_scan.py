@@ -8,7 +8,7 @@ import pytest
 
 from jaxattn.ops import diagonal_scan
 
-IMPLS = ("reference", "xla")
+IMPLS = ("reference", "xla", "pallas")  # pallas: the Pallas interpreter on CPU
 
 
 def numpy_scan(a, b, h0, reverse):
@@ -72,8 +72,9 @@ def test_gradients_agree(complex_, reverse):
         return jnp.sum(jnp.real(h) * weights) + jnp.sum(jnp.abs(h_last) ** 2)
 
     grads = {impl: jax.grad(lambda *args: loss(impl, *args), argnums=(0, 1, 2))(a, b, h0) for impl in IMPLS}
-    for g_ref, g_xla in zip(grads["reference"], grads["xla"]):
-        np.testing.assert_allclose(np.asarray(g_xla), np.asarray(g_ref), rtol=1e-4, atol=1e-4)
+    for impl in IMPLS[1:]:
+        for g_ref, g_impl in zip(grads["reference"], grads[impl]):
+            np.testing.assert_allclose(np.asarray(g_impl), np.asarray(g_ref), rtol=1e-4, atol=1e-4)
 
 
 def test_reference_gradient_matches_finite_differences():
@@ -94,7 +95,7 @@ def test_reference_gradient_matches_finite_differences():
         (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 1, 3))), ValueError, "not widen"),
         (dict(a=jnp.ones((2, 4), jnp.int32), b=jnp.ones((2, 4))), TypeError, "floating"),
         (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 4, 3)), h0=jnp.ones((2, 4))), ValueError, "`h0` must have shape"),
-        (dict(a=jnp.ones((2, 4)), b=jnp.ones((2, 4)), impl="pallas"), ValueError, "impl='pallas' is not one of"),
+        (dict(a=jnp.ones((2, 4)), b=jnp.ones((2, 4)), impl="cuda"), ValueError, "impl='cuda' is not one of"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):

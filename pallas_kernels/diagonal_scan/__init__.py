@@ -1,0 +1,88 @@
+"""Diagonal linear recurrence ``h_t = a_t h_{t-1} + b_t`` as Pallas kernels with a ``custom_vjp``.
+
+Real (fp32, bf16, fp16 in, fp32 arithmetic) or complex64, split into real and imaginary parts
+inside the kernels. The backward is the same scan run the other way: with ``g_t`` the total
+gradient of ``h_t``,
+
+    ``g_t = a_{t+1} g_{t+1} + dh_t`` (``g_{T-1} = dh_{T-1} + dh_last``),
+    ``db_t = g_t``,  ``da_t = g_t h_{t-1}``,  ``dh0 = a_0 g_0``
+
+(JAX's transpose convention: no complex conjugates), mirrored for ``reverse``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from pallas_kernels.diagonal_scan import tpu, triton
+from pallas_kernels.platform import run_on_platform
+
+SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64)
+
+
+def _parts(x: jax.Array) -> tuple:
+    if jnp.iscomplexobj(x):
+        return (jnp.real(x).astype(jnp.float32), jnp.imag(x).astype(jnp.float32))
+    return (x.astype(jnp.float32),)
+
+
+def _merge(parts: tuple, dtype) -> jax.Array:
+    return (parts[0] + 1j * parts[1] if len(parts) == 2 else parts[0]).astype(dtype)
+
+
+def _kernel_scan(a, b, h0, reverse):
+    """``a, b [B, T, F]`` (F a multiple of 128; T a multiple of the TPU time tile when longer), ``h0 [B, F]``."""
+
+    def on(backend):
+        return lambda a, b, h0, interpret: backend.scan(a, b, h0, reverse=reverse, interpret=interpret)
+
+    h0_rows = tuple(p[:, None] for p in _parts(h0))
+    h, last = run_on_platform(_parts(a), _parts(b), h0_rows, tpu=on(tpu), gpu=on(triton))
+    return _merge(h, b.dtype), _merge(tuple(p[:, 0] for p in last), b.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _scan(a, b, h0, reverse):
+    return _kernel_scan(a, b, h0, reverse)
+
+
+def _scan_forward(a, b, h0, reverse):
+    h, last = _kernel_scan(a, b, h0, reverse)
+    return (h, last), (a, h, h0)
+
+
+def _scan_backward(reverse, residuals, cotangents):
+    a, h, h0 = residuals
+    d_h, d_last = cotangents
+    ones = jnp.ones_like(a[:, :1])
+    if not reverse:
+        transitions = jnp.concatenate([a[:, 1:], ones], axis=1)  # a_{t+1}
+        previous = jnp.concatenate([h0[:, None], h[:, :-1]], axis=1)  # h_{t-1}
+        first = 0
+    else:
+        transitions = jnp.concatenate([ones, a[:, :-1]], axis=1)
+        previous = jnp.concatenate([h[:, 1:], h0[:, None]], axis=1)
+        first = -1
+    g, _ = _kernel_scan(transitions, d_h.astype(a.dtype), d_last.astype(a.dtype), not reverse)
+    return (g * previous).astype(a.dtype), g.astype(a.dtype), (a[:, first] * g[:, first]).astype(h0.dtype)
+
+
+_scan.defvjp(_scan_forward, _scan_backward)
+
+
+def diagonal_scan(a: jax.Array, b: jax.Array, h0: jax.Array, *, reverse: bool = False) -> tuple[jax.Array, jax.Array]:
+    """``(h [B, T, F], h_last [B, F])`` of ``h_t = a_t h_{t-1} + b_t`` (``h_{t+1}`` when ``reverse``).
+
+    ``a`` and ``b`` are ``[B, T, F]`` of one dtype among :data:`SUPPORTED_DTYPES`, ``h0`` ``[B, F]``.
+    Features are padded to tiles of 128 and time to the TPU tile with ``a = 1, b = 0``, which
+    leaves every state unchanged in either direction.
+    """
+    length, features = b.shape[1:]
+    pad_features = -features % tpu.FEATURE_TILE
+    pad_time = -length % tpu.TIME_TILE if length > tpu.TIME_TILE else 0
+    pad = ((0, 0), (0, pad_time), (0, pad_features))
+    a = jnp.pad(a, pad, constant_values=1)
+    b = jnp.pad(b, pad)
+    h, last = _scan(a, b, jnp.pad(h0, ((0, 0), (0, pad_features))), reverse)
+    return h[:, :length, :features], last[:, :features]

@@ -1,0 +1,47 @@
+"""GPU (Triton backend) diagonal scan: one program per (batch, feature tile) walks the whole
+sequence, one coalesced row of features per time step, with the carry in registers."""
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from pallas_kernels.diagonal_scan import recurrence
+
+FEATURE_TILE = 128
+
+
+def _kernel(*refs, parts, length, reverse):
+    a_refs, b_refs, h0_refs = refs[:parts], refs[parts : 2 * parts], refs[2 * parts : 3 * parts]
+    h_refs, last_refs = refs[3 * parts : 4 * parts], refs[4 * parts :]
+
+    def row_step(i, h):
+        rows = pl.ds(length - 1 - i if reverse else i, 1)
+        h = recurrence.step(tuple(r[rows, :] for r in a_refs), tuple(r[rows, :] for r in b_refs), h)
+        for ref, value in zip(h_refs, h):
+            ref[rows, :] = value.astype(ref.dtype)
+        return h
+
+    h = jax.lax.fori_loop(0, length, row_step, tuple(r[...] for r in h0_refs))
+    for ref, value in zip(last_refs, h):
+        ref[...] = value
+
+
+def scan(a: tuple, b: tuple, h0: tuple, *, reverse: bool, interpret: bool = False, num_warps: int = 4) -> tuple:
+    """Same contract as :func:`pallas_kernels.diagonal_scan.tpu.scan` (F a multiple of 128, any T)."""
+    batch, length, features = a[0].shape
+    parts = len(a)
+    seq_spec = pl.BlockSpec((None, length, FEATURE_TILE), lambda i, f: (i, 0, f))
+    row_spec = pl.BlockSpec((None, 1, FEATURE_TILE), lambda i, f: (i, 0, f))
+    outputs = pl.pallas_call(
+        lambda *refs: _kernel(*refs, parts=parts, length=length, reverse=reverse),
+        grid=(batch, features // FEATURE_TILE),
+        in_specs=[seq_spec] * (2 * parts) + [row_spec] * parts,
+        out_specs=[seq_spec] * parts + [row_spec] * parts,
+        out_shape=[jax.ShapeDtypeStruct(a[0].shape, jnp.float32)] * parts
+        + [jax.ShapeDtypeStruct(h0[0].shape, jnp.float32)] * parts,
+        compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=1),
+        interpret=interpret,
+        name="diagonal_scan",
+    )(*a, *b, *h0)
+    return tuple(outputs[:parts]), tuple(outputs[parts:])

@@ -1,0 +1,75 @@
+"""Pallas diagonal scan: both kernels in the interpreter (long and odd T, tiles of features, bf16)
+against the NumPy loop, and lowering for TPU and CUDA, forward and backward."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxattn.ops import diagonal_scan
+from pallas_kernels.platform import INTERPRET_ENV
+
+from tests.ops.test_diagonal_scan import numpy_scan, random_inputs
+
+
+@pytest.fixture(params=["gpu", "tpu"])
+def kernel(request, monkeypatch):
+    monkeypatch.setenv(INTERPRET_ENV, request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape", [(1, 300, 130), (2, 7, 3, 5)])  # several time and feature tiles; tiny
+def test_matches_numpy_loop(kernel, complex_, reverse, shape):
+    a, b, h0 = random_inputs(jax.random.key(len(shape)), shape, complex_)
+    h, h_last = diagonal_scan(a, b, h0=h0, reverse=reverse, impl="pallas")
+    expected, expected_last = numpy_scan(np.asarray(a), np.asarray(b), np.asarray(h0), reverse)
+    np.testing.assert_allclose(np.asarray(h), expected if complex_ else expected.real, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(h_last), expected_last if complex_ else expected_last.real, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradients_match_reference_over_tiles(kernel, reverse):
+    a, b, h0 = random_inputs(jax.random.key(8), (1, 270, 3), True)
+    weights = jax.random.normal(jax.random.key(9), b.shape)
+
+    def loss(impl, a, b, h0):
+        h, h_last = diagonal_scan(a, b, h0=h0, reverse=reverse, impl=impl)
+        return jnp.sum(jnp.real(h) * weights) + jnp.sum(jnp.abs(h_last) ** 2)
+
+    want = jax.grad(lambda *args: loss("reference", *args), argnums=(0, 1, 2))(a, b, h0)
+    got = jax.grad(lambda *args: loss("pallas", *args), argnums=(0, 1, 2))(a, b, h0)
+    for g_got, g_want in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_keeps_its_dtype_and_computes_in_fp32(kernel):
+    a, b, h0 = random_inputs(jax.random.key(2), (2, 40, 6), False)
+    a, b, h0 = (x.astype(jnp.bfloat16) for x in (a, b, h0))
+    h, _ = diagonal_scan(a, b, h0=h0, impl="pallas")
+    expected, _ = numpy_scan(*(np.asarray(x, np.float32) for x in (a, b, h0)), False)
+    assert h.dtype == jnp.bfloat16
+    # Exact fp32 arithmetic on bf16 inputs; only the stored output is rounded (2^-8 relative).
+    np.testing.assert_allclose(np.asarray(h, np.float32), expected.real, rtol=8e-3, atol=8e-3)
+
+
+def test_float64_is_refused_by_pallas_and_auto_uses_xla():
+    with jax.enable_x64(True):
+        a, b = jnp.full((1, 4, 2), 0.5, jnp.float64), jnp.ones((1, 4, 2), jnp.float64)
+        with pytest.raises(TypeError, match="impl='pallas' does not support dtype float64"):
+            diagonal_scan(a, b, impl="pallas")
+        np.testing.assert_array_equal(diagonal_scan(a, b, impl="auto")[0], diagonal_scan(a, b, impl="xla")[0])
+
+
+@pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
+@pytest.mark.parametrize("complex_", [False, True])
+def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_):
+    a, b, h0 = random_inputs(jax.random.key(1), (2, 600, 200), complex_)
+
+    def loss(a, b, h0):
+        h, h_last = diagonal_scan(a, b, h0=h0, impl="pallas")
+        return jnp.sum(jnp.abs(h)) + jnp.sum(jnp.abs(h_last))
+
+    lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).trace(a, b, h0).lower(lowering_platforms=(platform,))
+    assert lowered.as_text().count(marker) == 2  # the forward scan and the reverse scan of the backward
