@@ -6,6 +6,8 @@
 Implementations:
   * ``"reference"``: explicit scores, fp32, HIGHEST precision (the test oracle).
   * ``"xla"``: :func:`jax.nn.dot_product_attention` (XLA's fused attention where the backend has one).
+  * ``"pallas"``: FlashAttention-2 kernels for GPU (Triton) and TPU (Mosaic) with a recomputing
+    backward (:mod:`pallas_kernels.flash_attention`); no ``kv_lengths``.
 """
 
 from typing import Optional
@@ -14,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.ops.dispatch import resolve_impl
+from pallas_kernels.flash_attention import flash_attention
 
 
 def _combine(mask: Optional[jax.Array], other: jax.Array) -> jax.Array:
@@ -60,7 +63,13 @@ def _xla(q, k, v, scale, causal, segment_ids, kv_lengths):
     )
 
 
-_IMPLEMENTATIONS = {"reference": _reference, "xla": _xla}
+def _pallas(q, k, v, scale, causal, segment_ids, kv_lengths):
+    if kv_lengths is not None:
+        raise ValueError("softmax_attention: impl='pallas' does not support kv_lengths; use impl='xla'")
+    return flash_attention(q, k, v, scale=scale, causal=causal, segment_ids=segment_ids)
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _xla, "pallas": _pallas}
 
 
 def softmax_attention(
@@ -90,5 +99,6 @@ def softmax_attention(
     if kv_lengths is not None and kv_lengths.shape != (k.shape[0],):
         raise ValueError(f"softmax_attention: `kv_lengths` must be [B] = {(k.shape[0],)}, got {kv_lengths.shape}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    attend = resolve_impl("softmax_attention", impl, _IMPLEMENTATIONS)
+    unsupported = "kv_lengths" if kv_lengths is not None else None
+    attend = resolve_impl("softmax_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)
     return attend(q, k, v, scale, causal, segment_ids, kv_lengths).astype(v.dtype)

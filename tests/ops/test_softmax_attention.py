@@ -23,7 +23,7 @@ def numpy_attention(q, k, v, scale, causal):
     return np.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-@pytest.mark.parametrize("impl", ["reference", "xla"])
+@pytest.mark.parametrize("impl", ["reference", "xla", "pallas"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_matches_numpy(impl, causal):
     q, k, v = inputs(0)
@@ -32,14 +32,14 @@ def test_matches_numpy(impl, causal):
     )
 
 
-@pytest.mark.parametrize("impl", ["reference", "xla"])
+@pytest.mark.parametrize("impl", ["reference", "xla", "pallas"])
 def test_kv_cache_queries_align_with_the_last_keys(impl):
     q, k, v = inputs(1)
     full = softmax_attention(q, k, v, impl="reference")
     np.testing.assert_allclose(softmax_attention(q[:, -3:], k, v, impl=impl), full[:, -3:], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["reference", "xla"])
+@pytest.mark.parametrize("impl", ["reference", "xla", "pallas"])
 def test_segments_attend_within_themselves(impl):
     q, k, v = inputs(2, batch=1)
     segment_ids = jnp.array([[0] * 4 + [1] * 7])
