@@ -1,92 +1,44 @@
-"""Benchmark every op and implementation over a sweep of sequence lengths.
+"""Benchmark every op and implementation over sequence lengths, head sizes and dtypes.
 
-    python -m experiments.bench --ops=linear_attention,softmax_attention --lengths=1024,4096,16384
+    python -m experiments.bench --ops=linear_attention,softmax_attention,diagonal_scan \\
+        --impls=xla,pallas --lengths=1024,4096,16384 --head_dims=64,128 --dtypes=float32,bfloat16
 
-For each (op, impl, T): forward and forward+backward wall time (median of ``--repeats`` after a
-warm-up), tokens/s, and achieved GFLOP/s next to the dense-matmul GFLOP/s measured in the same
-run on the same device. Writes ``bench.json``, ``bench.md`` and ``bench.png`` to ``--out_dir``.
+For each (op, impl, dtype, D, T): forward and forward+backward wall time (median of ``--repeats``
+after a warm-up), the compiled programs' peak memory, tokens/s, and achieved FLOP/s and bytes/s as
+fractions of the dense-matmul FLOP/s and the copy bandwidth measured in the same run on the same
+device (the roofline). A second table puts xla/pallas time ratios side by side. Writes
+``bench.json``, ``bench.md`` and ``bench.png`` to ``--out_dir``.
+
+On CPU the Pallas kernels run only in the interpreter, which says nothing about their speed:
+pallas rows are skipped there unless ``--interpret_pallas``.
 """
 
-import dataclasses
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from experiments.bench_cases import CASES, Shape
+from experiments.bench_report import write_markdown, write_plot
 from experiments.logging_setup import show_own_info_only
 
-from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention
-
-_OPS = flags.DEFINE_list("ops", ["linear_attention", "softmax_attention", "diagonal_scan"], "Ops to benchmark.")
-_IMPLS = flags.DEFINE_list("impls", ["xla", "reference"], "Implementations to benchmark.")
+_OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")
+_IMPLS = flags.DEFINE_list("impls", ["xla", "pallas"], "Implementations to benchmark (xla, pallas, reference).")
 _LENGTHS = flags.DEFINE_list("lengths", ["1024", "4096", "16384"], "Sequence lengths T.")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size B.")
-_HEADS = flags.DEFINE_integer("heads", 4, "Heads H (features for diagonal_scan: H * head_dim).")
-_HEAD_DIM = flags.DEFINE_integer("head_dim", 64, "Head size D (K = V = D).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Input dtype.")
+_HEADS = flags.DEFINE_integer("heads", 4, "Heads H (features for diagonal_scan: H * D).")
+_HEAD_DIMS = flags.DEFINE_list("head_dims", ["64"], "Head sizes D (K = V = D).")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32"], "Input dtypes (float32, bfloat16).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 20.0, "Skip larger T for a case once one call takes longer.")
 _MEMORY_GB = flags.DEFINE_float("memory_budget_gb", 12.0, "Skip a measurement whose estimated working set exceeds this.")
+_INTERPRET_PALLAS = flags.DEFINE_bool("interpret_pallas", False, "Time the Pallas interpreter on CPU (slow; for tests).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "Where bench.json / .md / .png go.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One op: inputs for a length, the function per impl, the forward FLOP count, and the bytes of
-    its largest intermediate (quadratic ops keep ``[B, H, T, T]`` scores; backward about twice)."""
-
-    make_inputs: Callable[[int], tuple]
-    run: Callable[[str], Callable]
-    forward_flops: Callable[[int], float]
-    impls: tuple[str, ...]
-    working_set_bytes: Callable[[int], float] = lambda length: 0.0
-
-
-def _qkv(length: int):
-    keys = jax.random.split(jax.random.key(0), 3)
-    shape = (_BATCH.value, length, _HEADS.value, _HEAD_DIM.value)
-    return tuple(jax.random.normal(key, shape, _DTYPE.value) for key in keys)
-
-
-def _linear_attention_flops(length: int, chunk_size: int = 64) -> float:
-    """Chunked algorithm: per token and head 2C(K+V) (intra) + 2KV (chunk state) + 2KV (inter)."""
-    d = _HEAD_DIM.value
-    return _BATCH.value * _HEADS.value * length * (2 * chunk_size * 2 * d + 4 * d * d)
-
-
-def _softmax_flops(length: int) -> float:
-    """Causal: half of ``2 T^2 (K + V)`` per head."""
-    return _BATCH.value * _HEADS.value * length * length * 2 * _HEAD_DIM.value
-
-
-def _scan_inputs(length: int):
-    features = _HEADS.value * _HEAD_DIM.value
-    a = jax.random.uniform(jax.random.key(0), (_BATCH.value, length, features), minval=0.5, maxval=0.99)
-    b = jax.random.normal(jax.random.key(1), (_BATCH.value, length, features))
-    return a.astype(_DTYPE.value), b.astype(_DTYPE.value)
-
-
-CASES = {
-    "linear_attention": Case(
-        _qkv, lambda impl: lambda q, k, v: linear_attention(q, k, v, impl=impl), _linear_attention_flops, ("xla", "reference")
-    ),
-    "softmax_attention": Case(
-        _qkv, lambda impl: lambda q, k, v: softmax_attention(q, k, v, impl=impl), _softmax_flops, ("xla", "reference"),
-        working_set_bytes=lambda length: 2 * 4.0 * _BATCH.value * _HEADS.value * length**2,
-    ),
-    "diagonal_scan": Case(
-        _scan_inputs,
-        lambda impl: lambda a, b: diagonal_scan(a, b, impl=impl)[0],
-        lambda length: 2.0 * _BATCH.value * length * _HEADS.value * _HEAD_DIM.value,
-        ("xla", "reference"),
-    ),
-}
 
 
 def _median_seconds(fn, args, repeats: int) -> float:
@@ -99,11 +51,27 @@ def _median_seconds(fn, args, repeats: int) -> float:
     return float(np.median(times))
 
 
-def dense_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of one ``size x size`` matmul in the benchmark dtype on this device."""
-    a = jax.random.normal(jax.random.key(0), (size, size), _DTYPE.value)
+def _peak_bytes(fn, args) -> int:
+    """Peak memory of the compiled program (arguments, outputs and temporaries), from XLA."""
+    stats = fn.lower(*args).compile().memory_analysis()
+    if stats is None:
+        return -1
+    peak = getattr(stats, "peak_memory_in_bytes", 0)
+    return int(peak or stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def dense_matmul_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of one ``size x size`` matmul in ``dtype`` on this device."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
     seconds = _median_seconds(jax.jit(lambda a: a @ a), (a,), repeats)
     return 2 * size**3 / seconds / 1e9
+
+
+def copy_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """Achieved GB/s (read + write) of ``y = x + 1`` over an fp32 array of ``megabytes``."""
+    x = jnp.zeros((megabytes * 2**18,), jnp.float32)
+    seconds = _median_seconds(jax.jit(lambda x: x + 1), (x,), repeats)
+    return 2 * x.nbytes / seconds / 1e9
 
 
 def _forward_backward(fn, num_args: int):
@@ -115,95 +83,75 @@ def _forward_backward(fn, num_args: int):
     return jax.jit(jax.grad(loss, argnums=tuple(range(num_args))))
 
 
+def _skip_reason(op: str, impl: str, shape: Shape, slow: bool) -> str:
+    case = CASES[op]
+    if impl not in case.impls:
+        return "not an impl of this op"
+    if impl == "pallas" and jax.default_backend() == "cpu" and not _INTERPRET_PALLAS.value:
+        return "Pallas runs only interpreted on CPU"
+    if slow:
+        return "time budget"
+    if case.working_set_bytes(shape, impl) > _MEMORY_GB.value * 2**30:
+        return "memory budget"
+    return ""
+
+
+def measure(op: str, impl: str, shape: Shape, peaks: dict) -> dict:
+    case = CASES[op]
+    args = case.make_inputs(shape)
+    fn = jax.jit(case.run(impl))
+    forward = _median_seconds(fn, args, _REPEATS.value)
+    row = dict(forward_ms=1e3 * forward, forward_peak_bytes=_peak_bytes(fn, args),
+               forward_backward_ms=None, forward_backward_peak_bytes=None)
+    if 2 * case.working_set_bytes(shape, impl) <= _MEMORY_GB.value * 2**30:
+        grad_fn = _forward_backward(case.run(impl), len(args))
+        row["forward_backward_ms"] = 1e3 * _median_seconds(grad_fn, args, _REPEATS.value)
+        row["forward_backward_peak_bytes"] = _peak_bytes(grad_fn, args)
+    flops, moved = case.forward_flops(shape), case.forward_bytes(shape)
+    row.update(
+        tokens_per_s=shape.batch * shape.length / forward,
+        forward_gflops=flops / forward / 1e9,
+        forward_fraction_of_matmul=flops / forward / 1e9 / peaks["matmul_gflops"][shape.dtype],
+        forward_gbytes_per_s=moved / forward / 1e9,
+        forward_fraction_of_bandwidth=moved / forward / 1e9 / peaks["bandwidth_gbs"],
+    )
+    return row
+
+
 def run_benchmarks() -> dict:
     device = jax.devices()[0]
-    matmul = dense_matmul_gflops()
-    logging.info("Device %s: dense matmul %.1f GFLOP/s (%s)", device.device_kind, matmul, _DTYPE.value)
+    peaks = dict(matmul_gflops={dtype: dense_matmul_gflops(dtype) for dtype in _DTYPES.value},
+                 bandwidth_gbs=copy_bandwidth_gbs())
+    logging.info("Device %s: dense matmul %s GFLOP/s, copy %.1f GB/s", device.device_kind,
+                 {d: round(g, 1) for d, g in peaks["matmul_gflops"].items()}, peaks["bandwidth_gbs"])
     rows = []
     for op in _OPS.value:
         if op not in CASES:
             raise app.UsageError(f"--ops: {op!r} is not one of {sorted(CASES)}")
-        case = CASES[op]
-        for impl in (i for i in _IMPLS.value if i in case.impls):
-            too_slow = False
-            for length in map(int, _LENGTHS.value):
-                if too_slow:
-                    rows.append(dict(op=op, impl=impl, length=length, skipped=True))
-                    continue
-                budget = _MEMORY_GB.value * 2**30
-                if case.working_set_bytes(length) > budget:
-                    rows.append(dict(op=op, impl=impl, length=length, skipped=True))
-                    continue
-                args = case.make_inputs(length)
-                fn = case.run(impl)
-                forward = _median_seconds(jax.jit(fn), args, _REPEATS.value)
-                backward = None  # skipped: over the memory budget
-                if 2 * case.working_set_bytes(length) <= budget:
-                    backward = _median_seconds(_forward_backward(fn, len(args)), args, _REPEATS.value)
-                flops = case.forward_flops(length)
-                row = dict(
-                    op=op, impl=impl, length=length, skipped=False,
-                    forward_ms=1e3 * forward, forward_backward_ms=None if backward is None else 1e3 * backward,
-                    tokens_per_s=_BATCH.value * length / forward,
-                    forward_gflops=flops / forward / 1e9,
-                    forward_fraction_of_matmul=flops / forward / 1e9 / matmul,
-                )
-                rows.append(row)
-                logging.info("%s/%s T=%d: forward %.2f ms (%.1f GFLOP/s, %.0f%% of matmul), fwd+bwd %s ms",
-                             op, impl, length, row["forward_ms"], row["forward_gflops"],
-                             100 * row["forward_fraction_of_matmul"], _format_ms(row["forward_backward_ms"]))
-                too_slow = max(forward, backward or 0.0) > _MAX_SECONDS.value
+        for impl in _IMPLS.value:
+            for dtype in _DTYPES.value:
+                for head_dim in map(int, _HEAD_DIMS.value):
+                    slow = False
+                    for length in map(int, _LENGTHS.value):
+                        shape = Shape(_BATCH.value, _HEADS.value, head_dim, length, dtype)
+                        key = dict(op=op, impl=impl, dtype=dtype, head_dim=head_dim, length=length)
+                        reason = _skip_reason(op, impl, shape, slow)
+                        if reason == "not an impl of this op":
+                            continue
+                        if reason:
+                            rows.append(dict(key, skipped=reason))
+                            continue
+                        row = dict(key, skipped="", **measure(op, impl, shape, peaks))
+                        rows.append(row)
+                        logging.info("%s/%s %s D=%d T=%d: forward %.2f ms (%.0f%% of matmul, %.0f%% of bandwidth), "
+                                     "fwd+bwd %s ms", op, impl, dtype, head_dim, length, row["forward_ms"],
+                                     100 * row["forward_fraction_of_matmul"], 100 * row["forward_fraction_of_bandwidth"],
+                                     "-" if row["forward_backward_ms"] is None else f"{row['forward_backward_ms']:.2f}")
+                        slow = max(row["forward_ms"], row["forward_backward_ms"] or 0.0) / 1e3 > _MAX_SECONDS.value
     return dict(
         device=f"{device.platform}:{device.device_kind}", host=platform.node(), jax=jax.__version__,
-        dtype=_DTYPE.value, batch=_BATCH.value, heads=_HEADS.value, head_dim=_HEAD_DIM.value,
-        matmul_gflops=matmul, rows=rows,
+        batch=_BATCH.value, heads=_HEADS.value, **peaks, rows=rows,
     )
-
-
-def _format_ms(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def write_markdown(result: dict, path: str) -> None:
-    lines = [
-        f"Device `{result['device']}`, jax {result['jax']}, {result['dtype']}, B={result['batch']}, "
-        f"H={result['heads']}, D={result['head_dim']}; dense matmul {result['matmul_gflops']:.1f} GFLOP/s.",
-        "",
-        "| op | impl | T | forward ms | fwd+bwd ms | tokens/s | GFLOP/s | % of matmul |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        if r["skipped"]:
-            lines.append(f"| {r['op']} | {r['impl']} | {r['length']} | skipped (time or memory budget) | | | | |")
-            continue
-        lines.append(
-            f"| {r['op']} | {r['impl']} | {r['length']} | {r['forward_ms']:.2f} | {_format_ms(r['forward_backward_ms'])} | "
-            f"{r['tokens_per_s']:.3g} | {r['forward_gflops']:.1f} | {100 * r['forward_fraction_of_matmul']:.1f} |"
-        )
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
-def write_plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for op in dict.fromkeys(r["op"] for r in result["rows"]):
-        for impl in dict.fromkeys(r["impl"] for r in result["rows"] if r["op"] == op):
-            rows = [r for r in result["rows"] if r["op"] == op and r["impl"] == impl and not r["skipped"]]
-            axis.plot([r["length"] for r in rows], [r["tokens_per_s"] for r in rows], "o-", label=f"{op} ({impl})")
-    axis.set_xscale("log", base=2)
-    axis.set_yscale("log")
-    axis.set_xlabel("sequence length T")
-    axis.set_ylabel("forward tokens / s")
-    axis.set_title(f"{result['device']}, {result['dtype']}")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def main(argv):

@@ -5,24 +5,43 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
+OPS = ("linear_attention", "softmax_attention", "diagonal_scan")
 
 
-def test_bench_writes_json_markdown_and_plot(tmp_path):
+def run_bench(tmp_path, *flags):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--ops=linear_attention,softmax_attention,diagonal_scan",
-         "--impls=xla,reference", "--lengths=32,64", "--heads=2", "--head_dim=8", "--repeats=1",
-         f"--out_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "experiments.bench", f"--ops={','.join(OPS)}", "--lengths=32,64", "--heads=2",
+         "--repeats=1", f"--out_dir={tmp_path}", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "bench.json").read_text())
-    assert report["device"].startswith("cpu") and report["matmul_gflops"] > 0
-    measured = {(r["op"], r["impl"], r["length"]) for r in report["rows"] if not r["skipped"]}
-    assert measured == {(op, impl, t) for op in ("linear_attention", "softmax_attention", "diagonal_scan")
-                        for impl in ("xla", "reference") for t in (32, 64)}
+    return json.loads((tmp_path / "bench.json").read_text())
+
+
+@pytest.mark.slow
+def test_bench_measures_every_op_impl_dtype_and_head_size(tmp_path):
+    report = run_bench(tmp_path, "--impls=xla,pallas,reference", "--head_dims=8,16", "--dtypes=float32,bfloat16",
+                       "--interpret_pallas")
+    assert report["device"].startswith("cpu") and report["bandwidth_gbs"] > 0
+    assert set(report["matmul_gflops"]) == {"float32", "bfloat16"} and min(report["matmul_gflops"].values()) > 0
+    measured = {(r["op"], r["impl"], r["dtype"], r["head_dim"], r["length"]) for r in report["rows"] if not r["skipped"]}
+    assert measured == {(op, impl, dtype, d, t) for op in OPS for impl in ("xla", "pallas", "reference")
+                        for dtype in ("float32", "bfloat16") for d in (8, 16) for t in (32, 64)}
     for row in report["rows"]:
         assert row["forward_ms"] > 0 and row["forward_backward_ms"] > 0
+        assert row["forward_peak_bytes"] > 0 and row["forward_backward_peak_bytes"] > 0
         assert abs(row["tokens_per_s"] - row["length"] / (row["forward_ms"] / 1e3)) < 1e-6 * row["tokens_per_s"]
-    assert "| linear_attention | xla | 64 |" in (tmp_path / "bench.md").read_text()
+        bandwidth = row["forward_gbytes_per_s"] / report["bandwidth_gbs"]
+        assert abs(row["forward_fraction_of_bandwidth"] - bandwidth) < 1e-9
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| linear_attention | xla | float32 | 8 | 64 |" in markdown
+    assert "| softmax_attention | bfloat16 | 16 | 32 |" in markdown  # a row of the xla / pallas table
     assert (tmp_path / "bench.png").stat().st_size > 5_000
+
+
+def test_bench_skips_pallas_on_cpu_without_the_interpreter_flag(tmp_path):
+    report = run_bench(tmp_path, "--impls=pallas", "--head_dims=8")
+    assert report["rows"] and all(r["skipped"] == "Pallas runs only interpreted on CPU" for r in report["rows"])

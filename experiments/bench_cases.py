@@ -1,0 +1,100 @@
+"""What the benchmark measures: per op, its inputs, its function per implementation, and its
+analytic FLOP and byte counts (the roofline's numerators).
+
+Sizes come in a :class:`Shape`: batch B, heads H, head size D (K = V = D), length T, dtype.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention
+
+LINEAR_ATTENTION_CHUNK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    batch: int
+    heads: int
+    head_dim: int
+    length: int
+    dtype: str
+
+    @property
+    def itemsize(self) -> int:
+        return jnp.dtype(self.dtype).itemsize
+
+    @property
+    def tokens_by_width(self) -> int:
+        """``B * T * H * D``: the elements of one ``[B, T, H, D]`` array."""
+        return self.batch * self.length * self.heads * self.head_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One op: inputs, the function per impl, forward FLOPs and the bytes a forward must move at
+    least (inputs read once, outputs written once), and the bytes of its largest intermediate
+    (quadratic XLA paths keep ``[B, H, T, T]`` scores; the memory budget skips what will not fit)."""
+
+    make_inputs: Callable[[Shape], tuple]
+    run: Callable[[str], Callable]
+    forward_flops: Callable[[Shape], float]
+    forward_bytes: Callable[[Shape], float]
+    impls: tuple[str, ...]
+    working_set_bytes: Callable[[Shape, str], float] = lambda shape, impl: 0.0
+
+
+def _qkv(shape: Shape):
+    keys = jax.random.split(jax.random.key(0), 3)
+    dims = (shape.batch, shape.length, shape.heads, shape.head_dim)
+    return tuple(jax.random.normal(key, dims, shape.dtype) for key in keys)
+
+
+def _linear_attention_flops(shape: Shape) -> float:
+    """Chunked: per token and head ``2C(K+V)`` (intra-chunk) + ``2KV`` (state update) + ``2KV`` (inter)."""
+    d = shape.head_dim
+    return shape.batch * shape.heads * shape.length * (4 * LINEAR_ATTENTION_CHUNK * d + 4 * d * d)
+
+
+def _softmax_flops(shape: Shape) -> float:
+    """Causal: half of ``2 T^2 (K + V)`` per head."""
+    return 2.0 * shape.batch * shape.heads * shape.length**2 * shape.head_dim
+
+
+def _scan_inputs(shape: Shape):
+    dims = (shape.batch, shape.length, shape.heads * shape.head_dim)
+    a = jax.random.uniform(jax.random.key(0), dims, minval=0.5, maxval=0.99)
+    return a.astype(shape.dtype), jax.random.normal(jax.random.key(1), dims).astype(shape.dtype)
+
+
+def _softmax_scores_bytes(shape: Shape, impl: str) -> float:
+    return 0.0 if impl == "pallas" else 4.0 * shape.batch * shape.heads * shape.length**2
+
+
+CASES = {
+    "linear_attention": Case(
+        _qkv,
+        lambda impl: lambda q, k, v: linear_attention(q, k, v, chunk_size=LINEAR_ATTENTION_CHUNK, impl=impl),
+        _linear_attention_flops,
+        lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
+        ("xla", "pallas", "reference"),
+    ),
+    "softmax_attention": Case(
+        _qkv,
+        lambda impl: lambda q, k, v: softmax_attention(q, k, v, impl=impl),
+        _softmax_flops,
+        lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
+        ("xla", "pallas", "reference"),
+        working_set_bytes=_softmax_scores_bytes,
+    ),
+    "diagonal_scan": Case(
+        _scan_inputs,
+        lambda impl: lambda a, b: diagonal_scan(a, b, impl=impl)[0],
+        lambda shape: 2.0 * shape.tokens_by_width,
+        lambda shape: 3.0 * shape.tokens_by_width * shape.itemsize,
+        ("xla", "pallas", "reference"),
+    ),
+}
