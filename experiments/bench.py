@@ -26,9 +26,12 @@ from absl import app, flags, logging
 from experiments.bench_cases import CASES, Shape
 from experiments.bench_report import write_markdown, write_plot
 from experiments.logging_setup import show_own_info_only
+from pallas_kernels import triton_raw
 
 _OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")
-_IMPLS = flags.DEFINE_list("impls", ["xla", "pallas"], "Implementations to benchmark (xla, pallas, reference).")
+_IMPLS = flags.DEFINE_list(
+    "impls", ["xla", "pallas", "triton"], "Implementations to benchmark (xla, pallas, triton: raw Triton via jax-triton, reference)."
+)
 _LENGTHS = flags.DEFINE_list("lengths", ["1024", "4096", "16384"], "Sequence lengths T.")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size B.")
 _HEADS = flags.DEFINE_integer("heads", 4, "Heads H (features for diagonal_scan: H * D).")
@@ -89,6 +92,8 @@ def _skip_reason(op: str, impl: str, shape: Shape, slow: bool) -> str:
         return "not an impl of this op"
     if impl == "pallas" and jax.default_backend() == "cpu" and not _INTERPRET_PALLAS.value:
         return "Pallas runs only interpreted on CPU"
+    if impl == "triton" and not triton_raw.available():
+        return "needs jax-triton and a CUDA GPU"
     if slow:
         return "time budget"
     if case.working_set_bytes(shape, impl) > _MEMORY_GB.value * 2**30:
@@ -103,7 +108,7 @@ def measure(op: str, impl: str, shape: Shape, peaks: dict) -> dict:
     forward = _median_seconds(fn, args, _REPEATS.value)
     row = dict(forward_ms=1e3 * forward, forward_peak_bytes=_peak_bytes(fn, args),
                forward_backward_ms=None, forward_backward_peak_bytes=None)
-    if 2 * case.working_set_bytes(shape, impl) <= _MEMORY_GB.value * 2**30:
+    if impl not in case.forward_only_impls and 2 * case.working_set_bytes(shape, impl) <= _MEMORY_GB.value * 2**30:
         grad_fn = _forward_backward(case.run(impl), len(args))
         row["forward_backward_ms"] = 1e3 * _median_seconds(grad_fn, args, _REPEATS.value)
         row["forward_backward_peak_bytes"] = _peak_bytes(grad_fn, args)

@@ -45,12 +45,24 @@ class Case:
     forward_bytes: Callable[[Shape], float]
     impls: tuple[str, ...]
     working_set_bytes: Callable[[Shape, str], float] = lambda shape, impl: 0.0
+    forward_only_impls: tuple[str, ...] = ()
 
 
 def _qkv(shape: Shape):
     keys = jax.random.split(jax.random.key(0), 3)
     dims = (shape.batch, shape.length, shape.heads, shape.head_dim)
     return tuple(jax.random.normal(key, dims, shape.dtype) for key in keys)
+
+
+def _raw_triton_linear_attention(q, k, v):
+    """The hand-written Triton kernel (jax-triton, GPU only) on the same inputs; forward only."""
+    from pallas_kernels.triton_raw.linear_attention import linear_attention_forward
+
+    head_major = [jnp.swapaxes(a, 1, 2) for a in (q, k, v)]
+    batch, heads, _, key_dim = head_major[0].shape
+    state = jnp.zeros((batch, heads, key_dim, v.shape[-1]), jnp.float32)
+    out, _ = linear_attention_forward(*head_major, None, state, scale=key_dim**-0.5, chunk_size=LINEAR_ATTENTION_CHUNK)
+    return jnp.swapaxes(out, 1, 2).astype(v.dtype)
 
 
 def _linear_attention_flops(shape: Shape) -> float:
@@ -77,10 +89,13 @@ def _softmax_scores_bytes(shape: Shape, impl: str) -> float:
 CASES = {
     "linear_attention": Case(
         _qkv,
-        lambda impl: lambda q, k, v: linear_attention(q, k, v, chunk_size=LINEAR_ATTENTION_CHUNK, impl=impl),
+        lambda impl: _raw_triton_linear_attention if impl == "triton" else (
+            lambda q, k, v: linear_attention(q, k, v, chunk_size=LINEAR_ATTENTION_CHUNK, impl=impl)
+        ),
         _linear_attention_flops,
         lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
-        ("xla", "pallas", "reference"),
+        ("xla", "pallas", "triton", "reference"),
+        forward_only_impls=("triton",),
     ),
     "softmax_attention": Case(
         _qkv,

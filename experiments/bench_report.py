@@ -42,12 +42,15 @@ def write_markdown(result: dict, path: str) -> None:
     pairs = [(measured[("xla", *_key(r))], r) for r in result["rows"]
              if r["impl"] == "pallas" and not r["skipped"] and ("xla", *_key(r)) in measured]
     if pairs:
-        lines += ["", "Time ratio xla / pallas (above 1: the kernel is faster):", "",
-                  "| op | dtype | D | T | forward | fwd+bwd |", "|---|---|---:|---:|---:|---:|"]
+        lines += ["", "Time ratios (above 1: the second is faster; triton: the raw Triton kernel, forward only):", "",
+                  "| op | dtype | D | T | xla / pallas forward | xla / pallas fwd+bwd | pallas / triton forward |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
         for xla, pallas in pairs:
+            triton = measured.get(("triton", *_key(pallas)))
             lines.append(f"| {xla['op']} | {xla['dtype']} | {xla['head_dim']} | {xla['length']} | "
                          f"{_ratio(xla['forward_ms'], pallas['forward_ms'])} | "
-                         f"{_ratio(xla['forward_backward_ms'], pallas['forward_backward_ms'])} |")
+                         f"{_ratio(xla['forward_backward_ms'], pallas['forward_backward_ms'])} | "
+                         f"{_ratio(pallas['forward_ms'], triton and triton['forward_ms'])} |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
