@@ -30,7 +30,9 @@ from pallas_kernels import triton_raw
 
 _OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")
 _IMPLS = flags.DEFINE_list(
-    "impls", ["xla", "pallas", "triton"], "Implementations to benchmark (xla, pallas, triton: raw Triton via jax-triton, reference)."
+    "impls", ["xla", "pallas", "triton", "cudnn"],
+    "Implementations: xla, pallas, reference, and vendor kernels: triton (raw Triton linear attention through "
+    "jax-triton), cudnn (jax.nn.dot_product_attention(implementation='cudnn')).",
 )
 _LENGTHS = flags.DEFINE_list("lengths", ["1024", "4096", "16384"], "Sequence lengths T.")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size B.")
@@ -94,6 +96,8 @@ def _skip_reason(op: str, impl: str, shape: Shape, slow: bool) -> str:
         return "Pallas runs only interpreted on CPU"
     if impl == "triton" and not triton_raw.available():
         return "needs jax-triton and a CUDA GPU"
+    if impl == "cudnn" and (jax.default_backend() != "gpu" or shape.dtype == "float32"):
+        return "needs a CUDA GPU and fp16/bf16"
     if slow:
         return "time budget"
     if case.working_set_bytes(shape, impl) > _MEMORY_GB.value * 2**30:

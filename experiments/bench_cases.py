@@ -83,7 +83,12 @@ def _scan_inputs(shape: Shape):
 
 
 def _softmax_scores_bytes(shape: Shape, impl: str) -> float:
-    return 0.0 if impl == "pallas" else 4.0 * shape.batch * shape.heads * shape.length**2
+    return 0.0 if impl in ("pallas", "cudnn") else 4.0 * shape.batch * shape.heads * shape.length**2
+
+
+def _cudnn_attention(q, k, v):
+    """cuDNN's fused attention (GPU, fp16/bf16), the vendor kernel flash attention is held to."""
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
 
 CASES = {
@@ -99,11 +104,12 @@ CASES = {
     ),
     "softmax_attention": Case(
         _qkv,
-        lambda impl: lambda q, k, v: softmax_attention(q, k, v, impl=impl),
+        lambda impl: _cudnn_attention if impl == "cudnn" else (lambda q, k, v: softmax_attention(q, k, v, impl=impl)),
         _softmax_flops,
         lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
-        ("xla", "pallas", "reference"),
+        ("xla", "pallas", "cudnn", "reference"),
         working_set_bytes=_softmax_scores_bytes,
+        forward_only_impls=("cudnn",),
     ),
     "diagonal_scan": Case(
         _scan_inputs,
