@@ -4,8 +4,10 @@ from jaxattn.ops import feature_maps
 from jaxattn.ops.attention_distillation import attention_distillation_loss
 from jaxattn.ops.diagonal_scan import diagonal_scan
 from jaxattn.ops.linear_attention import linear_attention
+from jaxattn.ops.lmul import lmul, round_mantissa
 from jaxattn.ops.softmax_attention import softmax_attention
 
 __all__ = [
-    "attention_distillation_loss", "diagonal_scan", "feature_maps", "linear_attention", "softmax_attention",
+    "attention_distillation_loss", "diagonal_scan", "feature_maps", "linear_attention", "lmul", "round_mantissa",
+    "softmax_attention",
 ]
