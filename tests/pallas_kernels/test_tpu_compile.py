@@ -17,6 +17,7 @@ from jax.experimental.topologies import get_topology_desc  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention  # noqa: E402
+from jaxattn.ops.lmul_matmul import lmul_dot_general  # noqa: E402
 
 TOPOLOGIES = ["v4:1x1x1", "v5e:1x1", "v6e:1x1"]
 
@@ -33,6 +34,15 @@ def _scan(a, b):
     return jnp.sum(jnp.abs(diagonal_scan(a, b, impl="pallas")[0]))
 
 
+def _lmul_matmul(dtype):
+    def loss(a, b):
+        a, b = a.astype(dtype), b.astype(dtype)
+        return jnp.sum(lmul_dot_general(a, b, (((2,), (1,)), ((0,), (0,))), mantissa_bits=3, impl="pallas",
+                                        backward="lmul", preferred_element_type=jnp.float32))
+
+    return loss, [((2, 200, 72), jnp.float32), ((2, 72, 300), jnp.float32)]
+
+
 # name: (loss, [(shape, dtype)] of its arguments)
 CASES = {
     "linear-plain": (_linear, [((1, 256, 2, 64), jnp.float32)] * 3),
@@ -47,6 +57,9 @@ CASES = {
         lambda q, k, v, s: _softmax(q, k, v, s, causal=False), [((1, 300, 2, 64), jnp.float32)] * 3 + [((1, 300), jnp.int32)]
     ),
     "flash-bf16": (_softmax, [((1, 512, 2, 128), jnp.bfloat16)] * 3),
+    "lmul-matmul-f32": _lmul_matmul(jnp.float32),
+    "lmul-matmul-bf16": _lmul_matmul(jnp.bfloat16),
+    "lmul-matmul-e4m3": _lmul_matmul(jnp.float8_e4m3fn),
 }
 
 

@@ -1,0 +1,184 @@
+"""Bit-level L-Mul arithmetic on the (sign, magnitude) fields of binary floating-point formats.
+
+The one implementation of L-Mul's integer semantics (PAPERS.md section 4), shared by
+:mod:`jaxattn.ops.lmul` (element-wise, on arrays) and the L-Matmul Pallas kernels (on fields
+widened to uint32, so that the kernels need 32-bit integer arithmetic only). A value's fields are
+``sign`` (its sign bit, in place) and ``magnitude`` (every other bit) as uint32.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+U32 = jnp.uint32
+
+
+class FloatFormat(NamedTuple):
+    """M mantissa bits, E exponent bits, the exponent bias, whether the all-ones exponent encodes
+    Inf/NaN (IEEE) or the format has no Inf (e4m3fn: only S.1111.111 is NaN), and the unsigned
+    integer type of its bit pattern."""
+
+    mantissa: int
+    exponent: int
+    bias: int
+    ieee: bool
+    bits_dtype: object
+
+    @property
+    def sign_bit(self) -> int:
+        return 1 << (self.mantissa + self.exponent)
+
+    @property
+    def max_finite(self) -> int:
+        """Magnitude bits of the largest finite value."""
+        all_ones = (1 << self.exponent) - 1
+        if self.ieee:
+            return ((all_ones - 1) << self.mantissa) | ((1 << self.mantissa) - 1)
+        return (all_ones << self.mantissa) | ((1 << self.mantissa) - 2)
+
+    @property
+    def inf(self) -> int:
+        return ((1 << self.exponent) - 1) << self.mantissa
+
+    @property
+    def nan(self) -> int:
+        return self.inf | (1 << (self.mantissa - 1)) if self.ieee else self.inf | ((1 << self.mantissa) - 1)
+
+
+FORMATS = {
+    jnp.dtype(jnp.float32): FloatFormat(23, 8, 127, True, jnp.uint32),
+    jnp.dtype(jnp.bfloat16): FloatFormat(7, 8, 127, True, jnp.uint16),
+    jnp.dtype(jnp.float16): FloatFormat(10, 5, 15, True, jnp.uint16),
+    jnp.dtype(jnp.float8_e4m3fn): FloatFormat(3, 4, 7, False, jnp.uint8),
+    jnp.dtype(jnp.float8_e5m2): FloatFormat(2, 5, 15, True, jnp.uint8),
+}
+OFFSETS = ("paper", "wide")
+
+
+def float_format(dtype) -> FloatFormat:
+    try:
+        return FORMATS[jnp.dtype(dtype)]
+    except KeyError:
+        names = ", ".join(d.name for d in FORMATS)
+        raise TypeError(f"L-Mul: dtype {jnp.dtype(dtype).name} is not one of {names}") from None
+
+
+def offset_exponent(mantissa_bits: int, offset: str = "paper") -> int:
+    """``l`` of the offset ``2^{-l}``: the paper's ``l(m) = m (m <= 3), 3 (m = 4), 4 (m > 4)``, or 4 for ``"wide"``."""
+    if offset not in OFFSETS:
+        raise ValueError(f"L-Mul: offset={offset!r} is not one of {OFFSETS}")
+    if offset == "wide":
+        return 4
+    return mantissa_bits if mantissa_bits <= 3 else (3 if mantissa_bits == 4 else 4)
+
+
+def fields(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(sign, magnitude)`` of ``x``'s bit pattern, widened to uint32."""
+    fmt = float_format(x.dtype)
+    u = jax.lax.bitcast_convert_type(x, fmt.bits_dtype).astype(U32)
+    return u & U32(fmt.sign_bit), u & U32(fmt.sign_bit - 1)
+
+
+def from_fields(sign: jax.Array, magnitude: jax.Array, dtype) -> jax.Array:
+    fmt = float_format(dtype)
+    return jax.lax.bitcast_convert_type((sign | magnitude).astype(fmt.bits_dtype), dtype)
+
+
+def is_nan(magnitude: jax.Array, fmt: FloatFormat) -> jax.Array:
+    return magnitude > U32(fmt.inf) if fmt.ieee else magnitude == U32(fmt.nan)
+
+
+def is_inf(magnitude: jax.Array, fmt: FloatFormat) -> jax.Array:
+    return magnitude == U32(fmt.inf) if fmt.ieee else jnp.zeros(magnitude.shape, bool)
+
+
+def round_mantissa(x: jax.Array, bits: int) -> jax.Array:
+    """``x`` rounded to ``bits`` (>= 1) mantissa bits, ties to even; a carry renormalises the
+    exponent, rounding past the largest finite value gives Inf (e4m3: the largest finite value with
+    ``bits`` mantissa bits); NaN and Inf are unchanged."""
+    fmt = float_format(x.dtype)
+    drop = fmt.mantissa - bits
+    if drop == 0:
+        return x
+    sign, magnitude = fields(x)
+    lowest_kept = (magnitude >> drop) & U32(1)
+    rounded = ((magnitude + U32((1 << (drop - 1)) - 1) + lowest_kept) >> drop) << drop
+    if not fmt.ieee:
+        rounded = jnp.minimum(rounded, U32((fmt.max_finite >> drop) << drop))
+    special = is_nan(magnitude, fmt) | is_inf(magnitude, fmt)
+    return from_fields(sign, jnp.where(special, magnitude, rounded), x.dtype)
+
+
+def flush_subnormals(x: jax.Array) -> jax.Array:
+    """Subnormal values become zeros of the same sign."""
+    fmt = float_format(x.dtype)
+    sign, magnitude = fields(x)
+    return from_fields(sign, jnp.where(magnitude < U32(1 << fmt.mantissa), U32(0), magnitude), x.dtype)
+
+
+def power_of_two_part(x: jax.Array) -> jax.Array:
+    """``p(x) = sign(x) 2^{floor(log2 |x|)}`` (0 for zeros and subnormals), exact in ``x``'s format."""
+    fmt = float_format(x.dtype)
+    sign, magnitude = fields(x)
+    return from_fields(sign, magnitude & U32(((1 << fmt.exponent) - 1) << fmt.mantissa), x.dtype)
+
+
+def _with_specials(sign, magnitude, x_mag, y_mag, fmt):
+    """Zeros absorb (zero and subnormal operands), NaN and Inf propagate, Inf x 0 = NaN."""
+    x_nan, y_nan, x_inf, y_inf = is_nan(x_mag, fmt), is_nan(y_mag, fmt), is_inf(x_mag, fmt), is_inf(y_mag, fmt)
+    x_zero, y_zero = x_mag < U32(1 << fmt.mantissa), y_mag < U32(1 << fmt.mantissa)
+    nan = x_nan | y_nan | (x_inf & y_zero) | (y_inf & x_zero)
+    inf = (x_inf | y_inf) & ~nan
+    magnitude = jnp.where((x_zero | y_zero) & ~nan & ~inf, U32(0), magnitude)
+    magnitude = jnp.where(inf, U32(fmt.inf), magnitude)
+    return sign, jnp.where(nan, U32(fmt.nan), magnitude)
+
+
+def _assemble(exponent, fraction, x_sign, y_sign, x_mag, y_mag, fmt):
+    """The product from its biased exponent field (int32, any range) and M-bit fraction: below the
+    normal range it flushes to zero, above it gives Inf (e4m3: its largest finite value)."""
+    magnitude = (jnp.maximum(exponent, 0).astype(U32) << fmt.mantissa) | fraction
+    overflow = (exponent >= (1 << fmt.exponent)) | (magnitude > U32(fmt.max_finite))
+    magnitude = jnp.where(overflow, U32(fmt.inf if fmt.ieee else fmt.max_finite), magnitude)
+    magnitude = jnp.where(exponent <= 0, U32(0), magnitude)
+    return _with_specials(x_sign ^ y_sign, magnitude, x_mag, y_mag, fmt)
+
+
+def bitwise_product(x_sign, x_mag, y_sign, y_mag, fmt: FloatFormat, l: int):  # noqa: E741
+    """One integer addition of the (exponent | mantissa) fields plus the offset ``2^{M - l}``; a
+    mantissa carry moves into the exponent by itself. Fields in, ``(sign, magnitude)`` out."""
+    total = x_mag + y_mag + U32(1 << (fmt.mantissa - l))  # < 2^32 for finite operands
+    exponent = (total >> fmt.mantissa).astype(jnp.int32) - fmt.bias
+    return _assemble(exponent, total & U32((1 << fmt.mantissa) - 1), x_sign, y_sign, x_mag, y_mag, fmt)
+
+
+def formula_product(x_sign, x_mag, y_sign, y_mag, fmt: FloatFormat, l: int):  # noqa: E741
+    """``(1 + s) 2^{x_e + y_e}`` in integers: the significand ``(1 + s) 2^M`` (in ``[1, 4) 2^M``) is
+    rounded to M fraction bits (ties to even) by at most two right shifts, each adding one to the
+    exponent, so it is rounded once and nothing over- or underflows on the way."""
+    mask = U32((1 << fmt.mantissa) - 1)
+    significand = (x_mag & mask) + (y_mag & mask) + U32((1 << fmt.mantissa) + (1 << (fmt.mantissa - l)))
+    two = U32(2 << fmt.mantissa)
+    wide = significand >= two
+    significand = jnp.where(wide, (significand + ((significand >> 1) & U32(1))) >> 1, significand)
+    carried = significand >= two  # rounding up reached 2: one more (exact) shift
+    significand = jnp.where(carried, significand >> 1, significand)
+    exponent = (
+        (x_mag >> fmt.mantissa).astype(jnp.int32) + (y_mag >> fmt.mantissa).astype(jnp.int32) - fmt.bias
+        + wide.astype(jnp.int32) + carried.astype(jnp.int32)
+    )
+    return _assemble(exponent, significand & mask, x_sign, y_sign, x_mag, y_mag, fmt)
+
+
+def to_float32(sign, magnitude, fmt: FloatFormat) -> jax.Array:
+    """The fp32 value of a product's fields (exact: products are normal, zero, Inf or NaN)."""
+    if fmt.mantissa == 23:
+        return jax.lax.bitcast_convert_type(sign | magnitude, jnp.float32)
+    widened = ((magnitude >> fmt.mantissa).astype(jnp.int32) - fmt.bias + 127).astype(U32) << 23
+    widened = widened | ((magnitude & U32((1 << fmt.mantissa) - 1)) << (23 - fmt.mantissa))
+    widened = jnp.where(magnitude == 0, U32(0), widened)
+    widened = jnp.where(is_inf(magnitude, fmt), U32(0x7F800000), widened)
+    widened = jnp.where(is_nan(magnitude, fmt), U32(0x7FC00000), widened)
+    sign32 = jnp.where(sign != 0, U32(0x80000000), U32(0))
+    return jax.lax.bitcast_convert_type(sign32 | widened, jnp.float32)
