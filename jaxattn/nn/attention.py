@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxattn.nn.arithmetic import attention_dot_general
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.nn.short_conv import ShortConvolution
@@ -65,13 +66,18 @@ class MultiHeadAttention(nn.Module):
         o, extra = attend(q, k, v)
         return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra, history
 
+    def _product_options(self) -> dict:
+        """``impl`` and ``dot_general`` for the op: an arithmetic other than exact runs the explicit path."""
+        dot_general = attention_dot_general()
+        return dict(impl=self.impl if dot_general is None else "reference", dot_general=dot_general)
+
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
         if x.ndim != 3:
             raise ValueError(f"MultiHeadAttention: x must be [B, L, d_model], got shape {x.shape}")
 
         def attend(q, k, v):
-            return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, impl=self.impl), None
+            return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, **self._product_options()), None
 
         positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
         return self._attend(x, positions, attend, segment_ids=segment_ids)[0]
@@ -95,7 +101,8 @@ class MultiHeadAttention(nn.Module):
                 carry.length + 1,
                 carry.conv_history,
             )
-            o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length, impl=self.impl)
+            o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length,
+                                  **self._product_options())
             return o, cache
 
         history = carry.conv_history if self.short_conv else None

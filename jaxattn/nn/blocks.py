@@ -12,17 +12,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxattn.nn.arithmetic import dense_dot_general
+
 ACTIVATIONS = ("gelu", "half_glu1", "half_glu2", "full_glu")
 NORMS = ("layer", "batch")
 
 
 def dense(features: int, axes: tuple[str, str], name: Optional[str] = None) -> nn.Dense:
-    """A ``Dense`` whose kernel and bias carry logical axis names for sharding."""
+    """A ``Dense`` whose kernel and bias carry logical axis names for sharding, in the product
+    arithmetic in force (:mod:`jaxattn.nn.arithmetic`)."""
+    dot_general = dense_dot_general()
     return nn.Dense(
         features,
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:]),
         name=name,
+        **({} if dot_general is None else {"dot_general": dot_general}),
     )
 
 

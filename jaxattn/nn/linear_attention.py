@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxattn.nn.arithmetic import attention_dot_general
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import feature_maps, linear_attention
@@ -135,10 +136,12 @@ class LinearAttention(nn.Module):
             g = jax.nn.log_sigmoid(dense(heads, ("embed", "heads"), "gate")(x)) / self.gate_temperature
         # Feature-mapped keys are not unit-scale dot products: no extra scale (it cancels when normalised).
         scale = None if self.feature_map == "identity" else 1.0
+        dot_general = attention_dot_general()
+        impl = impl or (self.impl if dot_general is None or self.impl != "pallas" else "xla")
         o, state = linear_attention(
             phi_q, phi_k, v, g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
             initial_state=None if carry is None else carry.state, output_final_state=True, segment_ids=segment_ids,
-            chunk_size=self.chunk_size, impl=impl or self.impl,
+            chunk_size=self.chunk_size, dot_general=dot_general, impl=impl,
         )
         if self.output_norm:
             o = nn.LayerNorm(name="output_norm", use_bias=False)(o)

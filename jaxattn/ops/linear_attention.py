@@ -20,6 +20,7 @@ Implementations:
     ``segment_ids``.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple, Optional
 
 import jax
@@ -34,7 +35,9 @@ _UNROLL = 4  # chunks per scan iteration of the xla path
 
 class _Inputs(NamedTuple):
     """Validated inputs: q, k ``[B, T, H, K]``; v ``[B, T, H, V']``; ``log_decay [B, T, H]`` fp32 or
-    None; ``state [B, H, K, V']`` fp32; ``boundary [B, T]`` bool or None (True where a new segment starts)."""
+    None; ``state [B, H, K, V']`` fp32; ``boundary [B, T]`` bool or None (True where a new segment
+    starts); ``dot_general``, the product behind every contraction (``lax.dot_general`` or an
+    L-Matmul)."""
 
     q: jax.Array
     k: jax.Array
@@ -42,6 +45,11 @@ class _Inputs(NamedTuple):
     log_decay: Optional[jax.Array]
     state: jax.Array
     boundary: Optional[jax.Array]
+    dot_general: Callable = jax.lax.dot_general
+
+    def einsum(self, spec: str, a: jax.Array, b: jax.Array, **kwargs) -> jax.Array:
+        """``jnp.einsum`` of two operands through ``dot_general``."""
+        return jnp.einsum(spec, a, b, _dot_general=self.dot_general, **kwargs)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -56,8 +64,8 @@ def _reference_causal(x: _Inputs, scale: float, chunk_size: int):
     def step(state, inputs):
         q_t, k_t, v_t, a_t, keep_t = inputs
         decay = jnp.exp(a_t) * keep_t[:, None]
-        state = decay[..., None, None] * state + jnp.einsum("bhk,bhv->bhkv", k_t, v_t, precision=_HIGHEST)
-        return state, scale * jnp.einsum("bhk,bhkv->bhv", q_t, state, precision=_HIGHEST)
+        state = decay[..., None, None] * state + x.einsum("bhk,bhv->bhkv", k_t, v_t, precision=_HIGHEST)
+        return state, scale * x.einsum("bhk,bhkv->bhv", q_t, state, precision=_HIGHEST)
 
     time_major = [jnp.moveaxis(a.astype(jnp.float32), 1, 0) for a in (x.q, x.k, x.v, log_decay)]
     final, o = jax.lax.scan(step, x.state, (*time_major, jnp.moveaxis(keep, 1, 0)))
@@ -76,13 +84,13 @@ def _reference_noncausal(x: _Inputs, scale: float, chunk_size: int):
     q, k, v = (a.astype(jnp.float32) for a in (x.q, x.k, x.v))
     segment = _segment_index(x.boundary, q.shape[:2])
     same = segment[:, :, None] == segment[:, None, :]
-    scores = jnp.einsum("bihk,bjhk->bhij", q, k, precision=_HIGHEST) * same[:, None]
-    o = jnp.einsum("bhij,bjhv->bihv", scores, v, precision=_HIGHEST)
+    scores = x.einsum("bihk,bjhk->bhij", q, k, precision=_HIGHEST) * same[:, None]
+    o = x.einsum("bhij,bjhv->bihv", scores, v, precision=_HIGHEST)
     first = (segment == 0).astype(jnp.float32)[:, :, None, None]
-    o = scale * (o + first * jnp.einsum("bihk,bhkv->bihv", q, x.state, precision=_HIGHEST))
+    o = scale * (o + first * x.einsum("bihk,bhkv->bihv", q, x.state, precision=_HIGHEST))
     # The final state is what the causal recurrence ends with: the last segment's sum.
     last = (segment == segment[:, -1:]).astype(jnp.float32)
-    final = jnp.einsum("bjhk,bjhv,bj->bhkv", k, v, last, precision=_HIGHEST)
+    final = x.einsum("bjhk,bjhv->bhkv", k * last[:, :, None, None], v, precision=_HIGHEST)
     final = final + (segment[:, -1] == 0).astype(jnp.float32)[:, None, None, None] * x.state
     return o, final
 
@@ -103,7 +111,8 @@ def _pad_to_chunks(x: _Inputs, chunk_size: int) -> _Inputs:
     if not pad:
         return x
     pad_time = lambda a: None if a is None else jnp.pad(a, ((0, 0), (0, pad)) + ((0, 0),) * (a.ndim - 2))  # noqa: E731
-    return _Inputs(*(pad_time(a) for a in (x.q, x.k, x.v, x.log_decay)), x.state, pad_time(x.boundary))
+    return x._replace(q=pad_time(x.q), k=pad_time(x.k), v=pad_time(x.v), log_decay=pad_time(x.log_decay),
+                      boundary=pad_time(x.boundary))
 
 
 def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
@@ -141,24 +150,24 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
     def chunk_step(state, chunk):
         q_c, k_c, v_c = (jnp.swapaxes(a, 1, 2) for a in chunk[:3])  # [B, H, C, D]
         v_c = v_c.astype(jnp.float32)
-        scores = scale * jnp.einsum("bhik,bhjk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
+        scores = scale * x.einsum("bhik,bhjk->bhij", q_c, k_c, preferred_element_type=jnp.float32)
         if not weighted:
-            o = jnp.where(causal, scores, 0.0) @ v_c
-            o = o + scale * jnp.einsum("bhik,bhkv->bhiv", q_c, state, preferred_element_type=jnp.float32)
-            update = jnp.einsum("bhjk,bhjv->bhkv", k_c, v_c, preferred_element_type=jnp.float32)
+            o = x.einsum("bhij,bhjv->bhiv", jnp.where(causal, scores, 0.0), v_c)
+            o = o + scale * x.einsum("bhik,bhkv->bhiv", q_c, state, preferred_element_type=jnp.float32)
+            update = x.einsum("bhjk,bhjv->bhkv", k_c, v_c, preferred_element_type=jnp.float32)
             return state + update, jnp.swapaxes(o, 1, 2)
         cum_c, starts_c = chunk[3:]
         cum_h = jnp.swapaxes(cum_c, 1, 2)[..., None]  # [B, H, C, 1]
         mask = causal & (starts_c[:, :, None] == starts_c[:, None, :])  # [B, C, C]
         # Mask before exp: masked pairs get -inf, never inf - inf.
         log_weights = jnp.where(mask[:, None], cum_h - jnp.swapaxes(cum_h, 2, 3), -jnp.inf)
-        o = (scores * jnp.exp(log_weights)) @ v_c
+        o = x.einsum("bhij,bhjv->bhiv", scores * jnp.exp(log_weights), v_c)
         from_start = (starts_c == 0)[:, None, :, None]  # [B, 1, C, 1]: tokens the carried state reaches
         query_weights = jnp.where(from_start, jnp.exp(cum_h), 0.0)  # [B, H, C, 1]
-        o = o + scale * jnp.einsum("bhik,bhkv->bhiv", q_c * query_weights, state)
+        o = o + scale * x.einsum("bhik,bhkv->bhiv", q_c * query_weights, state)
         to_end = (starts_c == starts_c[:, -1:])[:, None, :, None]  # tokens of the last segment
         key_weights = jnp.where(to_end, jnp.exp(cum_h[:, :, -1:] - cum_h), 0.0)
-        update = jnp.einsum("bhjk,bhjv->bhkv", k_c * key_weights, v_c, preferred_element_type=jnp.float32)
+        update = x.einsum("bhjk,bhjv->bhkv", k_c * key_weights, v_c, preferred_element_type=jnp.float32)
         carries = (starts_c[:, -1] == 0)[:, None]  # no segment start in the chunk: [B, 1]
         decay = jnp.where(carries, jnp.exp(cum_c[:, -1]), 0.0)  # [B, H]
         return decay[..., None, None] * state + update, jnp.swapaxes(o, 1, 2)
@@ -175,18 +184,20 @@ def _flip(x: _Inputs) -> _Inputs:
     if x.boundary is not None:
         ends = jnp.concatenate([x.boundary[:, 1:], jnp.zeros_like(x.boundary[:, :1])], axis=1)
         boundary = jnp.flip(ends, axis=1)
-    return _Inputs(reverse(x.q), reverse(x.k), reverse(x.v), None, jnp.zeros_like(x.state), boundary)
+    return x._replace(q=reverse(x.q), k=reverse(x.k), v=reverse(x.v), log_decay=None, state=jnp.zeros_like(x.state),
+                      boundary=boundary)
 
 
 def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
     """Without segments ``scale Q (S_0 + K^T V)``; with them, a forward plus a reversed causal pass
     (each includes the token itself, so its own term is subtracted once)."""
     if x.boundary is None:
-        total = x.state + jnp.einsum("bthk,bthv->bhkv", x.k, x.v, preferred_element_type=jnp.float32)
-        return scale * jnp.einsum("bthk,bhkv->bthv", x.q, total, preferred_element_type=jnp.float32), total
+        total = x.state + x.einsum("bthk,bthv->bhkv", x.k, x.v, preferred_element_type=jnp.float32)
+        return scale * x.einsum("bthk,bhkv->bthv", x.q, total, preferred_element_type=jnp.float32), total
     forward, final = _chunked_causal(x, scale, chunk_size)
     backward, _ = _chunked_causal(_flip(x), scale, chunk_size)
-    own = scale * jnp.einsum("bthk,bthk->bth", x.q, x.k, preferred_element_type=jnp.float32)[..., None] * x.v
+    own = scale * x.einsum("bthk,bthk->bth", x.q, x.k, preferred_element_type=jnp.float32)
+    own = x.einsum("bth,bthv->bthv", own, x.v.astype(jnp.float32))
     return forward + jnp.flip(backward, axis=1) - own, final
 
 
@@ -265,6 +276,7 @@ def linear_attention(
     output_final_state: bool = False,
     segment_ids: Optional[jax.Array] = None,
     chunk_size: int = 64,
+    dot_general: Optional[Callable] = None,
     impl: str = "auto",
 ):
     """Linear attention ``o_t = scale q_t S_t``, ``S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``.
@@ -281,6 +293,8 @@ def linear_attention(
       output_final_state: also return the final state.
       segment_ids: ``[B, T]`` ints; the state resets where the id changes.
       chunk_size: tokens per chunk of the ``xla`` path.
+      dot_general: replaces ``lax.dot_general`` in every product of q, k, v and the state (e.g. an
+        L-Matmul, :func:`jaxattn.ops.lmul_matmul.lmul_dot_general`); reference and xla paths only.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU where it
         supports the inputs, else xla).
 
@@ -309,9 +323,12 @@ def linear_attention(
         boundary = jnp.concatenate(
             [jnp.zeros((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
         )
-    unsupported = "segment_ids" if segment_ids is not None else None
+    unsupported = "segment_ids" if segment_ids is not None else ("dot_general" if dot_general is not None else None)
     core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)[bool(causal)]
-    o, final = core(_Inputs(q, k, values, log_decay, state, boundary), scale, chunk_size)
+    if dot_general is not None and impl == "pallas":
+        raise ValueError("linear_attention: impl='pallas' does not take a dot_general; use impl='xla'")
+    inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general)
+    o, final = core(inputs, scale, chunk_size)
     if normalize:
         o = o[..., :-1] / (o[..., -1:] + eps)
     o = o.astype(v.dtype)

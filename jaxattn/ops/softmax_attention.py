@@ -10,6 +10,7 @@ Implementations:
     backward (:mod:`pallas_kernels.flash_attention`); no ``kv_lengths``.
 """
 
+from collections.abc import Callable
 from typing import Optional
 
 import jax
@@ -36,21 +37,26 @@ def _mask(length_q: int, length_k: int, causal: bool, segment_ids, kv_lengths) -
 
 
 def softmax_attention_weights(
-    q: jax.Array, k: jax.Array, *, scale=None, causal: bool = True, segment_ids=None, kv_lengths=None
+    q: jax.Array, k: jax.Array, *, scale=None, causal: bool = True, segment_ids=None, kv_lengths=None,
+    dot_general: Optional[Callable] = None,
 ) -> jax.Array:
-    """Explicit attention weights ``softmax(scale q k^T + mask)`` ``[B, H, Tq, Tk]`` in fp32."""
+    """Explicit attention weights ``softmax(scale q k^T + mask)`` ``[B, H, Tq, Tk]`` in fp32
+    (``q k^T`` through ``dot_general`` when given, e.g. an L-Matmul)."""
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     scores = scale * jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32),
-                                precision=jax.lax.Precision.HIGHEST)
+                                precision=jax.lax.Precision.HIGHEST, _dot_general=dot_general or jax.lax.dot_general)
     mask = _mask(q.shape[1], k.shape[1], causal, segment_ids, kv_lengths)
     if mask is not None:
         scores = jnp.where(mask, scores, -jnp.inf)
     return jax.nn.softmax(scores, axis=-1)
 
 
-def _reference(q, k, v, scale, causal, segment_ids, kv_lengths):
-    weights = softmax_attention_weights(q, k, scale=scale, causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+def _reference(q, k, v, scale, causal, segment_ids, kv_lengths, dot_general=None):
+    weights = softmax_attention_weights(
+        q, k, scale=scale, causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths, dot_general=dot_general
+    )
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST,
+                      _dot_general=dot_general or jax.lax.dot_general)
 
 
 def _xla(q, k, v, scale, causal, segment_ids, kv_lengths):
@@ -81,6 +87,7 @@ def softmax_attention(
     causal: bool = True,
     segment_ids: Optional[jax.Array] = None,
     kv_lengths: Optional[jax.Array] = None,
+    dot_general: Optional[Callable] = None,
     impl: str = "auto",
 ) -> jax.Array:
     """Softmax attention ``[B, Tq, H, D] x [B, Tk, H, D] x [B, Tk, H, Dv] -> [B, Tq, H, Dv]``.
@@ -88,6 +95,8 @@ def softmax_attention(
     Queries are aligned with the last ``Tq`` keys (a KV cache): with ``causal``, query ``i`` sees
     keys ``j <= i + Tk - Tq``. ``segment_ids [B, T]`` needs ``Tq == Tk``. ``kv_lengths [B]``: only
     the first ``kv_lengths[b]`` keys are valid (a partly filled cache, or right padding).
+    ``dot_general`` (e.g. an L-Matmul) replaces the products ``q k^T`` and ``P v``; the softmax stays
+    fp32; it runs the explicit (reference) path.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         if a.ndim != 4:
@@ -99,6 +108,10 @@ def softmax_attention(
     if kv_lengths is not None and kv_lengths.shape != (k.shape[0],):
         raise ValueError(f"softmax_attention: `kv_lengths` must be [B] = {(k.shape[0],)}, got {kv_lengths.shape}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if dot_general is not None:
+        if impl not in ("auto", "reference"):
+            raise ValueError(f"softmax_attention: a dot_general runs the explicit path; impl={impl!r} cannot take it")
+        return _reference(q, k, v, scale, causal, segment_ids, kv_lengths, dot_general).astype(v.dtype)
     unsupported = "kv_lengths" if kv_lengths is not None else None
     attend = resolve_impl("softmax_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)
     return attend(q, k, v, scale, causal, segment_ids, kv_lengths).astype(v.dtype)

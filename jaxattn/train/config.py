@@ -5,11 +5,16 @@ loop calls :func:`validate_config` first, so a misspelt field or a bad value fai
 with a message naming the field (``config.model.norm``), not minutes into a run.
 """
 
+from typing import Optional
+
 import ml_collections
 
 from jaxattn.data import TASKS
+from jaxattn.nn.arithmetic import KINDS as ARITHMETIC_KINDS
+from jaxattn.nn.arithmetic import Arithmetic
 from jaxattn.nn.blocks import ACTIVATIONS, NORMS, POOLINGS
 from jaxattn.nn.registry import MIXERS
+from jaxattn.ops.lmul import BACKWARDS, OFFSETS, SEMANTICS
 from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
 
 MODEL_KINDS = ("classifier", "language_model")
@@ -33,6 +38,18 @@ def default_config() -> ml_collections.ConfigDict:
             "activation": "half_glu1",
             "dropout": 0.0,
             "pooling": "mean",
+            # Product arithmetic of Dense layers and attention products (jaxattn.nn.arithmetic).
+            "arithmetic": ml_collections.ConfigDict(
+                {
+                    "kind": "exact",  # or "lmul", "fp8_e4m3", "fp8_e5m2"
+                    "mantissa_bits": 3,
+                    "semantics": "bitwise",
+                    "offset": "paper",
+                    "backward": "straight_through",
+                    "dense": True,
+                    "attention": True,
+                }
+            ),
         }
     )
     config.optimizer = ml_collections.ConfigDict(
@@ -106,6 +123,12 @@ def _check_fields(config, reference, prefix: str) -> None:
             raise ValueError(f"{prefix}.{key} is missing")
 
 
+def arithmetic_from_config(model_config: ml_collections.ConfigDict) -> Optional[Arithmetic]:
+    """The model's product :class:`Arithmetic`, or None for exact arithmetic."""
+    options = dict(model_config.arithmetic)
+    return None if options["kind"] == "exact" else Arithmetic(**options)
+
+
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
         raise ValueError(f"config.{field}{message}")
@@ -132,6 +155,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(0.0 <= model.dropout < 1.0, "model.dropout", f"={model.dropout} must be in [0, 1)")
     for field in ("d_model", "num_layers"):
         _require(model[field] >= 1, f"model.{field}", f"={model[field]} must be >= 1")
+    arithmetic = model.arithmetic
+    _require(arithmetic.kind in ("exact", *ARITHMETIC_KINDS), "model.arithmetic.kind",
+             f"={arithmetic.kind!r} is not one of {('exact', *ARITHMETIC_KINDS)}")
+    _require(arithmetic.semantics in SEMANTICS, "model.arithmetic.semantics",
+             f"={arithmetic.semantics!r} is not one of {SEMANTICS}")
+    _require(arithmetic.offset in OFFSETS, "model.arithmetic.offset", f"={arithmetic.offset!r} is not one of {OFFSETS}")
+    _require(arithmetic.backward in BACKWARDS, "model.arithmetic.backward",
+             f"={arithmetic.backward!r} is not one of {BACKWARDS}")
+    _require(1 <= arithmetic.mantissa_bits <= 23, "model.arithmetic.mantissa_bits",
+             f"={arithmetic.mantissa_bits} must be in [1, 23]")
     for field in ("lr", "ssm_lr"):
         _require(opt[field] > 0, f"optimizer.{field}", f"={opt[field]} must be > 0")
     for field in ("weight_decay", "warmup_epochs", "grad_clip_norm"):

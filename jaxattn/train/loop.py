@@ -6,6 +6,7 @@ from the latest checkpoint and ends with the same metrics as an uninterrupted ru
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -21,7 +22,8 @@ from jaxattn.data import ArrayIterator, TaskSpec, eval_batches, load_task
 from jaxattn.models import LanguageModel, SequenceClassifier
 from jaxattn.parallel import device_put_batch, make_data_mesh
 from jaxattn.train.checkpoint import Checkpointer, abstract_like
-from jaxattn.train.config import validate_config
+from jaxattn.nn.arithmetic import product_arithmetic
+from jaxattn.train.config import arithmetic_from_config, validate_config
 from jaxattn.train.metrics import MetricsWriter
 from jaxattn.train.optimizer import make_optimizer
 from jaxattn.train.plots import plot_training_curves
@@ -182,6 +184,19 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def _in_model_arithmetic(function):
+    """Runs ``function(config, ...)`` with the product arithmetic of ``config.model.arithmetic`` in
+    force, so every step it traces uses it."""
+
+    @functools.wraps(function)
+    def wrapped(config, *args, **kwargs):
+        with product_arithmetic(arithmetic_from_config(config.model)):
+            return function(config, *args, **kwargs)
+
+    return wrapped
+
+
+@_in_model_arithmetic
 def evaluate_variables(config: ml_collections.ConfigDict, variables: dict) -> dict:
     """Validation and test loss and accuracy of a model with the given variables (no training)."""
     experiment = build_experiment(config).with_variables(variables)
@@ -193,6 +208,7 @@ def evaluate_variables(config: ml_collections.ConfigDict, variables: dict) -> di
     }
 
 
+@_in_model_arithmetic
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, initial_variables: Optional[dict] = None) -> dict:
     """Trains, evaluates periodically, checkpoints, and returns the final summary.
 

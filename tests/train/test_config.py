@@ -66,3 +66,17 @@ def test_missing_field_is_named():
 def test_listops_config_rejects_unknown_argument():
     with pytest.raises(ValueError, match="'laptop'"):
         load_config("s5_listops", "laptop")
+
+
+def test_arithmetic_fields_are_validated_and_built():
+    from jaxattn.nn.arithmetic import Arithmetic
+    from jaxattn.train.config import arithmetic_from_config
+
+    config = default_config()
+    assert arithmetic_from_config(config.model) is None
+    config.model.arithmetic.kind = "lmul"
+    config.model.arithmetic.mantissa_bits = 4
+    assert arithmetic_from_config(config.model) == Arithmetic(kind="lmul", mantissa_bits=4)
+    config.model.arithmetic.kind = "int4"
+    with pytest.raises(ValueError, match="config.model.arithmetic.kind='int4' is not one of"):
+        validate_config(config)
