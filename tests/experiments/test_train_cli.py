@@ -110,3 +110,18 @@ def test_shipped_config_smoke_run(tmp_path, name, arg, task_options):
     for split in ("validation", "test"):
         assert 0.0 <= summary[split]["accuracy"] <= 1.0
         assert summary[split]["loss"] > 0 and summary[split]["loss"] < 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lmul", "fp8_e4m3"])
+def test_training_in_another_product_arithmetic(tmp_path, kind):
+    """Every Dense and attention product in 3-bit L-Mul (or fp8): training runs and its losses are
+    finite, and differ from exact arithmetic's."""
+    losses = {}
+    for arithmetic in ("exact", kind):
+        config = shrink(load_config("recall", "softmax"), num_train=128, num_validation=64, num_test=64)
+        config.model.arithmetic.kind = arithmetic
+        summary = train_and_evaluate(config, str(tmp_path / arithmetic))
+        losses[arithmetic] = summary["validation"]["loss"]
+        assert 0 < summary["validation"]["loss"] < 10
+    assert losses["exact"] != losses[kind]
