@@ -21,9 +21,9 @@ from absl import app, flags, logging
 from experiments.logging_setup import show_own_info_only
 
 from experiments.configs import load_config
+from experiments.configs.attention_digits import ATTENTION
 from jaxattn.data import ArrayIterator, load_task
 from jaxattn.train import build_model, evaluate_variables, restore_variables, train_and_evaluate
-from jaxattn.train.config import mixer_options
 from jaxattn.train.convert import distill_hedgehog_maps, teacher_queries_and_keys, transfer_parameters
 from jaxattn.train.loop import build_experiment
 
@@ -33,15 +33,10 @@ _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Epochs of studen
 _DISTILL_STEPS = flags.DEFINE_integer("distill_steps", 300, "Adam steps of feature-map distillation.")
 flags.mark_flag_as_required("workdir")
 
-ATTENTION = dict(num_heads=2, head_dim=32, causal=False, rotary=True)
-
-
 def classifier_config(mixer: str, epochs: int, **options):
-    config = load_config("s5_digits", str(epochs))
-    config.model.mixer = mixer
-    config.model.mixer_options = mixer_options(mixer, **ATTENTION, **options)
-    config.model.norm = "layer"
-    config.model.dropout = 0.1
+    config = load_config("attention_digits", mixer)
+    config.train.num_epochs = epochs
+    config.model.mixer_options.update(options)
     if epochs < 10:
         config.optimizer.warmup_epochs = 0.5
     return config
@@ -51,7 +46,7 @@ def distillation_batches(train_arrays, teacher_model, teacher_variables, steps: 
     batches = ArrayIterator(train_arrays, batch_size=64, seed=1)
     queries_and_keys = jax.jit(
         lambda variables, inputs, lengths: teacher_queries_and_keys(
-            teacher_model, variables, inputs, lengths, num_heads=ATTENTION["num_heads"], rotary=ATTENTION["rotary"]
+            teacher_model, variables, inputs, lengths, num_heads=ATTENTION["num_heads"], rotary=ATTENTION["rotary"],
         )
     )
     for _ in range(steps):
