@@ -30,9 +30,10 @@ from pallas_kernels import triton_raw
 
 _OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")
 _IMPLS = flags.DEFINE_list(
-    "impls", ["xla", "pallas", "triton", "cudnn"],
-    "Implementations: xla, pallas, reference, and vendor kernels: triton (raw Triton linear attention through "
-    "jax-triton), cudnn (jax.nn.dot_product_attention(implementation='cudnn')).",
+    "impls", ["xla", "pallas", "triton", "cudnn", "native", "formula", "bitwise"],
+    "Implementations: xla, pallas, reference; vendor kernels: triton (raw Triton linear attention through "
+    "jax-triton), cudnn (jax.nn.dot_product_attention(implementation='cudnn')); for lmul_matmul: native (the "
+    "device's matmul), formula, bitwise (XLA) and pallas. Each op runs the ones it has.",
 )
 _LENGTHS = flags.DEFINE_list("lengths", ["1024", "4096", "16384"], "Sequence lengths T.")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size B.")

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention
+from jaxattn.ops.lmul_matmul import lmul_dot_general
 
 LINEAR_ATTENTION_CHUNK = 64
 
@@ -91,6 +92,27 @@ def _cudnn_attention(q, k, v):
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
 
 
+def _matmul_inputs(shape: Shape):
+    """A Dense layer's product: ``[B T, H D] x [H D, H D]``."""
+    width = shape.heads * shape.head_dim
+    a = jax.random.normal(jax.random.key(0), (shape.batch * shape.length, width), shape.dtype)
+    return a, jax.random.normal(jax.random.key(1), (width, width), shape.dtype) * width**-0.5
+
+
+def _matmul(impl: str):
+    """``native`` (the device's matmul), or L-Matmul: ``formula``, ``bitwise`` (XLA), ``pallas``."""
+    if impl == "native":
+        return lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32)
+    options = dict(semantics="formula") if impl == "formula" else dict(impl="xla" if impl == "bitwise" else "pallas")
+    return lambda a, b: lmul_dot_general(a, b, (((1,), (0,)), ((), ())), mantissa_bits=3,
+                                         preferred_element_type=jnp.float32, **options)
+
+
+def _matmul_flops(shape: Shape) -> float:
+    width = shape.heads * shape.head_dim
+    return 2.0 * shape.batch * shape.length * width * width
+
+
 CASES = {
     "linear_attention": Case(
         _qkv,
@@ -110,6 +132,11 @@ CASES = {
         ("xla", "pallas", "cudnn", "reference"),
         working_set_bytes=_softmax_scores_bytes,
         forward_only_impls=("cudnn",),
+    ),
+    "lmul_matmul": Case(
+        _matmul_inputs, _matmul, _matmul_flops,
+        lambda shape: (2 * shape.tokens_by_width + (shape.heads * shape.head_dim) ** 2) * shape.itemsize,
+        ("native", "formula", "bitwise", "pallas"),
     ),
     "diagonal_scan": Case(
         _scan_inputs,

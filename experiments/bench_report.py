@@ -52,6 +52,14 @@ def write_markdown(result: dict, path: str) -> None:
                          f"{_ratio(xla['forward_ms'], pallas['forward_ms'])} | "
                          f"{_ratio(xla['forward_backward_ms'], pallas['forward_backward_ms'])} | "
                          f"{_ratio(pallas['forward_ms'], vendor and vendor['forward_ms'])} |")
+    natives = [r for r in result["rows"] if r["impl"] == "native" and not r["skipped"]]
+    if natives:
+        lines += ["", "L-Matmul time relative to the native matmul of the same shape (3-bit L-Mul):", "",
+                  "| dtype | D | T | formula | bitwise (xla) | bitwise (pallas) |", "|---|---:|---:|---:|---:|---:|"]
+        for native in natives:
+            ratios = [_ratio((measured.get((impl, *_key(native))) or {}).get("forward_ms"), native["forward_ms"])
+                      for impl in ("formula", "bitwise", "pallas")]
+            lines.append(f"| {native['dtype']} | {native['head_dim']} | {native['length']} | " + " | ".join(ratios) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

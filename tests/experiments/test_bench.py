@@ -45,3 +45,15 @@ def test_bench_measures_every_op_impl_dtype_and_head_size(tmp_path):
 def test_bench_skips_pallas_on_cpu_without_the_interpreter_flag(tmp_path):
     report = run_bench(tmp_path, "--impls=pallas", "--head_dims=8")
     assert report["rows"] and all(r["skipped"] == "Pallas runs only interpreted on CPU" for r in report["rows"])
+
+
+def test_bench_puts_lmul_matmul_beside_the_native_matmul(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.bench", "--ops=lmul_matmul", "--impls=native,formula,bitwise",
+         "--lengths=32", "--heads=2", "--head_dims=8", "--repeats=1", f"--out_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert {r["impl"] for r in rows if not r["skipped"]} == {"native", "formula", "bitwise"}
+    assert "L-Matmul time relative to the native matmul" in (tmp_path / "bench.md").read_text()
