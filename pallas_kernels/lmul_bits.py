@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 U32 = jnp.uint32
 
@@ -171,14 +172,81 @@ def formula_product(x_sign, x_mag, y_sign, y_mag, fmt: FloatFormat, l: int):  # 
     return _assemble(exponent, significand & mask, x_sign, y_sign, x_mag, y_mag, fmt)
 
 
-def to_float32(sign, magnitude, fmt: FloatFormat) -> jax.Array:
-    """The fp32 value of a product's fields (exact: products are normal, zero, Inf or NaN)."""
-    if fmt.mantissa == 23:
-        return jax.lax.bitcast_convert_type(sign | magnitude, jnp.float32)
-    widened = ((magnitude >> fmt.mantissa).astype(jnp.int32) - fmt.bias + 127).astype(U32) << 23
-    widened = widened | ((magnitude & U32((1 << fmt.mantissa) - 1)) << (23 - fmt.mantissa))
-    widened = jnp.where(magnitude == 0, U32(0), widened)
-    widened = jnp.where(is_inf(magnitude, fmt), U32(0x7F800000), widened)
-    widened = jnp.where(is_nan(magnitude, fmt), U32(0x7FC00000), widened)
-    sign32 = jnp.where(sign != 0, U32(0x80000000), U32(0))
-    return jax.lax.bitcast_convert_type(sign32 | widened, jnp.float32)
+# ------------------------------------------------------------------ L-Matmul terms
+#
+# In a matrix product the operands' fields are prepared once, and each element product is a few
+# integer operations on the fp32 bit layout: a format's values are exact in fp32, and adding the
+# fp32 fields of two values with mantissas of at most M bits (zeros below) gives the same carries
+# as adding the format's fields; only the exponent range is the format's, checked by thresholds.
+_FP32_BIAS_FIELD = 127 << 23
+
+
+class MatmulOperand(NamedTuple):
+    """One side of an L-Matmul, element-wise: the fp32 sign bit (uint32), the fp32 magnitude bits
+    (uint32; the right-hand side with the offset added), and ``live`` (fp32 1, or 0 for zeros,
+    Inf and NaN, whose products are set by :func:`special_products` instead)."""
+
+    sign: jax.Array
+    magnitude: jax.Array
+    live: jax.Array
+
+
+def matmul_operand(x: jax.Array, l: int, *, right: bool) -> MatmulOperand:  # noqa: E741
+    """Prepares ``x`` (in its format, already rounded to m bits with subnormals flushed)."""
+    fmt = float_format(x.dtype)
+    _, magnitude = fields(x)
+    live = (magnitude >= U32(1 << fmt.mantissa)) & ~is_nan(magnitude, fmt) & ~is_inf(magnitude, fmt)
+    bits = jax.lax.bitcast_convert_type(jnp.where(live, x, jnp.zeros((), x.dtype)).astype(jnp.float32), U32)
+    magnitude = bits & U32(0x7FFFFFFF)
+    if right:
+        magnitude = magnitude + U32(1 << (23 - l))  # the offset 2^-l, in fp32 mantissa units
+    return MatmulOperand(bits & U32(0x80000000), magnitude, live.astype(jnp.float32))
+
+
+def _fp32_bits(value: float) -> int:
+    return int(np.array(value, np.float32).view(np.uint32))
+
+
+def product_values(x: MatmulOperand, y: MatmulOperand, fmt: FloatFormat) -> jax.Array:
+    """fp32 values of the bitwise L-Mul products of live operands (broadcasting), 0 for the others.
+
+    ``u = |x| + |y| + offset`` is the product's fp32 field plus the fp32 bias (no uint32 overflow);
+    below the format's smallest normal it flushes, above its largest finite value it is Inf (e4m3:
+    that largest value)."""
+    total = x.magnitude + y.magnitude
+    largest = _fp32_bits(_max_finite_value(fmt))
+    low, high = U32(_fp32_bits(2.0 ** (1 - fmt.bias)) + _FP32_BIAS_FIELD), U32(largest + _FP32_BIAS_FIELD)
+    overflow = U32(0x7F800000 if fmt.ieee else largest)
+    magnitude = jnp.where(total < low, U32(0), total - U32(_FP32_BIAS_FIELD))
+    magnitude = jnp.where(total > high, overflow, magnitude)
+    value = jax.lax.bitcast_convert_type(magnitude | (x.sign ^ y.sign), jnp.float32)
+    return value * (x.live * y.live)
+
+
+def _max_finite_value(fmt: FloatFormat) -> float:
+    exponent = (fmt.max_finite >> fmt.mantissa) - fmt.bias
+    fraction = (fmt.max_finite & ((1 << fmt.mantissa) - 1)) / 2**fmt.mantissa
+    return (1 + fraction) * 2.0**exponent
+
+
+def special_products(x: jax.Array, y: jax.Array, matmul) -> jax.Array:
+    """What Inf and NaN operands add to an L-Matmul ``sum_k x[.., k] y[k, ..]``: +Inf, -Inf (NaN if
+    both occur) or NaN (NaN operand, Inf x 0) where they occur, else 0. ``matmul(a, b)`` is the
+    contraction of 0/1 indicator arrays of ``x``'s and ``y``'s shapes (an ordinary matrix product)."""
+    fmt = float_format(x.dtype)
+    (x_sign, x_mag), (y_sign, y_mag) = fields(x), fields(y)
+    f32 = lambda mask: mask.astype(jnp.float32)  # noqa: E731
+    x_nan, y_nan, x_inf, y_inf = is_nan(x_mag, fmt), is_nan(y_mag, fmt), is_inf(x_mag, fmt), is_inf(y_mag, fmt)
+    x_zero, y_zero = x_mag < U32(1 << fmt.mantissa), y_mag < U32(1 << fmt.mantissa)
+    x_neg, y_neg = x_sign != 0, y_sign != 0
+    x_pos_inf, x_neg_inf, y_pos_inf, y_neg_inf = x_inf & ~x_neg, x_inf & x_neg, y_inf & ~y_neg, y_inf & y_neg
+    x_pos, x_negative = ~x_zero & ~x_nan & ~x_neg, ~x_zero & ~x_nan & x_neg  # nonzero, Inf included
+    y_pos, y_negative = ~y_zero & ~y_nan & ~y_neg, ~y_zero & ~y_nan & y_neg
+    positive = (matmul(f32(x_pos_inf), f32(y_pos)) + matmul(f32(x_neg_inf), f32(y_negative))
+                + matmul(f32(x_pos), f32(y_pos_inf)) + matmul(f32(x_negative), f32(y_neg_inf)))
+    negative = (matmul(f32(x_pos_inf), f32(y_negative)) + matmul(f32(x_neg_inf), f32(y_pos))
+                + matmul(f32(x_pos), f32(y_neg_inf)) + matmul(f32(x_negative), f32(y_pos_inf)))
+    nan = (matmul(f32(x_nan), jnp.ones_like(f32(y_nan))) + matmul(jnp.ones_like(f32(x_nan)), f32(y_nan))
+           + matmul(f32(x_inf), f32(y_zero)) + matmul(f32(x_zero), f32(y_inf)))
+    out = jnp.where(positive > 0, jnp.inf, 0.0) + jnp.where(negative > 0, -jnp.inf, 0.0)
+    return out + jnp.where(nan > 0, jnp.nan, 0.0)

@@ -7,8 +7,8 @@ mantissa_bits=3)``. Every contraction is brought to a batched ``[G, M, K] x [G, 
   * ``semantics="formula"``: the identity ``L-Mul(x, y) = x p(y) + p(x) y + (2^{-l} - 1) p(x) p(y)``
     (``p(v) = sign(v) 2^{floor(log2 |v|)}``) makes the product three ordinary matrix products (each
     element product exact in fp32 before the sum).
-  * ``semantics="bitwise"``: element products by the integer adder, over blocks of K so that the
-    ``[G, M, k, N]`` products stay under ``block_bytes`` (``impl="xla"``), or the Pallas kernel.
+  * ``semantics="bitwise"``: element products by the integer adder, as K rank-1 updates of the
+    ``[G, M, N]`` accumulator (``impl="xla"``: memory of the output only), or the Pallas kernel.
 
 The gradient is straight-through by default (that of the exact product: ``dA = G B^T``,
 ``dB = A^T G``, ordinary matmuls), or ``backward="lmul"``: those two products as L-Matmuls.
@@ -20,11 +20,15 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.lmul import BACKWARDS, lmul_forward, validate_arguments
-from pallas_kernels.lmul_bits import flush_subnormals, offset_exponent, power_of_two_part, round_mantissa
+from jaxattn.ops.lmul import BACKWARDS, validate_arguments
+from pallas_kernels.lmul_bits import (
+    U32, MatmulOperand, fields, float_format, flush_subnormals, matmul_operand, offset_exponent, power_of_two_part,
+    product_values, round_mantissa, special_products,
+)
 from pallas_kernels.lmul_matmul import lmul_matmul as pallas_lmul_matmul
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+_UNROLL = 4  # rank-1 updates per loop step of the bitwise XLA path
 
 
 def _prepare(x: jax.Array, mantissa_bits: int) -> jax.Array:
@@ -40,33 +44,43 @@ def _formula_matmul(a, b, mantissa_bits, offset):
     return mm(a, pb) + mm(pa, b) + (2.0**-l - 1.0) * mm(pa, pb)
 
 
-def _bitwise_matmul_xla(a, b, mantissa_bits, offset, block_bytes):
-    """``sum_k L-Mul(a[g, m, k], b[g, k, n])`` over blocks of K, fp32 accumulation."""
+def _bitwise_matmul_xla(a, b, l, unroll: int = _UNROLL):  # noqa: E741
+    """``sum_k L-Mul(a[g, m, k], b[g, k, n])`` of live products as K rank-1 updates of an fp32
+    ``[G, M, N]`` accumulator, ``unroll`` per loop step (one fused element-wise loop each: a
+    reduction over a short k axis vectorises far worse on CPU)."""
     groups, rows, depth = a.shape
-    cols = b.shape[-1]
-    block = int(max(1, min(depth, block_bytes // max(1, 4 * groups * rows * cols))))
-    pad = -depth % block
-    a = jnp.pad(a, ((0, 0), (0, 0), (0, pad)))  # zeros absorb: padded terms add 0
-    b = jnp.pad(b, ((0, 0), (0, pad), (0, 0)))
-    product = functools.partial(lmul_forward, mantissa_bits=mantissa_bits, semantics="bitwise", offset=offset)
+    pad = -depth % unroll
+    x = MatmulOperand(*(jnp.pad(f, ((0, 0), (0, 0), (0, pad))) for f in matmul_operand(a, l, right=False)))
+    y = MatmulOperand(*(jnp.pad(f, ((0, 0), (0, pad), (0, 0))) for f in matmul_operand(b, l, right=True)))
+    fmt = float_format(a.dtype)
 
-    def add_block(i, total):
-        a_block = jax.lax.dynamic_slice_in_dim(a, i * block, block, axis=2)
-        b_block = jax.lax.dynamic_slice_in_dim(b, i * block, block, axis=1)
-        terms = product(a_block[:, :, :, None], b_block[:, None, :, :])  # [G, M, k, N]
-        return total + jnp.sum(terms.astype(jnp.float32), axis=2)
+    def add_updates(i, total):
+        for j in range(unroll):
+            k = i * unroll + j
+            column = MatmulOperand(*(jax.lax.dynamic_index_in_dim(f, k, axis=2, keepdims=True) for f in x))  # [G, M, 1]
+            row = MatmulOperand(*(jax.lax.dynamic_index_in_dim(f, k, axis=1, keepdims=True) for f in y))  # [G, 1, N]
+            total = total + product_values(column, row, fmt)
+        return total
 
-    return jax.lax.fori_loop(0, (depth + pad) // block, add_block, jnp.zeros((groups, rows, cols), jnp.float32))
+    return jax.lax.fori_loop(0, (depth + pad) // unroll, add_updates, jnp.zeros((groups, rows, b.shape[-1]), jnp.float32))
+
+
+def _with_special_products(out, a, b):
+    """Adds what Inf and NaN operands contribute; the indicator products run only if there are any."""
+    fmt = float_format(a.dtype)
+    special = lambda x: jnp.any(fields(x)[1] >= U32(fmt.inf))  # noqa: E731  (Inf or NaN, every format)
+    matmul = lambda p, q: jnp.matmul(p, q, precision=_HIGHEST)  # noqa: E731
+    return jax.lax.cond(special(a) | special(b), lambda: out + special_products(a, b, matmul), lambda: out)
 
 
 def _matmul_forward(a, b, options):
-    mantissa_bits, semantics, offset, backward, impl, block_bytes = options
+    mantissa_bits, semantics, offset, backward, impl = options
     if semantics == "formula":
         return _formula_matmul(a, b, mantissa_bits, offset)
-    if impl == "pallas":
-        l = offset_exponent(mantissa_bits, offset)  # noqa: E741
-        return pallas_lmul_matmul(_prepare(a, mantissa_bits), _prepare(b, mantissa_bits), l=l)
-    return _bitwise_matmul_xla(a, b, mantissa_bits, offset, block_bytes)
+    l = offset_exponent(mantissa_bits, offset)  # noqa: E741
+    a, b = _prepare(a, mantissa_bits), _prepare(b, mantissa_bits)
+    out = pallas_lmul_matmul(a, b, l=l) if impl == "pallas" else _bitwise_matmul_xla(a, b, l)
+    return _with_special_products(out, a, b)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -106,7 +120,6 @@ def lmul_dot_general(
     offset: str = "paper",
     backward: str = "straight_through",
     impl: str = "auto",
-    block_bytes: int = 2**27,
     out_sharding=None,
 ) -> jax.Array:
     """:func:`jax.lax.dot_general` with L-Mul element products and fp32 accumulation.
@@ -134,6 +147,6 @@ def lmul_dot_general(
     groups, rows, depth, cols = size(lhs, lhs_batch), size(lhs, lhs_free), size(lhs, lhs_contract), size(rhs, rhs_free)
     a = jnp.transpose(lhs, (*lhs_batch, *lhs_free, *lhs_contract)).reshape(groups, rows, depth)
     b = jnp.transpose(rhs, (*rhs_batch, *rhs_contract, *rhs_free)).reshape(groups, depth, cols)
-    out = _matmul(a, b, (mantissa_bits, semantics, offset, backward, impl, int(block_bytes)))
+    out = _matmul(a, b, (mantissa_bits, semantics, offset, backward, impl))
     out = out.reshape(*batch_shape, *[lhs.shape[d] for d in lhs_free], *[rhs.shape[d] for d in rhs_free])
     return out.astype(preferred_element_type or dtype)

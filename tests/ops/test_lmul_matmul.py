@@ -18,7 +18,8 @@ from pallas_kernels.platform import INTERPRET_ENV
 def explicit(a, b, semantics="bitwise", bits=3, offset="paper"):
     """``[G, M, K] x [G, K, N]``: every element product by element-wise L-Mul, summed in float64."""
     products = lmul_forward(a[:, :, :, None], b[:, None, :, :], mantissa_bits=bits, semantics=semantics, offset=offset)
-    return np.sum(np.asarray(products, np.float64), axis=2)
+    with np.errstate(invalid="ignore"):  # Inf - Inf = NaN, as in any IEEE sum
+        return np.sum(np.asarray(products, np.float64), axis=2)
 
 
 def operands(shape_a, shape_b, dtype=jnp.float32, seed=0):
@@ -51,12 +52,11 @@ def test_general_dimension_numbers_match_a_transposed_batched_product():
     assert_sums_close(got, explicit(a, b))
 
 
-def test_blocking_over_k_changes_nothing():
-    a, b = operands((2, 9, 50), (2, 50, 7))
-    dims = (((2,), (1,)), ((0,), (0,)))
-    whole = lmul_dot_general(a, b, dims, impl="xla")
-    blocked = lmul_dot_general(a, b, dims, impl="xla", block_bytes=3 * 4 * 2 * 9 * 7)  # blocks of 3 (padded)
-    assert_sums_close(blocked, np.asarray(whole, np.float64))
+@pytest.mark.parametrize("depth", [1, 5, 50])  # K below, not a multiple of and above the unroll of 4
+def test_any_contraction_length(depth):
+    a, b = operands((2, 9, depth), (2, depth, 7))
+    got = lmul_dot_general(a, b, (((2,), (1,)), ((0,), (0,))), impl="xla")
+    assert_sums_close(got, explicit(a, b))
 
 
 def test_formula_three_products_equal_elementwise_formula_exactly_on_exact_sums():
@@ -122,3 +122,17 @@ def test_errors():
         lmul_dot_general(a, a.T, (((1,), (0,)), ((), ())), backward="exact")
     with pytest.raises(TypeError, match="int32 is not one of"):
         lmul_dot_general(a.astype(jnp.int32), a.T.astype(jnp.int32), (((1,), (0,)), ((), ())))
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas"])
+def test_special_values_in_a_product(monkeypatch, impl):
+    monkeypatch.setenv(INTERPRET_ENV, "gpu")
+    inf, nan = float("inf"), float("nan")
+    a = jnp.array([[[1.0, 2.0, 0.0], [inf, 1.0, 1.0], [inf, 0.0, 1.0], [nan, 1.0, 1.0], [-inf, 1.0, 3e38],
+                    [1e-30, 1e-20, 1.0]]], jnp.float32)
+    b = jnp.array([[[1.5, -2.0], [2.0, inf], [1.0, 5.0]]], jnp.float32)
+    got = lmul_dot_general(a, b, (((2,), (1,)), ((0,), (0,))), mantissa_bits=3, impl=impl)
+    want = explicit(a, b)  # float64 sums of the element-wise products: Inf, -Inf, NaN as IEEE sums give them
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(np.asarray(got, np.float64)[finite], want[finite], rtol=1e-6)
