@@ -5,8 +5,8 @@
 mantissa_bits=3)``. Every contraction is brought to a batched ``[G, M, K] x [G, K, N]`` product:
 
   * ``semantics="formula"``: the identity ``L-Mul(x, y) = x p(y) + p(x) y + (2^{-l} - 1) p(x) p(y)``
-    (``p(v) = sign(v) 2^{floor(log2 |v|)}``) makes the product three ordinary matrix products (each
-    element product exact in fp32 before the sum).
+    (``p(v) = sign(v) 2^{floor(log2 |v|)}``) makes the product ordinary matrix products: three, or
+    two as ``A p(B) + p(A) (B + (2^{-l} - 1) p(B))`` (each element product exact in fp32 before the sum).
   * ``semantics="bitwise"``: element products by the integer adder, as K rank-1 updates of the
     ``[G, M, N]`` accumulator (``impl="xla"``: memory of the output only), or the Pallas kernel.
 
@@ -36,12 +36,12 @@ def _prepare(x: jax.Array, mantissa_bits: int) -> jax.Array:
 
 
 def _formula_matmul(a, b, mantissa_bits, offset):
-    """Three matrix products: ``A p(B) + p(A) B + (2^{-l} - 1) p(A) p(B)``, fp32."""
+    """``A p(B) + p(A) B + (2^{-l} - 1) p(A) p(B) = A p(B) + p(A) (B + (2^{-l} - 1) p(B))``: two matrix
+    products, fp32 (``B + (2^{-l} - 1) p(B) = (y_m + 2^{-l}) p(B)`` is exact)."""
     l = offset_exponent(mantissa_bits, offset)  # noqa: E741
-    a, b = _prepare(a, mantissa_bits), _prepare(b, mantissa_bits)
+    a, b = (_prepare(x, mantissa_bits).astype(jnp.float32) for x in (a, b))
     pa, pb = power_of_two_part(a), power_of_two_part(b)
-    mm = lambda x, y: jnp.matmul(x.astype(jnp.float32), y.astype(jnp.float32), precision=_HIGHEST)  # noqa: E731
-    return mm(a, pb) + mm(pa, b) + (2.0**-l - 1.0) * mm(pa, pb)
+    return jnp.matmul(a, pb, precision=_HIGHEST) + jnp.matmul(pa, b + (2.0**-l - 1.0) * pb, precision=_HIGHEST)
 
 
 def _bitwise_matmul_xla(a, b, l, unroll: int = _UNROLL):  # noqa: E741
