@@ -1,4 +1,7 @@
-"""One step of ``h_t = a_t h_{t-1} + b_t`` on a row of features, real or complex as (re, im) parts."""
+"""``h_t = a_t h_{t-1} + b_t`` on rows of features, real or complex as (re, im) parts."""
+
+import jax
+from jax.experimental import pallas as pl
 
 
 def step(a: tuple, b: tuple, h: tuple) -> tuple:
@@ -7,3 +10,17 @@ def step(a: tuple, b: tuple, h: tuple) -> tuple:
         return (a[0] * h[0] + b[0],)
     (a_re, a_im), (b_re, b_im), (h_re, h_im) = a, b, h
     return (a_re * h_re - a_im * h_im + b_re, a_re * h_im + a_im * h_re + b_im)
+
+
+def scan_rows(a_refs, b_refs, h_refs, h: tuple, num_rows: int, reverse: bool) -> tuple:
+    """Runs the recurrence over ``num_rows`` rows (time steps) of the blocks behind ``a_refs`` and
+    ``b_refs`` (one ref a part), writing each state to ``h_refs``; returns the last state."""
+
+    def row_step(i, h):
+        rows = pl.ds(num_rows - 1 - i if reverse else i, 1)
+        h = step(tuple(r[rows, :] for r in a_refs), tuple(r[rows, :] for r in b_refs), h)
+        for ref, value in zip(h_refs, h):
+            ref[rows, :] = value.astype(ref.dtype)
+        return h
+
+    return jax.lax.fori_loop(0, num_rows, row_step, h)

@@ -24,14 +24,7 @@ def _kernel(*refs, parts, time_tile, reverse):
         for c, h0 in zip(carry, h0_refs):
             c[...] = h0[...]
 
-    def row_step(i, h):
-        rows = pl.ds(time_tile - 1 - i if reverse else i, 1)
-        h = recurrence.step(tuple(r[rows, :] for r in a_refs), tuple(r[rows, :] for r in b_refs), h)
-        for ref, value in zip(h_refs, h):
-            ref[rows, :] = value.astype(ref.dtype)
-        return h
-
-    h = jax.lax.fori_loop(0, time_tile, row_step, tuple(c[...] for c in carry))
+    h = recurrence.scan_rows(a_refs, b_refs, h_refs, tuple(c[...] for c in carry), time_tile, reverse)
     for c, value in zip(carry, h):
         c[...] = value
 

@@ -15,14 +15,7 @@ def _kernel(*refs, parts, length, reverse):
     a_refs, b_refs, h0_refs = refs[:parts], refs[parts : 2 * parts], refs[2 * parts : 3 * parts]
     h_refs, last_refs = refs[3 * parts : 4 * parts], refs[4 * parts :]
 
-    def row_step(i, h):
-        rows = pl.ds(length - 1 - i if reverse else i, 1)
-        h = recurrence.step(tuple(r[rows, :] for r in a_refs), tuple(r[rows, :] for r in b_refs), h)
-        for ref, value in zip(h_refs, h):
-            ref[rows, :] = value.astype(ref.dtype)
-        return h
-
-    h = jax.lax.fori_loop(0, length, row_step, tuple(r[...] for r in h0_refs))
+    h = recurrence.scan_rows(a_refs, b_refs, h_refs, tuple(r[...] for r in h0_refs), length, reverse)
     for ref, value in zip(last_refs, h):
         ref[...] = value
 

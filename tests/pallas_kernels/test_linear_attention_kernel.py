@@ -9,7 +9,7 @@ from jaxattn.ops import linear_attention
 from pallas_kernels.platform import INTERPRET_ENV
 
 from tests.ops.test_linear_attention import CASES as ALL_CASES
-from tests.ops.test_linear_attention import build, relative_error, tolerance
+from tests.ops.test_linear_attention import build, check_gradients_match_reference, relative_error, tolerance
 
 # Every causal case without segments (the kernels do not take segment_ids), and non-causal.
 CASES = ["plain", "normalized", "g_gamma", "gated", "gated+decay", "initial_state", "gated+initial_state",
@@ -36,25 +36,7 @@ def test_forward_matches_reference(kernel, name, length):
 
 @pytest.mark.parametrize("name", CASES)
 def test_gradients_match_reference(kernel, name):
-    q, k, v, kwargs = build(ALL_CASES[name], length=37)
-    weights = jax.random.normal(jax.random.key(9), v.shape)
-    differentiable = {"q": q, "k": k, "v": v}
-    for key in ("g", "g_gamma", "initial_state"):
-        if key in kwargs:
-            differentiable[key] = kwargs.pop(key)
-
-    def loss(inputs, impl):
-        inputs = dict(inputs)
-        o, state = linear_attention(
-            inputs.pop("q"), inputs.pop("k"), inputs.pop("v"), output_final_state=True, impl=impl,
-            chunk_size=16, **inputs, **kwargs,
-        )
-        return jnp.sum(o * weights) + 0.1 * jnp.sum(state**2)
-
-    want = jax.grad(loss)(differentiable, "reference")
-    got = jax.grad(loss)(differentiable, "pallas")
-    for key in want:
-        assert relative_error(got[key], want[key]) < tolerance({**kwargs, **differentiable}), key
+    check_gradients_match_reference(name, "pallas", chunk_size=16)
 
 
 def test_bfloat16_inputs(kernel):
