@@ -19,16 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.dot import dot
+
 _F32 = jnp.float32
 # Finite, so that a row with every key masked so far gives exp(0), not exp(-inf + inf) = NaN;
 # the correction factor exp(m - m') = 0 removes those terms once a real key arrives.
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
-
-
-def _dot(a, b, contract=(1, 0)):
-    precision = jax.lax.Precision.HIGHEST if a.dtype == _F32 and b.dtype == _F32 else None
-    dims = (((contract[0],), (contract[1],)), ((), ()))
-    return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=_F32)
 
 
 class Positions(NamedTuple):
@@ -58,7 +54,7 @@ def keep_mask(pos: Positions, block_q: int, block_k: int) -> jax.Array:
 
 def scores(q, k, keep, scale: float) -> jax.Array:
     """``scale q k^T`` ``[bq, bk]`` fp32 with masked pairs at :data:`MASK_VALUE`."""
-    return jnp.where(keep, scale * _dot(q, k, (1, 1)), MASK_VALUE)
+    return jnp.where(keep, scale * dot(q, k, (1, 1)), MASK_VALUE)
 
 
 class SoftmaxCarry(NamedTuple):
@@ -80,7 +76,7 @@ def online_softmax_step(carry: SoftmaxCarry, s: jax.Array, v: jax.Array) -> Soft
     correction = jnp.exp(carry.m - m)
     p = jnp.exp(s - m)
     l = correction * carry.l + jnp.sum(p, axis=1, keepdims=True)  # noqa: E741
-    return SoftmaxCarry(m, l, correction * carry.acc + _dot(p.astype(v.dtype), v))
+    return SoftmaxCarry(m, l, correction * carry.acc + dot(p.astype(v.dtype), v))
 
 
 def finish(carry: SoftmaxCarry) -> tuple[jax.Array, jax.Array]:
@@ -91,17 +87,17 @@ def finish(carry: SoftmaxCarry) -> tuple[jax.Array, jax.Array]:
 def probabilities_and_score_gradient(q, k, v, do, lse, delta, keep, scale: float):
     """``(P, dS)`` ``[bq, bk]`` fp32 of one block pair (masked pairs exactly 0)."""
     p = jnp.where(keep, jnp.exp(scores(q, k, keep, scale) - lse), 0.0)
-    dp = _dot(do, v, (1, 1))
+    dp = dot(do, v, (1, 1))
     return p, p * (dp - delta)
 
 
 def dq_step(dq, q, k, v, do, lse, delta, keep, scale: float):
     """``dQ += scale dS K``."""
     _, ds = probabilities_and_score_gradient(q, k, v, do, lse, delta, keep, scale)
-    return dq + scale * _dot(ds.astype(k.dtype), k)
+    return dq + scale * dot(ds.astype(k.dtype), k)
 
 
 def dkv_step(dk, dv, q, k, v, do, lse, delta, keep, scale: float):
     """``dK += scale dS^T Q``, ``dV += P^T dO``."""
     p, ds = probabilities_and_score_gradient(q, k, v, do, lse, delta, keep, scale)
-    return dk + scale * _dot(ds.astype(q.dtype), q, (0, 0)), dv + _dot(p.astype(do.dtype), do, (0, 0))
+    return dk + scale * dot(ds.astype(q.dtype), q, (0, 0)), dv + dot(p.astype(do.dtype), do, (0, 0))

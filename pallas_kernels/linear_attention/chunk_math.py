@@ -21,17 +21,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.dot import dot
+
 _F32 = jnp.float32
-
-
-def _dot(a, b, contract=(1, 0)):
-    """``a @ b`` contracting ``a``'s axis ``contract[0]`` with ``b``'s ``contract[1]``, fp32 out.
-
-    fp32 operands use full fp32 precision (no TF32 on GPU), so kernels match the reference to 1e-4.
-    """
-    precision = jax.lax.Precision.HIGHEST if a.dtype == _F32 and b.dtype == _F32 else None
-    dims = (((contract[0],), (contract[1],)), ((), ()))
-    return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=_F32)
 
 
 class ChunkDecay(NamedTuple):
@@ -63,15 +55,15 @@ def _decays(decay: Optional[ChunkDecay]):
 def next_state(k, v, decay: Optional[ChunkDecay], state):
     """``S' = e^lam S + (K .* e^(lam - b))^T V``."""
     _, to_end, total = _decays(decay)
-    return total * state + _dot((k * to_end).astype(v.dtype), v, (0, 0))
+    return total * state + dot((k * to_end).astype(v.dtype), v, (0, 0))
 
 
 def forward_chunk(q, k, v, decay: Optional[ChunkDecay], state, scale: float):
     """``(O [C, V] fp32, S' [K, V])`` for one chunk."""
     weights = decay_matrix(q.shape[0], decay)
     from_start, _, _ = _decays(decay)
-    scores = (scale * _dot(q, k, (1, 1)) * weights).astype(v.dtype)
-    out = _dot(scores, v) + scale * _dot((q * from_start).astype(q.dtype), state.astype(q.dtype))
+    scores = (scale * dot(q, k, (1, 1)) * weights).astype(v.dtype)
+    out = dot(scores, v) + scale * dot((q * from_start).astype(q.dtype), state.astype(q.dtype))
     return out, next_state(k, v, decay, state)
 
 
@@ -79,18 +71,18 @@ def dq_chunk(k, v, do, decay: Optional[ChunkDecay], state, scale: float):
     """``dQ [C, K]`` fp32 of one chunk given the state before it."""
     weights = decay_matrix(do.shape[0], decay)
     from_start, _, _ = _decays(decay)
-    d_scores = (scale * _dot(do, v, (1, 1)) * weights).astype(k.dtype)
-    return _dot(d_scores, k) + scale * _dot((do * from_start).astype(do.dtype), state.astype(do.dtype), (1, 1))
+    d_scores = (scale * dot(do, v, (1, 1)) * weights).astype(k.dtype)
+    return dot(d_scores, k) + scale * dot((do * from_start).astype(do.dtype), state.astype(do.dtype), (1, 1))
 
 
 def dkv_chunk(q, k, v, do, decay: Optional[ChunkDecay], d_state, scale: float):
     """``(dK [C, K], dV [C, V], dS [K, V])`` of one chunk given ``dS'``, the gradient of the state after it."""
     weights = decay_matrix(q.shape[0], decay)
     from_start, to_end, total = _decays(decay)
-    d_scores = (scale * _dot(do, v, (1, 1)) * weights).astype(q.dtype)
-    scores = (scale * _dot(q, k, (1, 1)) * weights).astype(do.dtype)
+    d_scores = (scale * dot(do, v, (1, 1)) * weights).astype(q.dtype)
+    scores = (scale * dot(q, k, (1, 1)) * weights).astype(do.dtype)
     d_state_in = d_state.astype(v.dtype)
-    dk = _dot(d_scores, q, (0, 0)) + to_end * _dot(v, d_state_in, (1, 1))
-    dv = _dot(scores, do, (0, 0)) + to_end * _dot(k, d_state_in.astype(k.dtype))
-    d_state_before = total * d_state + scale * _dot((q * from_start).astype(do.dtype), do, (0, 0))
+    dk = dot(d_scores, q, (0, 0)) + to_end * dot(v, d_state_in, (1, 1))
+    dv = dot(scores, do, (0, 0)) + to_end * dot(k, d_state_in.astype(k.dtype))
+    d_state_before = total * d_state + scale * dot((q * from_start).astype(do.dtype), do, (0, 0))
     return dk, dv, d_state_before
