@@ -37,7 +37,9 @@ def _prepare(x: jax.Array, mantissa_bits: int) -> jax.Array:
 
 def _formula_matmul(a, b, mantissa_bits, offset):
     """``A p(B) + p(A) B + (2^{-l} - 1) p(A) p(B) = A p(B) + p(A) (B + (2^{-l} - 1) p(B))``: two matrix
-    products, fp32 (``B + (2^{-l} - 1) p(B) = (y_m + 2^{-l}) p(B)`` is exact)."""
+    products, fp32 (``B + (2^{-l} - 1) p(B) = (y_m + 2^{-l}) p(B)`` is exact). Element products keep
+    fp32's exponent range: for fp16/fp8 operands, products beyond the format's range are not flushed
+    or saturated as the element-wise formula does."""
     l = offset_exponent(mantissa_bits, offset)  # noqa: E741
     a, b = (_prepare(x, mantissa_bits).astype(jnp.float32) for x in (a, b))
     pa, pb = power_of_two_part(a), power_of_two_part(b)
