@@ -6,8 +6,9 @@ from jaxattn.ops.diagonal_scan import diagonal_scan
 from jaxattn.ops.linear_attention import linear_attention
 from jaxattn.ops.lmul import lmul, round_mantissa
 from jaxattn.ops.softmax_attention import softmax_attention
+from jaxattn.ops.tensor_attention import tensor_attention
 
 __all__ = [
     "attention_distillation_loss", "diagonal_scan", "feature_maps", "linear_attention", "lmul", "round_mantissa",
-    "softmax_attention",
+    "softmax_attention", "tensor_attention",
 ]

@@ -1,0 +1,239 @@
+"""Kronecker (tensor) attention: attention over pairs of keys (Alman & Song; 2-simplicial attention).
+
+PAPERS.md section 3. On ``[B, T, H, D]`` inputs q, k1, k2 and ``[B, T, H, Dv]`` v1, v2, per head:
+
+    ``s[i, j, k] = scale sum_l q[i, l] k1[j, l] k2[k, l]``,
+    ``out[i] = sum_{j, k} softmax_{(j, k)}(s[i])[j, k] (v1[j] .* v2[k])``,
+
+i.e. ``D^-1 exp(scale Q (K1 ⊘ K2)^T) (V1 ⊘ V2)`` with ``⊘`` the row-wise Khatri-Rao product.
+``scale`` defaults to ``D ** -0.5``. Masks: ``causal`` (``j, k <= i``) and ``window=(w1, w2)``, the
+causal 2-D sliding window ``i - w1 < j <= i``, ``i - w2 < k <= i``.
+
+Implementations:
+  * ``"reference"``: the explicit ``[B, H, T, T, T]`` trilinear logits, fp32, HIGHEST precision.
+  * ``"xla"``: exact and memory-efficient: for each block of queries, a scan over blocks of k1
+    tokens with an online softmax over the pairs, one ``[bi, bj, T]`` score tile at a time (never
+    ``T^2`` or ``T^3``); a ``custom_vjp`` whose backward recomputes the tiles from the saved row
+    log-sum-exp (``dS = P .* (dP - rowsum(dO .* O))``).
+"""
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops.dispatch import resolve_impl
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_F32 = jnp.float32
+QUERY_BLOCK = 64
+KEY_BLOCK = 16
+
+
+def pair_mask(length_q: int, length_k: int, causal: bool, window, q_start=0, j_start=0, j_size=None):
+    """``[Tq, Tj, Tk]`` bool: may query i attend to the pair (j, k)? Positions start at the offsets."""
+    j_size = length_k if j_size is None else j_size
+    i = q_start + jnp.arange(length_q)[:, None, None]
+    j = j_start + jnp.arange(j_size)[None, :, None]
+    k = jnp.arange(length_k)[None, None, :]
+    keep = (j < length_k) & (k < length_k)  # padded k1 tokens
+    if causal or window is not None:
+        keep = keep & (j <= i) & (k <= i)
+    if window is not None:
+        keep = keep & (j > i - window[0]) & (k > i - window[1])
+    return keep
+
+
+def _reference(q, k1, k2, v1, v2, scale, causal, window):
+    f32 = lambda a: a.astype(_F32)  # noqa: E731
+    s = scale * jnp.einsum("bihl,bjhl,bkhl->bhijk", f32(q), f32(k1), f32(k2), precision=_HIGHEST)
+    length = q.shape[1]
+    s = jnp.where(pair_mask(length, length, causal, window), s, -jnp.inf)
+    p = jax.nn.softmax(s.reshape(*s.shape[:3], -1), axis=-1).reshape(s.shape)
+    return jnp.einsum("bhijk,bjhd,bkhd->bihd", p, f32(v1), f32(v2), precision=_HIGHEST)
+
+
+# ----------------------------------------------------------------------------- streaming exact path
+
+
+class _Layout:
+    """Block sizes and padded lengths of the streaming path for one call."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.block_q = min(QUERY_BLOCK, length)
+        self.block_j = min(KEY_BLOCK, length)
+        self.padded_q = -(-length // self.block_q) * self.block_q
+        self.padded_j = -(-length // self.block_j) * self.block_j
+
+
+def _tile(q_blk, k1_blk, k2, scale, keep):
+    """Scores ``[G, bi, bj, T]`` of a query block against a k1 block and every k2, masked with -inf."""
+    pairs = q_blk[:, :, None, :] * k1_blk[:, None, :, :]  # [G, bi, bj, D]
+    s = scale * jnp.einsum("gijd,gkd->gijk", pairs, k2, precision=_HIGHEST)
+    return jnp.where(keep[None], s, -jnp.inf)
+
+
+def _blocks(x, size):
+    """``[G, T, D] -> [T / size, G, size, D]``."""
+    g, t, d = x.shape
+    return jnp.moveaxis(x.reshape(g, t // size, size, d), 1, 0)
+
+
+def _forward(q, k1, k2, v1, v2, scale, causal, window):
+    """Head-major ``[G, T, D]`` (T padded) -> ``(out [G, T, Dv], lse [G, T])``."""
+    length = k2.shape[1]  # k2 is not padded: the true length
+    layout = _Layout(length)
+    k1_blocks, v1_blocks = _blocks(k1, layout.block_j), _blocks(v1, layout.block_j)
+
+    def query_block(args):
+        index, q_blk = args
+        q_start = index * layout.block_q
+
+        def key_block(carry, xs):
+            m, l, acc = carry
+            j_index, k1_blk, v1_blk = xs
+            keep = pair_mask(layout.block_q, length, causal, window, q_start, j_index * layout.block_j, layout.block_j)
+            s = _tile(q_blk, k1_blk, k2, scale, keep)
+            m_new = jnp.maximum(m, jnp.max(s, axis=(2, 3)))
+            m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+            p = jnp.exp(s - m_safe[..., None, None])
+            correction = jnp.exp(jnp.where(jnp.isfinite(m), m - m_safe, -jnp.inf))
+            pv2 = jnp.einsum("gijk,gkd->gijd", p, v2, precision=_HIGHEST)
+            acc = correction[..., None] * acc + jnp.einsum("gijd,gjd->gid", pv2, v1_blk, precision=_HIGHEST)
+            return (m_new, correction * l + jnp.sum(p, axis=(2, 3)), acc), None
+
+        g = q.shape[0]
+        init = (jnp.full((g, layout.block_q), -jnp.inf), jnp.zeros((g, layout.block_q)),
+                jnp.zeros((g, layout.block_q, v1.shape[-1])))
+        j_indices = jnp.arange(layout.padded_j // layout.block_j)
+        (m, l, acc), _ = jax.lax.scan(key_block, init, (j_indices, k1_blocks, v1_blocks))
+        # Padded query rows may see no pair at all (windowed): output 0 there, not NaN.
+        seen = l > 0
+        return acc / jnp.where(seen, l, 1.0)[..., None], jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), -jnp.inf)
+
+    q_indices = jnp.arange(layout.padded_q // layout.block_q)
+    out, lse = jax.lax.map(query_block, (q_indices, _blocks(q, layout.block_q)))
+    g = q.shape[0]
+    return jnp.moveaxis(out, 0, 1).reshape(g, -1, v1.shape[-1]), jnp.moveaxis(lse, 0, 1).reshape(g, -1)
+
+
+def _backward(q, k1, k2, v1, v2, out, lse, d_out, scale, causal, window):
+    """Recomputes each tile from ``lse``; returns the gradients of q, k1, k2, v1, v2 (head-major, padded)."""
+    length = k2.shape[1]  # k2 is not padded: the true length
+    layout = _Layout(length)
+    delta = jnp.sum(d_out * out, axis=-1)  # [G, T]
+    per_q = [_blocks(a, layout.block_q) for a in (q, d_out)] + [
+        jnp.moveaxis(a.reshape(a.shape[0], -1, layout.block_q), 1, 0) for a in (lse, delta)
+    ]
+    k1_blocks, v1_blocks = _blocks(k1, layout.block_j), _blocks(v1, layout.block_j)
+
+    def query_block(carry, xs):
+        dk1, dv1, dk2, dv2 = carry
+        index, q_blk, do_blk, lse_blk, delta_blk = xs
+        q_start = index * layout.block_q
+
+        def key_block(inner, ys):
+            dq, dk2, dv2 = inner
+            j_index, k1_blk, v1_blk = ys
+            keep = pair_mask(layout.block_q, length, causal, window, q_start, j_index * layout.block_j, layout.block_j)
+            s = _tile(q_blk, k1_blk, k2, scale, keep)
+            p = jnp.where(keep[None], jnp.exp(s - lse_blk[..., None, None]), 0.0)
+            do_v1 = do_blk[:, :, None, :] * v1_blk[:, None, :, :]  # [G, bi, bj, Dv]
+            dp = jnp.einsum("gijd,gkd->gijk", do_v1, v2, precision=_HIGHEST)
+            ds = p * (dp - delta_blk[..., None, None])
+            ds_k2 = jnp.einsum("gijk,gkd->gijd", ds, k2, precision=_HIGHEST)
+            p_v2 = jnp.einsum("gijk,gkd->gijd", p, v2, precision=_HIGHEST)
+            q_k1 = q_blk[:, :, None, :] * k1_blk[:, None, :, :]
+            dq = dq + scale * jnp.einsum("gijd,gjd->gid", ds_k2, k1_blk, precision=_HIGHEST)
+            dk1_blk = scale * jnp.einsum("gijd,gid->gjd", ds_k2, q_blk, precision=_HIGHEST)
+            dv1_blk = jnp.einsum("gijd,gid->gjd", p_v2, do_blk, precision=_HIGHEST)
+            dk2 = dk2 + scale * jnp.einsum("gijk,gijd->gkd", ds, q_k1, precision=_HIGHEST)
+            dv2 = dv2 + jnp.einsum("gijk,gijd->gkd", p, do_v1, precision=_HIGHEST)
+            return (dq, dk2, dv2), (dk1_blk, dv1_blk)
+
+        j_indices = jnp.arange(layout.padded_j // layout.block_j)
+        (dq, dk2, dv2), (dk1_blocks, dv1_blocks) = jax.lax.scan(
+            key_block, (jnp.zeros_like(q_blk), dk2, dv2), (j_indices, k1_blocks, v1_blocks)
+        )
+        unblock = lambda b: jnp.moveaxis(b, 0, 1).reshape(b.shape[1], -1, b.shape[-1])  # noqa: E731
+        return (dk1 + unblock(dk1_blocks), dv1 + unblock(dv1_blocks), dk2, dv2), dq
+
+    init = (jnp.zeros_like(k1), jnp.zeros_like(v1), jnp.zeros_like(k2), jnp.zeros_like(v2))
+    q_indices = jnp.arange(layout.padded_q // layout.block_q)
+    (dk1, dv1, dk2, dv2), dq_blocks = jax.lax.scan(query_block, init, (q_indices, *per_q))
+    dq = jnp.moveaxis(dq_blocks, 0, 1).reshape(q.shape)
+    return dq, dk1, dk2, dv1, dv2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _streaming(q, k1, k2, v1, v2, scale, causal, window):
+    return _forward(q, k1, k2, v1, v2, scale, causal, window)[0]
+
+
+def _streaming_fwd(q, k1, k2, v1, v2, scale, causal, window):
+    out, lse = _forward(q, k1, k2, v1, v2, scale, causal, window)
+    return out, (q, k1, k2, v1, v2, out, lse)
+
+
+def _streaming_bwd(scale, causal, window, residuals, d_out):
+    return _backward(*residuals, d_out, scale, causal, window)
+
+
+_streaming.defvjp(_streaming_fwd, _streaming_bwd)
+
+
+def _xla(q, k1, k2, v1, v2, scale, causal, window):
+    batch, length, heads = q.shape[:3]
+    layout = _Layout(length)
+
+    def head_major(a, padded):
+        a = jnp.swapaxes(a.astype(_F32), 1, 2).reshape(batch * heads, length, a.shape[-1])
+        return jnp.pad(a, ((0, 0), (0, padded - length), (0, 0)))
+
+    # Queries pad to the query block, k1/v1 to the key block (padded pairs are masked), k2/v2 not at all.
+    out = _streaming(
+        head_major(q, layout.padded_q), head_major(k1, layout.padded_j), head_major(k2, length),
+        head_major(v1, layout.padded_j), head_major(v2, length), scale, causal, window,
+    )
+    return jnp.swapaxes(out[:, :length].reshape(batch, heads, length, -1), 1, 2)
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _xla}
+
+
+def tensor_attention(
+    q: jax.Array,
+    k1: jax.Array,
+    k2: jax.Array,
+    v1: jax.Array,
+    v2: jax.Array,
+    *,
+    scale: Optional[float] = None,
+    causal: bool = False,
+    window: Optional[tuple[int, int]] = None,
+    impl: str = "auto",
+) -> jax.Array:
+    """2-simplicial attention ``[B, T, H, D]^3 x [B, T, H, Dv]^2 -> [B, T, H, Dv]`` (see the module docstring).
+
+    Args:
+      scale: default ``D ** -0.5`` (Alman & Song use ``1 / D``).
+      causal: pairs with ``j, k <= i`` only.
+      window: ``(w1, w2)``: the causal sliding window ``i - w1 < j <= i``, ``i - w2 < k <= i``.
+      impl: ``"reference"``, ``"xla"`` or ``"auto"``.
+    """
+    for name, a in (("q", q), ("k1", k1), ("k2", k2), ("v1", v1), ("v2", v2)):
+        if a.ndim != 4:
+            raise ValueError(f"tensor_attention: `{name}` must be [B, T, H, D], got shape {a.shape}")
+    if k1.shape != q.shape or k2.shape != q.shape:
+        raise ValueError(f"tensor_attention: q, k1, k2 must share a shape; got {q.shape}, {k1.shape}, {k2.shape}")
+    if v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:
+        raise ValueError(f"tensor_attention: v1, v2 must be [B, T, H, Dv] with [B, T, H] = {q.shape[:3]}; "
+                         f"got {v1.shape}, {v2.shape}")
+    if window is not None and (len(window) != 2 or min(window) < 1):
+        raise ValueError(f"tensor_attention: `window` must be two positive ints (w1, w2), got {window!r}")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    window = None if window is None else (int(window[0]), int(window[1]))
+    attend = resolve_impl("tensor_attention", impl, _IMPLEMENTATIONS)
+    return attend(q, k1, k2, v1, v2, scale, bool(causal), window).astype(v1.dtype)
