@@ -7,8 +7,9 @@ from jaxattn.ops.linear_attention import linear_attention
 from jaxattn.ops.lmul import lmul, round_mantissa
 from jaxattn.ops.softmax_attention import softmax_attention
 from jaxattn.ops.tensor_attention import tensor_attention
+from jaxattn.ops.tensor_attention_poly import tensor_attention_poly
 
 __all__ = [
     "attention_distillation_loss", "diagonal_scan", "feature_maps", "linear_attention", "lmul", "round_mantissa",
-    "softmax_attention", "tensor_attention",
+    "softmax_attention", "tensor_attention", "tensor_attention_poly",
 ]

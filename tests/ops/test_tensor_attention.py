@@ -81,3 +81,30 @@ def test_errors():
         tensor_attention(q, k1, k2, v1, v2, window=(0, 3))
     with pytest.raises(ValueError, match=r"`q` must be \[B, T, H, D\]"):
         tensor_attention(q[0], k1, k2, v1, v2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_low_rank_path_converges_to_the_exact_output_with_degree(causal):
+    from jaxattn.ops.tensor_attention_poly import feature_rank, monomial_exponents, tensor_attention_poly
+
+    assert monomial_exponents(4, 3).shape == (feature_rank(4, 3), 4) == (35, 4)
+    q, k1, k2, v1, v2 = inputs(3, batch=1, length=45, dim=4, value_dim=3)
+    q, k1, k2 = (0.9 * jnp.tanh(a) for a in (q, k1, k2))  # bounded entries: |logit| <= 0.9^3 * 4 / 2
+    exact = tensor_attention(q, k1, k2, v1, v2, causal=causal, impl="reference")
+    errors = [float(jnp.max(jnp.abs(tensor_attention_poly(q, k1, k2, v1, v2, degree=g, causal=causal, chunk_size=16)
+                                    - exact))) for g in (1, 2, 3, 4, 8)]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:4])), errors  # down to the fp32 floor
+    assert errors[-1] < 1e-5, errors
+
+
+def test_low_rank_khatri_rao_identity_is_exact_for_a_polynomial_kernel():
+    """Degree 1 is exactly attention with weights 1 + s (the Taylor polynomial), computed directly."""
+    from jaxattn.ops.tensor_attention_poly import tensor_attention_poly
+
+    q, k1, k2, v1, v2 = inputs(4, batch=1, length=9, dim=3, value_dim=2)
+    q, k1, k2 = (0.3 * a for a in (q, k1, k2))
+    s = 0.5 * jnp.einsum("bihl,bjhl,bkhl->bhijk", q, k1, k2)
+    weights = 1 + s
+    want = jnp.einsum("bhijk,bjhd,bkhd->bihd", weights, v1, v2) / jnp.sum(weights, axis=(3, 4))[..., None].swapaxes(1, 2)
+    got = tensor_attention_poly(q, k1, k2, v1, v2, degree=1, scale=0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

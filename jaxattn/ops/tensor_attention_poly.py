@@ -1,0 +1,104 @@
+"""Low-rank tensor attention (Alman & Song): polynomial features of exact monomials, linear in T.
+
+PAPERS.md section 3. ``exp(x)`` with ``x = scale sum_l q_l k1_l k2_l`` is replaced by its degree-g
+Taylor polynomial ``sum_{t <= g} x^t / t!``; every monomial factorises over the three tokens:
+
+    ``x^t / t! = sum_{|a| = t} (scale^t / a!) q^a k1^a k2^a``  (multi-indices a over D),
+
+so with features ``U1 = (scale^{|a|} / a!) q^a``, ``U2 = k1^a``, ``U3 = k2^a`` of rank
+``r = C(D + g, g)`` the weights are ``U1 (U2 ⊘ U3)^T`` and the Khatri-Rao identity
+``(U2 ⊘ U3)^T (V1 ⊘ V2) = (U2^T V1) .* (U3^T V2)`` gives
+
+    ``out = U1 [(U2^T V1) .* (U3^T V2)] / U1 [(U2^T 1) .* (U3^T 1)]``,  cost ``O(T r Dv)``.
+
+Causal: the sums become prefix sums, computed chunk by chunk (a scan over chunks carrying the two
+``[r, Dv + 1]`` sums, cumulative sums inside a chunk). The approximation converges to exact
+attention as g grows when the logits are bounded; ``r`` grows as ``D^g / g!``, so this is for small
+D and low degree.
+"""
+
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@functools.lru_cache(maxsize=None)
+def monomial_exponents(dim: int, degree: int) -> np.ndarray:
+    """``[r, D]`` exponents of every monomial of total degree <= ``degree`` in ``dim`` variables."""
+    rows = [np.zeros(dim, np.int32)]
+    for total in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(dim), total):
+            rows.append(np.bincount(np.array(combo), minlength=dim).astype(np.int32))
+    return np.stack(rows)
+
+
+def feature_rank(dim: int, degree: int) -> int:
+    """``C(D + g, g)``."""
+    return math.comb(dim + degree, degree)
+
+
+def monomials(x: jax.Array, exponents: np.ndarray) -> jax.Array:
+    """``[..., D] -> [..., r]``: ``prod_l x_l^{a_l}`` for every row ``a`` of ``exponents``."""
+    powers = [jnp.ones_like(x)]
+    for _ in range(int(exponents.max(initial=0))):
+        powers.append(powers[-1] * x)
+    stacked = jnp.stack(powers, axis=-1)  # [..., D, g + 1]
+    dims = np.broadcast_to(np.arange(exponents.shape[1]), exponents.shape)
+    return jnp.prod(stacked[..., dims, exponents], axis=-1)  # x_l^{a_l} picked: [..., r, D] -> [..., r]
+
+
+def _features(q, k1, k2, degree: int, scale: float):
+    exponents = monomial_exponents(q.shape[-1], degree)
+    weights = np.array([scale ** a.sum() / np.prod([math.factorial(int(e)) for e in a]) for a in exponents], np.float32)
+    return monomials(q, exponents) * weights, monomials(k1, exponents), monomials(k2, exponents)
+
+
+def _with_ones(v):
+    return jnp.concatenate([v, jnp.ones((*v.shape[:-1], 1), v.dtype)], axis=-1)
+
+
+def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal: bool = False, chunk_size: int = 64):
+    """Degree-``degree`` low-rank approximation of :func:`jaxattn.ops.tensor_attention` on
+    ``[B, T, H, D]`` q, k1, k2 and ``[B, T, H, Dv]`` v1, v2; returns ``[B, T, H, Dv]`` fp32."""
+    if not isinstance(degree, int) or degree < 1:
+        raise ValueError(f"tensor_attention_poly: `degree` must be a positive int, got {degree!r}")
+    if k1.shape != q.shape or k2.shape != q.shape or v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:
+        raise ValueError(f"tensor_attention_poly: shapes q {q.shape}, k1 {k1.shape}, k2 {k2.shape}, "
+                         f"v1 {v1.shape}, v2 {v2.shape} do not fit [B, T, H, D] / [B, T, H, Dv]")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    u1, u2, u3 = _features(*(a.astype(jnp.float32) for a in (q, k1, k2)), degree, scale)  # [B, T, H, r]
+    w1, w2 = _with_ones(v1.astype(jnp.float32)), _with_ones(v2.astype(jnp.float32))  # ones: the normaliser
+    if not causal:
+        s1 = jnp.einsum("bthr,bthd->bhrd", u2, w1, precision=_HIGHEST)
+        s2 = jnp.einsum("bthr,bthd->bhrd", u3, w2, precision=_HIGHEST)
+        num_den = jnp.einsum("bthr,bhrd->bthd", u1, s1 * s2, precision=_HIGHEST)
+    else:
+        num_den = _causal(u1, u2, u3, w1, w2, chunk_size)
+    return num_den[..., :-1] / num_den[..., -1:]
+
+
+def _causal(u1, u2, u3, w1, w2, chunk_size):
+    """``U1_i . (S1_i .* S2_i)`` with ``S1_i = sum_{j <= i} U2_j^T W1_j`` (and ``S2`` likewise)."""
+    batch, length, heads, rank = u1.shape
+    pad = -length % chunk_size
+    chunked = lambda a: jnp.moveaxis(  # noqa: E731
+        jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(batch, -1, chunk_size, heads, a.shape[-1]), 1, 0
+    )
+
+    def chunk_step(carry, xs):
+        s1, s2 = carry  # sums over the chunks before: [B, H, r, Dv + 1]
+        c1, c2, c3, cw1, cw2 = xs  # [B, C, H, .]
+        p1 = s1[:, None] + jnp.cumsum(jnp.einsum("bthr,bthd->bthrd", c2, cw1, precision=_HIGHEST), axis=1)
+        p2 = s2[:, None] + jnp.cumsum(jnp.einsum("bthr,bthd->bthrd", c3, cw2, precision=_HIGHEST), axis=1)
+        out = jnp.einsum("bthr,bthrd->bthd", c1, p1 * p2, precision=_HIGHEST)
+        return (p1[:, -1], p2[:, -1]), out
+
+    init = jnp.zeros((batch, heads, rank, w1.shape[-1]))
+    _, out = jax.lax.scan(chunk_step, (init, init), tuple(chunked(a) for a in (u1, u2, u3, w1, w2)))
+    return jnp.moveaxis(out, 0, 1).reshape(batch, -1, heads, w1.shape[-1])[:, :length]
