@@ -118,6 +118,11 @@ def flush_subnormals(x: jax.Array) -> jax.Array:
     return from_fields(sign, jnp.where(magnitude < U32(1 << fmt.mantissa), U32(0), magnitude), x.dtype)
 
 
+def prepare_operand(x: jax.Array, mantissa_bits: int) -> jax.Array:
+    """An L-Mul operand as the products see it: subnormals flushed, then rounded to m mantissa bits."""
+    return round_mantissa(flush_subnormals(x), mantissa_bits)
+
+
 def power_of_two_part(x: jax.Array) -> jax.Array:
     """``p(x) = sign(x) 2^{floor(log2 |x|)}`` (0 for zeros and subnormals), exact in ``x``'s format."""
     fmt = float_format(x.dtype)

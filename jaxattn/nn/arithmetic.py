@@ -29,25 +29,22 @@ KINDS = ("lmul", "fp8_e4m3", "fp8_e5m2")
 _FP8 = {"fp8_e4m3": jnp.float8_e4m3fn, "fp8_e5m2": jnp.float8_e5m2}
 
 
-@jax.custom_vjp
-def _straight_through_round(x: jax.Array, like: jax.Array) -> jax.Array:
-    """``x`` rounded to ``like``'s dtype (saturating) and back; gradient passes straight through."""
-    largest = float(jnp.finfo(like.dtype).max)
-    return jnp.clip(x, -largest, largest).astype(like.dtype).astype(x.dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _straight_through_round(x: jax.Array, dtype) -> jax.Array:
+    """``x`` rounded to ``dtype`` (saturating) and back; the gradient passes straight through."""
+    largest = float(jnp.finfo(dtype).max)
+    return jnp.clip(x, -largest, largest).astype(dtype).astype(x.dtype)
 
 
-_straight_through_round.defvjp(
-    lambda x, like: (_straight_through_round(x, like), like), lambda like, g: (g, jnp.zeros_like(like))
-)
+_straight_through_round.defvjp(lambda x, dtype: (_straight_through_round(x, dtype), None), lambda dtype, _, g: (g,))
 
 
 def fp8_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, fp8_dtype,
                     out_sharding=None):
     """``lax.dot_general`` of operands rounded to ``fp8_dtype``, products and sums in fp32."""
     del precision, out_sharding
-    like = jnp.zeros((), fp8_dtype)
     out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
-    lhs, rhs = (_straight_through_round(a.astype(jnp.float32), like) for a in (lhs, rhs))
+    lhs, rhs = (_straight_through_round(a.astype(jnp.float32), fp8_dtype) for a in (lhs, rhs))
     out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=jax.lax.Precision.HIGHEST,
                               preferred_element_type=jnp.float32)
     return out.astype(out_dtype)

@@ -201,10 +201,22 @@ def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
     return forward + jnp.flip(backward, axis=1) - own, final
 
 
+def _pallas_unsupported(segment_ids, dot_general) -> Optional[str]:
+    """Why the Pallas kernels cannot take a call (None: they can)."""
+    if segment_ids is not None:
+        return "segment_ids"
+    return None if dot_general is None or dot_general is jax.lax.dot_general else "a dot_general"
+
+
+def _require_pallas_support(x: _Inputs) -> None:
+    reason = _pallas_unsupported(x.boundary, x.dot_general)
+    if reason:
+        raise ValueError(f"linear_attention: impl='pallas' does not support {reason}; use impl='xla'")
+
+
 def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
     """The Pallas kernels of :mod:`pallas_kernels.linear_attention` on head-major, chunk-padded inputs."""
-    if x.boundary is not None:
-        raise ValueError("linear_attention: impl='pallas' does not support segment_ids; use impl='xla'")
+    _require_pallas_support(x)
     batch, length = x.q.shape[:2]
     x = _pad_to_chunks(x, chunk_size)
     head_major = lambda a: None if a is None else jnp.swapaxes(a, 1, 2)  # noqa: E731
@@ -214,8 +226,7 @@ def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
 
 def _pallas_noncausal(x: _Inputs, scale: float, chunk_size: int):
     """Without segments non-causal linear attention is two matrix products, XLA's own strength."""
-    if x.boundary is not None:
-        raise ValueError("linear_attention: impl='pallas' does not support segment_ids; use impl='xla'")
+    _require_pallas_support(x)
     return _chunked_noncausal(x, scale, chunk_size)
 
 
@@ -323,10 +334,8 @@ def linear_attention(
         boundary = jnp.concatenate(
             [jnp.zeros((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
         )
-    unsupported = "segment_ids" if segment_ids is not None else ("dot_general" if dot_general is not None else None)
+    unsupported = _pallas_unsupported(segment_ids, dot_general)
     core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)[bool(causal)]
-    if dot_general is not None and impl == "pallas":
-        raise ValueError("linear_attention: impl='pallas' does not take a dot_general; use impl='xla'")
     inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general)
     o, final = core(inputs, scale, chunk_size)
     if normalize:

@@ -74,7 +74,7 @@ def lmul_forward(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset
     """L-Mul without a gradient rule (the primal of :func:`lmul`)."""
     x, y = jnp.asarray(x), jnp.asarray(y)
     l = validate_arguments(x, y, mantissa_bits, semantics, offset, "lmul")  # noqa: E741
-    x, y = (lmul_bits.round_mantissa(flush_subnormals(a), mantissa_bits) for a in (x, y))
+    x, y = (lmul_bits.prepare_operand(a, mantissa_bits) for a in (x, y))
     (x_sign, x_mag), (y_sign, y_mag) = lmul_bits.fields(x), lmul_bits.fields(y)
     sign, magnitude = _PRODUCTS[semantics](x_sign, x_mag, y_sign, y_mag, float_format(x.dtype), l)
     return lmul_bits.from_fields(sign, magnitude, x.dtype)

@@ -22,17 +22,13 @@ import jax.numpy as jnp
 
 from jaxattn.ops.lmul import BACKWARDS, validate_arguments
 from pallas_kernels.lmul_bits import (
-    U32, MatmulOperand, fields, float_format, flush_subnormals, matmul_operand, offset_exponent, power_of_two_part,
-    product_values, round_mantissa, special_products,
+    U32, MatmulOperand, fields, float_format, matmul_operand, offset_exponent, power_of_two_part, prepare_operand,
+    product_values, special_products,
 )
 from pallas_kernels.lmul_matmul import lmul_matmul as pallas_lmul_matmul
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _UNROLL = 4  # rank-1 updates per loop step of the bitwise XLA path
-
-
-def _prepare(x: jax.Array, mantissa_bits: int) -> jax.Array:
-    return round_mantissa(flush_subnormals(x), mantissa_bits)
 
 
 def _formula_matmul(a, b, mantissa_bits, offset):
@@ -41,7 +37,7 @@ def _formula_matmul(a, b, mantissa_bits, offset):
     fp32's exponent range: for fp16/fp8 operands, products beyond the format's range are not flushed
     or saturated as the element-wise formula does."""
     l = offset_exponent(mantissa_bits, offset)  # noqa: E741
-    a, b = (_prepare(x, mantissa_bits).astype(jnp.float32) for x in (a, b))
+    a, b = (prepare_operand(x, mantissa_bits).astype(jnp.float32) for x in (a, b))
     pa, pb = power_of_two_part(a), power_of_two_part(b)
     return jnp.matmul(a, pb, precision=_HIGHEST) + jnp.matmul(pa, b + (2.0**-l - 1.0) * pb, precision=_HIGHEST)
 
@@ -80,7 +76,7 @@ def _matmul_forward(a, b, options):
     if semantics == "formula":
         return _formula_matmul(a, b, mantissa_bits, offset)
     l = offset_exponent(mantissa_bits, offset)  # noqa: E741
-    a, b = _prepare(a, mantissa_bits), _prepare(b, mantissa_bits)
+    a, b = prepare_operand(a, mantissa_bits), prepare_operand(b, mantissa_bits)
     out = pallas_lmul_matmul(a, b, l=l) if impl == "pallas" else _bitwise_matmul_xla(a, b, l)
     return _with_special_products(out, a, b)
 

@@ -68,11 +68,14 @@ class _Layout:
         self.padded_j = -(-length // self.block_j) * self.block_j
 
 
-def _tile(q_blk, k1_blk, k2, scale, keep):
-    """Scores ``[G, bi, bj, T]`` of a query block against a k1 block and every k2, masked with -inf."""
-    pairs = q_blk[:, :, None, :] * k1_blk[:, None, :, :]  # [G, bi, bj, D]
+def _tile(q_blk, k1_blk, k2, scale, layout, q_start, j_index, causal, window):
+    """One tile of a query block against a k1 block and every k2: ``(pairs, keep, s)`` with the
+    products ``q_i .* k1_j`` ``[G, bi, bj, D]``, the mask ``[bi, bj, T]`` and the scores
+    ``[G, bi, bj, T]`` (masked with -inf)."""
+    keep = pair_mask(layout.block_q, k2.shape[1], causal, window, q_start, j_index * layout.block_j, layout.block_j)
+    pairs = q_blk[:, :, None, :] * k1_blk[:, None, :, :]
     s = scale * jnp.einsum("gijd,gkd->gijk", pairs, k2, precision=_HIGHEST)
-    return jnp.where(keep[None], s, -jnp.inf)
+    return pairs, keep, jnp.where(keep[None], s, -jnp.inf)
 
 
 def _blocks(x, size):
@@ -94,8 +97,7 @@ def _forward(q, k1, k2, v1, v2, scale, causal, window):
         def key_block(carry, xs):
             m, l, acc = carry
             j_index, k1_blk, v1_blk = xs
-            keep = pair_mask(layout.block_q, length, causal, window, q_start, j_index * layout.block_j, layout.block_j)
-            s = _tile(q_blk, k1_blk, k2, scale, keep)
+            _, _, s = _tile(q_blk, k1_blk, k2, scale, layout, q_start, j_index, causal, window)
             m_new = jnp.maximum(m, jnp.max(s, axis=(2, 3)))
             m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
             p = jnp.exp(s - m_safe[..., None, None])
@@ -137,15 +139,13 @@ def _backward(q, k1, k2, v1, v2, out, lse, d_out, scale, causal, window):
         def key_block(inner, ys):
             dq, dk2, dv2 = inner
             j_index, k1_blk, v1_blk = ys
-            keep = pair_mask(layout.block_q, length, causal, window, q_start, j_index * layout.block_j, layout.block_j)
-            s = _tile(q_blk, k1_blk, k2, scale, keep)
+            q_k1, keep, s = _tile(q_blk, k1_blk, k2, scale, layout, q_start, j_index, causal, window)
             p = jnp.where(keep[None], jnp.exp(s - lse_blk[..., None, None]), 0.0)
             do_v1 = do_blk[:, :, None, :] * v1_blk[:, None, :, :]  # [G, bi, bj, Dv]
             dp = jnp.einsum("gijd,gkd->gijk", do_v1, v2, precision=_HIGHEST)
             ds = p * (dp - delta_blk[..., None, None])
             ds_k2 = jnp.einsum("gijk,gkd->gijd", ds, k2, precision=_HIGHEST)
             p_v2 = jnp.einsum("gijk,gkd->gijd", p, v2, precision=_HIGHEST)
-            q_k1 = q_blk[:, :, None, :] * k1_blk[:, None, :, :]
             dq = dq + scale * jnp.einsum("gijd,gjd->gid", ds_k2, k1_blk, precision=_HIGHEST)
             dk1_blk = scale * jnp.einsum("gijd,gid->gjd", ds_k2, q_blk, precision=_HIGHEST)
             dv1_blk = jnp.einsum("gijd,gid->gjd", p_v2, do_blk, precision=_HIGHEST)
