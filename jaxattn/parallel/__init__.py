@@ -1,7 +1,11 @@
 """Meshes, logical axis rules and sequence parallelism."""
 
 from jaxattn.parallel.mesh import (
+    BATCH_AXES,
     DATA_AXIS,
+    FSDP_AXIS,
+    SEQUENCE_AXIS,
+    TENSOR_AXIS,
     LOGICAL_AXIS_RULES,
     batch_sharding,
     device_put_batch,
@@ -11,6 +15,6 @@ from jaxattn.parallel.mesh import (
 )
 
 __all__ = [
-    "DATA_AXIS", "LOGICAL_AXIS_RULES", "batch_sharding", "device_put_batch", "logical_shardings",
+    "BATCH_AXES", "DATA_AXIS", "FSDP_AXIS", "SEQUENCE_AXIS", "TENSOR_AXIS", "LOGICAL_AXIS_RULES", "batch_sharding", "device_put_batch", "logical_shardings",
     "make_data_mesh", "replicated",
 ]

@@ -14,6 +14,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+TENSOR_AXIS = "tensor"
+SEQUENCE_AXIS = "sequence"
+# Mesh axes that split the batch: plain data parallelism and FSDP (which also shards parameters).
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 # (logical axis, mesh axis or None). Unlisted logical axes are replicated.
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
