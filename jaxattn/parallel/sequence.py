@@ -1,0 +1,323 @@
+"""LASP-2 sequence parallelism: linear recurrences sharded over the ``sequence`` mesh axis.
+
+PAPERS.md section 2.3. Each device holds a contiguous shard ``i`` of the sequence and runs the
+recurrence on it from a zero state, which gives its local outputs and its local final state
+``M_i``, together with the shard's transition ``A_i`` (the product of its decays). ONE all-gather
+of the packed ``(M_i, A_i)`` of every shard (its size does not depend on T) lets each device
+combine the states of the shards before it,
+
+    incoming_i = sum_{j < i} (prod_{j < l < i} A_l) M_j,
+
+which is the diagonal recurrence ``h_j = A_j h_{j-1} + M_j`` over shards, and add what that state
+contributes to its tokens. The backward pass is the mirror image: one all-gather of the
+cotangents of the incoming states and the transposed (suffix) combine, ``d M_j = sum_{i > j}
+(prod_{j < l < i} A_l) d incoming_i``.
+
+* :func:`sequence_parallel_linear_attention`: ``M_i`` is the ``[H, K, V]`` state of
+  :func:`jaxattn.ops.linear_attention` and ``A_i = exp(sum of the shard's log decays)``; the
+  incoming state reaches token ``t`` as ``scale (q_t .* exp(G_t)) incoming``, ``G_t`` the shard's
+  inclusive cumulative log decay. Local attention runs through the op, so the XLA and the Pallas
+  paths both work.
+* :func:`sequence_parallel_diagonal_scan`: ``M_i`` is the last local state of
+  :func:`jaxattn.ops.diagonal_scan` and ``A_i = prod_t a_t``; the incoming state reaches ``h_t``
+  through the cumulative product of the transitions.
+
+Both run inside :func:`jax.shard_map` over the mesh in context (``jax.set_mesh``) or the one
+passed: the batch over the mesh's batch axes, the sequence over ``sequence``, heads (or the first
+feature axis of a scan) over ``tensor`` when it divides. They return no final state: a sharded
+call is for training and prefill-free evaluation; decoding runs on one shard.
+"""
+
+import functools
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from jaxattn.ops import diagonal_scan, linear_attention
+from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
+
+DIRECTIONS = ("forward", "reverse", "both")
+
+
+def current_mesh():
+    """The mesh in context (``jax.set_mesh``), or None when there is none."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh.empty else mesh
+
+
+def sequence_axis_size(mesh=None) -> int:
+    """Number of sequence shards of ``mesh`` (default: the mesh in context); 1 without one."""
+    mesh = current_mesh() if mesh is None else mesh
+    if mesh is None or SEQUENCE_AXIS not in mesh.axis_names:
+        return 1
+    return mesh.shape[SEQUENCE_AXIS]
+
+
+# ----------------------------------------------------------------------------- the combine
+
+
+def _exclusive_prefixes(transitions: jax.Array, states: jax.Array, reverse: bool) -> jax.Array:
+    """``[P, B, ...]``: for each shard, the state entering it from the shards before it (after it
+    when ``reverse``), by the diagonal recurrence over shards ``h_j = A_j h_{j-1} + M_j``."""
+    inclusive, _ = diagonal_scan(transitions[None], states[None], reverse=reverse, impl="xla")
+    zero = jnp.zeros_like(states[:1])
+    if reverse:
+        return jnp.concatenate([inclusive[0, 1:], zero], axis=0)
+    return jnp.concatenate([zero, inclusive[0, :-1]], axis=0)
+
+
+def _incoming_all(states: jax.Array, transitions: jax.Array, direction: str) -> jax.Array:
+    """Incoming state of every shard ``[P, B, ...]`` from the gathered ``states`` and ``transitions``."""
+    if direction == "both":  # every other shard, no decay (non-causal attention)
+        return _exclusive_prefixes(transitions, states, False) + _exclusive_prefixes(transitions, states, True)
+    return _exclusive_prefixes(transitions, states, direction == "reverse")
+
+
+def _pack(states: jax.Array, transitions: jax.Array) -> jax.Array:
+    """One ``[B, n]`` array of a shard's state and transition (one collective for both)."""
+    batch = states.shape[0]
+    transitions = jnp.broadcast_to(transitions, (batch, *transitions.shape[1:])).astype(states.dtype)
+    return jnp.concatenate([states.reshape(batch, -1), transitions.reshape(batch, -1)], axis=1)
+
+
+def _unpack(packed: jax.Array, state_shape, transition_shape):
+    """Inverse of :func:`_pack` on gathered ``[P, B, n]``."""
+    shards, batch = packed.shape[:2]
+    size = packed.shape[2] - math.prod(transition_shape[1:])
+    states = packed[..., :size].reshape(shards, batch, *state_shape[1:])
+    transitions = packed[..., size:].reshape(shards, batch, *transition_shape[1:])
+    return states, transitions
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def incoming_state(states: jax.Array, transitions: jax.Array, direction: str) -> jax.Array:
+    """The state entering this shard from the others (inside ``shard_map`` over ``sequence``).
+
+    Args:
+      states: this shard's final state from a zero start, ``M_i [B, ...]``.
+      transitions: its transition ``A_i`` ``[B or 1, ...]``, broadcastable to ``states``.
+      direction: ``"forward"`` (shards before this one), ``"reverse"`` (after) or ``"both"``
+        (all others, transitions ignored).
+
+    One all-gather forward; one all-gather of the cotangents and the transposed combine backward.
+    """
+    return _incoming_forward(states, transitions, direction)[0]
+
+
+def _gathered(states, transitions):
+    packed = jax.lax.all_gather(_pack(states, transitions), SEQUENCE_AXIS)
+    return _unpack(packed, states.shape, (states.shape[0], *transitions.shape[1:]))
+
+
+def _incoming_forward(states, transitions, direction):
+    all_states, all_transitions = _gathered(states, transitions)
+    if direction == "both":
+        all_transitions = jnp.ones_like(all_transitions)
+    me = jax.lax.axis_index(SEQUENCE_AXIS)
+    return _incoming_all(all_states, all_transitions, direction)[me], (all_states, all_transitions, transitions)
+
+
+def _incoming_backward(direction, residuals, cotangent):
+    all_states, all_transitions, transitions = residuals
+    all_cotangents = jax.lax.all_gather(cotangent, SEQUENCE_AXIS)
+    _, transpose = jax.vjp(lambda s, a: _incoming_all(s, a, direction), all_states, all_transitions)
+    d_states, d_transitions = transpose(all_cotangents)
+    me = jax.lax.axis_index(SEQUENCE_AXIS)
+    d_transitions = d_transitions[me]
+    if direction == "both":
+        d_transitions = jnp.zeros_like(d_transitions)
+    # Undo the broadcast of the transition over the batch and cast back to its dtype.
+    broadcast_axes = tuple(a for a, n in enumerate(transitions.shape) if n == 1 and d_transitions.shape[a] != 1)
+    d_transitions = jnp.sum(d_transitions, axis=broadcast_axes, keepdims=True)
+    if not jnp.iscomplexobj(transitions):
+        d_transitions = d_transitions.real
+    return d_states[me], d_transitions.astype(transitions.dtype)
+
+
+incoming_state.defvjp(_incoming_forward, _incoming_backward)
+
+
+# ----------------------------------------------------------------------------- shard_map plumbing
+
+
+def _mesh_or_current(mesh):
+    mesh = current_mesh() if mesh is None else mesh
+    if mesh is None or SEQUENCE_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"sequence parallelism needs a mesh with a {SEQUENCE_AXIS!r} axis: pass `mesh` or call inside "
+            "`jax.set_mesh(mesh)`"
+        )
+    return mesh
+
+
+def _batch_axes(mesh, batch: int, name: str):
+    axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+    shards = 1
+    for axis in axes:
+        shards *= mesh.shape[axis]
+    if batch % shards:
+        raise ValueError(f"{name}: batch {batch} is not divisible by the {shards} shards of mesh axes {axes}")
+    return axes or None
+
+
+def _check_length(length: int, mesh, name: str) -> None:
+    shards = mesh.shape[SEQUENCE_AXIS]
+    if length % shards:
+        raise ValueError(
+            f"{name}: sequence length {length} is not divisible by the {shards} shards of the "
+            f"{SEQUENCE_AXIS!r} mesh axis"
+        )
+
+
+def _divides(mesh, axis: str, size: int) -> Optional[str]:
+    """``axis`` when ``mesh`` has it and it divides ``size``, else None (replicated)."""
+    return axis if axis in mesh.axis_names and size % mesh.shape[axis] == 0 else None
+
+
+def _time_spec(x: jax.Array, batch: int, length: int, batch_axes, feature_axis) -> PartitionSpec:
+    """Spec of a ``[B, T, F, ...]`` operand whose B and T axes may be broadcast (size 1)."""
+    rest = [None] * (x.ndim - 2)
+    if rest and feature_axis is not None:
+        rest[0] = feature_axis
+    return PartitionSpec(batch_axes if x.shape[0] == batch else None, SEQUENCE_AXIS if x.shape[1] == length else None,
+                         *rest)
+
+
+def _shard_map(fn: Callable, mesh, in_specs, out_specs):
+    # check_vma=False: the Pallas kernels cannot declare how their outputs vary over mesh axes.
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+# ----------------------------------------------------------------------------- linear attention
+
+
+def sequence_parallel_linear_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    g: Optional[jax.Array] = None,
+    g_gamma: Optional[jax.Array] = None,
+    scale: Optional[float] = None,
+    causal: bool = True,
+    normalize: bool = False,
+    eps: float = 1e-6,
+    segment_ids: Optional[jax.Array] = None,
+    chunk_size: int = 64,
+    dot_general: Optional[Callable] = None,
+    impl: str = "auto",
+    mesh=None,
+) -> jax.Array:
+    """:func:`jaxattn.ops.linear_attention` with the sequence split over the ``sequence`` mesh axis.
+
+    Same arguments and output ``o [B, T, H, V]`` (no initial or final state). T must divide by the
+    number of sequence shards; ``segment_ids`` need ``causal=True``.
+    """
+    name = "sequence_parallel_linear_attention"
+    mesh = _mesh_or_current(mesh)
+    batch, length, heads, key_dim = q.shape
+    if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"{name}: q, k [B, T, H, K] and v [B, T, H, V] must agree, got {q.shape}, {k.shape}, {v.shape}")
+    if segment_ids is not None and not causal:
+        raise ValueError(f"{name}: segment_ids need causal=True")
+    if not causal and (g is not None or g_gamma is not None):
+        raise ValueError(f"{name}: gates `g` / `g_gamma` need causal=True (a decay has a direction)")
+    _check_length(length, mesh, name)
+    scale = key_dim**-0.5 if scale is None else float(scale)
+    log_decay = None
+    if g is not None or g_gamma is not None:
+        log_decay = jnp.zeros((batch, length, heads), jnp.float32)
+        log_decay = log_decay + (0.0 if g is None else g.astype(jnp.float32))
+        log_decay = log_decay + (0.0 if g_gamma is None else g_gamma.astype(jnp.float32))
+    einsum = functools.partial(jnp.einsum, _dot_general=dot_general or jax.lax.dot_general)
+
+    def shard(q, k, v, log_decay, segment_ids):
+        values = v
+        if normalize:  # the normaliser is one more value column: its state travels with the rest
+            values = jnp.concatenate([v, jnp.ones((*v.shape[:3], 1), v.dtype)], axis=-1)
+        o, state = linear_attention(
+            q, k, values, g=log_decay, scale=scale, causal=causal, output_final_state=True, segment_ids=segment_ids,
+            chunk_size=chunk_size, dot_general=dot_general, impl=impl,
+        )
+        local_batch = q.shape[0]
+        total_log_decay = jnp.zeros((local_batch, q.shape[2]), jnp.float32)
+        query_weight = jnp.ones(q.shape[:3], jnp.float32)  # [B, T, H]: how much of the incoming state token t sees
+        if log_decay is not None:
+            total_log_decay = jnp.sum(log_decay, axis=1)
+            query_weight = jnp.exp(jnp.cumsum(log_decay, axis=1))
+        if segment_ids is not None:
+            # The incoming state reaches the tokens before the shard's first segment start, and only if
+            # the shard's first token continues the previous shard's last segment.
+            starts = jnp.concatenate([jnp.zeros_like(segment_ids[:, :1], bool),
+                                      segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+            shards = mesh.shape[SEQUENCE_AXIS]
+            previous_last = jax.lax.ppermute(segment_ids[:, -1], SEQUENCE_AXIS, [(i, i + 1) for i in range(shards - 1)])
+            continues = segment_ids[:, 0] == previous_last  # [B]
+            before_start = jnp.cumsum(starts, axis=1) == 0  # [B, T]
+            query_weight = query_weight * (before_start & continues[:, None])[..., None]
+            # A state crosses this shard only if no segment starts in it.
+            total_log_decay = jnp.where(jnp.any(starts, axis=1)[:, None], -jnp.inf, total_log_decay)
+            total_log_decay = jnp.where(continues[:, None], total_log_decay, -jnp.inf)
+        transition = jnp.exp(total_log_decay)[..., None, None]  # [B, H, 1, 1]
+        direction = "forward" if causal else "both"
+        incoming = incoming_state(state, transition, direction)
+        o = o + scale * einsum("bthk,bhkv->bthv", q * query_weight[..., None].astype(q.dtype), incoming,
+                               preferred_element_type=jnp.float32)
+        if normalize:
+            o = o[..., :-1] / (o[..., -1:] + eps)
+        return o.astype(v.dtype)
+
+    batch_axes = _batch_axes(mesh, batch, name)
+    head_axis = _divides(mesh, TENSOR_AXIS, heads)
+    token_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis, None)
+    gate_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis)
+    id_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS)
+    run = _shard_map(
+        shard, mesh,
+        in_specs=(token_spec, token_spec, token_spec, None if log_decay is None else gate_spec,
+                  None if segment_ids is None else id_spec),
+        out_specs=token_spec,
+    )
+    return run(q, k, v, log_decay, segment_ids)
+
+
+# ----------------------------------------------------------------------------- diagonal scan
+
+
+def sequence_parallel_diagonal_scan(
+    a: jax.Array, b: jax.Array, *, reverse: bool = False, impl: str = "auto", mesh=None
+) -> jax.Array:
+    """All states of ``h_t = a_t h_{t-1} + b_t`` (:func:`jaxattn.ops.diagonal_scan`, zero ``h0``)
+    with the sequence split over the ``sequence`` mesh axis; ``a`` may broadcast over B and T.
+
+    Returns:
+      ``h [B, T, ...]`` (no final state).
+    """
+    name = "sequence_parallel_diagonal_scan"
+    mesh = _mesh_or_current(mesh)
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.ndim != b.ndim or b.ndim < 2:
+        raise ValueError(f"{name}: `a` and `b` must be [B, T, ...] of the same rank, got {a.shape} and {b.shape}")
+    batch, length = b.shape[:2]
+    _check_length(length, mesh, name)
+    dtype = jnp.result_type(a, b)
+    a, b = a.astype(dtype), b.astype(dtype)
+
+    def shard(a, b):
+        local, last = diagonal_scan(a, b, reverse=reverse, impl=impl)
+        a_full = jnp.broadcast_to(a, (a.shape[0], b.shape[1], *a.shape[2:]))
+        incoming = incoming_state(last, jnp.prod(a_full, axis=1), "reverse" if reverse else "forward")
+        reach = jax.lax.cumprod(a_full, axis=1, reverse=reverse)  # prod of a from the shard's edge to t
+        return local + reach * incoming[:, None]
+
+    batch_axes = _batch_axes(mesh, batch, name)
+    feature_axis = _divides(mesh, TENSOR_AXIS, b.shape[2]) if b.ndim > 2 else None
+    if a.ndim > 2 and a.shape[2] != b.shape[2]:
+        feature_axis = None
+    b_spec = _time_spec(b, batch, length, batch_axes, feature_axis)
+    run = _shard_map(shard, mesh, in_specs=(_time_spec(a, batch, length, batch_axes, feature_axis), b_spec),
+                     out_specs=b_spec)
+    return run(a, b)
