@@ -4,24 +4,37 @@
 
 Override any field from the command line (``--config.train.num_epochs=5``); rerunning the same
 command on the same ``--workdir`` resumes from its latest checkpoint.
+
+Several processes (hosts) run the same command: ``--coordinator_address``, ``--num_processes`` and
+``--process_id`` (or ``JAXATTN_*`` variables) connect them explicitly; on a TPU pod, in a SLURM job
+step or under Open MPI they find each other on their own (``jaxattn.parallel.distributed``, and
+``launch/`` for the launchers). ``--workdir`` must then be storage every host sees.
 """
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.logging_setup import show_own_info_only
+from jaxattn.parallel import distributed
 from jaxattn.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :ARG.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics, checkpoints and the summary.")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     show_own_info_only()
+    # Before anything touches a JAX backend: the runtime decides which devices this process sees.
+    distributed.initialize_from_flags()
+    distributed.check_shared_directory(_WORKDIR.value)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    # A clean shutdown waits for every process, so none exits while others still need it.
+    jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
