@@ -76,8 +76,10 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
                 "use a new --workdir or delete the old one"
             )
     elif jax.process_index() == 0:
-        with open(path, "w") as f:
+        # Written whole, then renamed: other processes checking the file never read half of it.
+        with open(path + ".tmp", "w") as f:
             json.dump(current, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)
 
 
 def _flatten(tree: dict, prefix: str = "config") -> dict:
@@ -120,7 +122,9 @@ def _train_steps(state, start_step: int, total_steps: int, *, train_step, eval_s
         if step % eval_every == 0 and step != total_steps:
             validation = evaluate(eval_step, state, task.splits["validation"], train_cfg.eval_batch_size, mesh)
             writer.write(step, "validation", validation)
-            progress.write(f"step {step}: validation loss {validation['loss']:.4f}, accuracy {validation['accuracy']:.4f}")
+            if not progress.disable:  # tqdm.write prints even from a disabled bar: process 0 only.
+                progress.write(f"step {step}: validation loss {validation['loss']:.4f}, "
+                               f"accuracy {validation['accuracy']:.4f}")
         checkpointer.save(step, state, train_iter.get_state(), force=step == total_steps)
         progress.update(1)
     return state
@@ -249,9 +253,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, initi
 
     if is_main:
         logging.info(
-            "Task %s: %d train examples, %d steps/epoch, %d steps; model %s with %d parameters on %d device(s)",
+            "Task %s: %d train examples, %d steps/epoch, %d steps; model %s with %d parameters on %d device(s) "
+            "in %d process(es), mesh %s",
             task.name, train_iter.num_examples, steps_per_epoch, total_steps, config.model.mixer,
-            num_parameters, mesh.size,
+            num_parameters, mesh.size, jax.process_count(), dict(mesh.shape),
         )
     train_step = make_train_step(model, tx, shardings, mesh)
     eval_step = make_eval_step(model, shardings, mesh)
