@@ -17,6 +17,7 @@ from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import register_mixer
 from jaxattn.ops import feature_maps, linear_attention
 from jaxattn.ops.rotary import apply_rotary
+from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_linear_attention
 from jaxattn.nn.short_conv import ShortConvolution
 
 class LinearAttentionCarry(NamedTuple):
@@ -138,11 +139,16 @@ class LinearAttention(nn.Module):
         scale = None if self.feature_map == "identity" else 1.0
         dot_general = attention_dot_general()
         impl = impl or (self.impl if dot_general is None or self.impl != "pallas" else "xla")
-        o, state = linear_attention(
-            phi_q, phi_k, v, g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
-            initial_state=None if carry is None else carry.state, output_final_state=True, segment_ids=segment_ids,
-            chunk_size=self.chunk_size, dot_general=dot_general, impl=impl,
-        )
+        options = dict(g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
+                       segment_ids=segment_ids, chunk_size=self.chunk_size, dot_general=dot_general, impl=impl)
+        if carry is None and sequence_axis_size() > 1 and (self.causal or segment_ids is None):
+            # LASP-2 over the mesh's sequence shards; a whole sequence in, so no state is carried out.
+            o, state = sequence_parallel_linear_attention(phi_q, phi_k, v, **options), None
+        else:
+            o, state = linear_attention(
+                phi_q, phi_k, v, initial_state=None if carry is None else carry.state, output_final_state=True,
+                **options,
+            )
         if self.output_norm:
             o = nn.LayerNorm(name="output_norm", use_bias=False)(o)
         o = o.reshape(batch, length, heads * dim)

@@ -22,6 +22,7 @@ from jaxattn.nn.registry import register_mixer
 from jaxattn.nn.s5 import segment_resets
 from jaxattn.nn.ssm_parameters import per_feature_ssm
 from jaxattn.ops import diagonal_scan
+from jaxattn.parallel.sequence import scan_states
 from jaxattn.ops.ssm_convolution import padded_fft_convolution, s4d_kernel
 
 SPECTRA = ("lin", "inv", "legs", "real", "ptd")
@@ -128,11 +129,15 @@ class S4D(nn.Module):
                 return a
             return jnp.where(segment_resets(segment_ids, reverse)[..., None, None], 0.0, a)
 
-        states, last = diagonal_scan(transitions(False), bu, h0=h0, impl=self.scan_impl)
+        if h0 is None:  # a whole sequence: sequence parallel under a mesh with sequence shards
+            states = scan_states(transitions(False), bu, impl=self.scan_impl)
+            last = states[:, -1]
+        else:
+            states, last = diagonal_scan(transitions(False), bu, h0=h0, impl=self.scan_impl)
         y = self._pairs_factor * jnp.einsum("blhp,hp->blh", states, cs[0]).real
         if self.bidirectional:
             # r_t = sum_{s >= t} Abar^{s-t} Bbar u_s; the output reads r_{t+1} (kernel lags from s = t + 1).
-            states, _ = diagonal_scan(transitions(True), bu, reverse=True, impl=self.scan_impl)
+            states = scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl)
             after = jnp.concatenate([states[:, 1:], jnp.zeros_like(states[:, :1])], axis=1)
             if segment_ids is not None:  # a state from the next segment does not reach back
                 after = jnp.where(segment_resets(segment_ids, True)[..., None, None], 0.0, after)

@@ -17,7 +17,7 @@ from jaxattn.nn.discretization import DISCRETIZATIONS
 from jaxattn.nn.hippo import block_diagonal_hippo
 from jaxattn.nn.ptd import block_diagonal_ptd
 from jaxattn.nn.registry import register_mixer
-from jaxattn.ops import diagonal_scan
+from jaxattn.parallel.sequence import scan_states
 
 _MAX_STABLE_REAL_PART = -1e-4
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
@@ -200,10 +200,10 @@ class S5(nn.Module):
                 return a
             return jnp.where(segment_resets(segment_ids, reverse)[..., None], 0.0, a)
 
-        states, _ = diagonal_scan(transitions(False), bu, impl=self.scan_impl)
+        states = scan_states(transitions(False), bu, impl=self.scan_impl)
         y = self._read_out(cs[0], states)
         if self.bidirectional:
-            states_rev, _ = diagonal_scan(transitions(True), bu, reverse=True, impl=self.scan_impl)
+            states_rev = scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl)
             y = y + self._read_out(cs[1], states_rev)
         return (y + d * x).astype(x.dtype)
 

@@ -321,3 +321,14 @@ def sequence_parallel_diagonal_scan(
     run = _shard_map(shard, mesh, in_specs=(_time_spec(a, batch, length, batch_axes, feature_axis), b_spec),
                      out_specs=b_spec)
     return run(a, b)
+
+
+# ----------------------------------------------------------------------------- layers' entry point
+
+
+def scan_states(a: jax.Array, b: jax.Array, *, reverse: bool = False, impl: str = "auto") -> jax.Array:
+    """Every state of :func:`jaxattn.ops.diagonal_scan` from a zero start, sequence parallel when the
+    mesh in context has more than one ``sequence`` shard (what S5 and S4D call)."""
+    if sequence_axis_size() > 1:
+        return sequence_parallel_diagonal_scan(a, b, reverse=reverse, impl=impl)
+    return diagonal_scan(a, b, reverse=reverse, impl=impl)[0]
