@@ -69,6 +69,10 @@ class LinearAttention(nn.Module):
         (0: none); it gives the layer local order, which plain linear attention lacks.
       num_random_features, random_seed: Performer's projection ``[D, M]`` (fixed, not trained).
       chunk_size, impl: passed to :func:`jaxattn.ops.linear_attention`.
+
+    Under a mesh with ``sequence`` shards (``jax.set_mesh``) a whole-sequence call runs LASP-2
+    (:func:`jaxattn.parallel.sequence.sequence_parallel_linear_attention`), except non-causal with
+    ``segment_ids``, which XLA's partitioner handles by gathering the sequence.
     """
 
     num_heads: int = 4

@@ -70,7 +70,8 @@ class S4D(nn.Module):
       bidirectional: add an anti-causal kernel read out by ``C_reverse``: ``y_t`` also sums
         ``K'[s - t - 1] u_s`` over ``s > t``.
       mode: ``"convolution"`` (FFT, padded to 2L) or ``"recurrence"`` (``diagonal_scan``).
-      scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan` in the recurrence.
+      scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan` in the recurrence (sequence parallel
+        under a mesh with ``sequence`` shards, :func:`jaxattn.parallel.sequence.scan_states`).
 
     ``segment_ids``: the recurrence resets its state at every segment start (packed sequences).
     A convolution cannot, so there the tokens outside the segment of a sequence's first token are

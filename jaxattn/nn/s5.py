@@ -109,7 +109,8 @@ class S5(nn.Module):
       C_init: ``"trunc_standard_normal"``, ``"lecun_normal"`` or ``"complex_normal"``.
       dt_min, dt_max: range of the initial timescales.
       step_rescale: multiplies every timescale (e.g. to run at another sampling rate).
-      scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan`.
+      scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan` (sequence parallel under a mesh with
+        ``sequence`` shards, :func:`jaxattn.parallel.sequence.scan_states`).
       ssm_init: ``"hippo"`` (HiPPO-N blocks, unitary ``V``) or ``"ptd"`` (S5-PTD, PAPERS.md 1.5:
         blocks of the perturb-then-diagonalise HiPPO-LegS spectrum from
         :func:`jaxattn.nn.ptd.block_diagonal_ptd`, computed once per block size and cached on disk).
