@@ -106,12 +106,12 @@ stop_all() {
 }
 trap 'echo "local_multiprocess.sh: interrupted, stopping all processes" >&2; stop_all; exit 130' INT TERM
 
-echo "local_multiprocess.sh: $num_processes process(es) x $devices_per_process CPU device(s), coordinator $coordinator," \
-  "logs in $log_dir" >&2
-cd "$repo_root"
+echo "local_multiprocess.sh: $num_processes process(es) x $devices_per_process CPU device(s)," \
+  "coordinator $coordinator, logs in $log_dir" >&2
 for ((i = 0; i < num_processes; i++)); do
   log="$log_dir/process_$i.log"
-  printf '==== %s: process %d of %d: %s -m %s %s\n' "$(date -u +%FT%TZ)" "$i" "$num_processes" "$PYTHON" "$module" "$*" >>"$log"
+  printf '==== %s: process %d of %d: %s -m %s %s\n' \
+    "$(date -u +%FT%TZ)" "$i" "$num_processes" "$PYTHON" "$module" "$*" >>"$log"
   JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}" \
   XLA_FLAGS="$base_xla_flags --xla_force_host_platform_device_count=$devices_per_process" \
   PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}" \

@@ -171,7 +171,9 @@ def plan(settings: DistributedSettings, environ: Mapping[str, str] | None = None
     if settings.mode == "off":
         if explicit or settings.local_device_ids is not None:
             set_names = [flag for field, flag, _ in _EXPLICIT_FIELDS if given[field] is not None]
-            raise ValueError(f"--distributed=off contradicts the coordinator settings given ({', '.join(set_names) or '--local_device_ids'})")
+            raise ValueError(
+                f"--distributed=off contradicts the settings given ({', '.join(set_names) or '--local_device_ids'})"
+            )
         return Plan("single", "--distributed=off")
     timeout = {"initialization_timeout": settings.initialization_timeout}
     local_ids = {} if settings.local_device_ids is None else {"local_device_ids": list(settings.local_device_ids)}
@@ -180,7 +182,8 @@ def plan(settings: DistributedSettings, environ: Mapping[str, str] | None = None
         given_kwargs = {field: value for field, value in given.items() if value is not None}
         if settings.coordinator_address is not None:
             _check_address(settings.coordinator_address)
-        return Plan("cluster", "cluster auto-detection (--distributed=cluster)", dict(**given_kwargs, **local_ids, **timeout))
+        return Plan("cluster", "cluster auto-detection (--distributed=cluster)",
+                    dict(**given_kwargs, **local_ids, **timeout))
     if explicit:
         missing = [f"{flag} (or {variable})" for field, flag, variable in _EXPLICIT_FIELDS if given[field] is None]
         if missing:

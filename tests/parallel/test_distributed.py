@@ -1,14 +1,8 @@
 """Starting the distributed runtime: which settings lead where, and clear errors for bad ones.
 
 ``plan`` decides without starting anything, so every case runs in this one process; the real
-multi-process runs are in tests/train/test_multiprocess.py.
+multi-process runs are in tests/train/test_multiprocess.py, the launchers' tests in tests/launch.
 """
-
-import os
-import pathlib
-import subprocess
-import sys
-import time
 
 import pytest
 from absl import flags
@@ -16,8 +10,6 @@ from absl import flags
 from jaxattn.parallel import distributed
 from jaxattn.parallel.distributed import DistributedSettings, plan, settings_from
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-LAUNCHER = REPO / "launch" / "local_multiprocess.sh"
 EXPLICIT = dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)
 SLURM_STEP = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "4", "SLURM_PROCID": "1",
               "SLURM_LOCALID": "1"}
@@ -114,42 +106,3 @@ def test_flags_reach_the_plan_and_a_single_process_starts_nothing():
     assert (chosen.kind, chosen.source) == ("single", "--distributed=off")
     assert "1 process(es)" in distributed.runtime_summary()
     distributed.check_shared_directory("/nonexistent/only/checked/with/several/processes")
-
-
-def _launcher_probe(tmp_path):
-    """A module for the launcher to run instead of training: records its settings; process 1 fails."""
-    (tmp_path / "probe.py").write_text(
-        "import os, sys, time\n"
-        "index = os.environ['JAXATTN_PROCESS_ID']\n"
-        "keys = ('JAXATTN_COORDINATOR_ADDRESS', 'JAXATTN_NUM_PROCESSES', 'XLA_FLAGS', 'JAX_PLATFORMS')\n"
-        "with open(os.path.join(sys.argv[1], f'env_{index}'), 'w') as f:\n"
-        "    f.write('|'.join([str(os.getpid()), *[os.environ.get(k, '') for k in keys], *sys.argv[2:]]))\n"
-        "if index == '1':\n"
-        "    sys.exit(3)\n"
-        "time.sleep(120)\n"
-    )
-
-
-def test_launcher_stops_every_process_when_one_fails(tmp_path):
-    _launcher_probe(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHON=sys.executable,
-               XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_cpu_enable_fast_math=false")
-    start = time.monotonic()
-    result = subprocess.run(
-        ["bash", str(LAUNCHER), "--devices-per-process=3", f"--log-dir={tmp_path / 'logs'}", "--module=probe",
-         "--quiet", "2", str(tmp_path), "--flag=x"], env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 3, result.stderr
-    assert time.monotonic() - start < 30, "the launcher waited for the surviving process instead of stopping it"
-    assert "process 1 exited with status 3" in result.stderr
-    records = [(tmp_path / f"env_{i}").read_text().split("|") for i in range(2)]
-    for record in records:
-        pid, address, count, xla_flags, platforms, *args = record
-        assert address.startswith("127.0.0.1:") and count == "2" and platforms == "cpu" and args == ["--flag=x"]
-        assert xla_flags.split() == ["--xla_cpu_enable_fast_math=false", "--xla_force_host_platform_device_count=3"]
-    survivor = int(records[0][0])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{survivor}"):
-        time.sleep(0.1)
-    assert not os.path.exists(f"/proc/{survivor}"), "process 0 outlived the launcher"
-    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["process_0.log", "process_1.log"]
