@@ -39,8 +39,6 @@ from jax.sharding import PartitionSpec
 from jaxattn.ops import diagonal_scan, linear_attention
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
-DIRECTIONS = ("forward", "reverse", "both")
-
 
 def current_mesh():
     """The mesh in context (``jax.set_mesh``), or None when there is none."""
