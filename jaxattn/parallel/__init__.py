@@ -3,18 +3,29 @@
 from jaxattn.parallel.mesh import (
     BATCH_AXES,
     DATA_AXIS,
+    DEFAULT_MESH_SIZES,
     FSDP_AXIS,
+    LOGICAL_AXIS_RULES,
+    MESH_AXES,
+    MESH_PRESETS,
     SEQUENCE_AXIS,
     TENSOR_AXIS,
-    LOGICAL_AXIS_RULES,
+    batch_axis_size,
     batch_sharding,
+    batch_shardings,
+    batch_spec,
     device_put_batch,
+    fit_spec,
     logical_shardings,
-    make_data_mesh,
+    make_mesh,
+    mesh_shape,
     replicated,
+    resolve_mesh_sizes,
 )
 
 __all__ = [
-    "BATCH_AXES", "DATA_AXIS", "FSDP_AXIS", "SEQUENCE_AXIS", "TENSOR_AXIS", "LOGICAL_AXIS_RULES", "batch_sharding", "device_put_batch", "logical_shardings",
-    "make_data_mesh", "replicated",
+    "BATCH_AXES", "DATA_AXIS", "DEFAULT_MESH_SIZES", "FSDP_AXIS", "LOGICAL_AXIS_RULES", "MESH_AXES", "MESH_PRESETS",
+    "SEQUENCE_AXIS", "TENSOR_AXIS", "batch_axis_size", "batch_sharding", "batch_shardings", "batch_spec",
+    "device_put_batch", "fit_spec", "logical_shardings", "make_mesh", "mesh_shape", "replicated",
+    "resolve_mesh_sizes",
 ]

@@ -3,6 +3,20 @@
 Every experiment config starts from :func:`default_config` and overrides fields; the train
 loop calls :func:`validate_config` first, so a misspelt field or a bad value fails at start-up
 with a message naming the field (``config.model.norm``), not minutes into a run.
+
+``config.mesh`` lays the devices out (:mod:`jaxattn.parallel.mesh`):
+
+* ``data``, ``fsdp``, ``tensor``, ``sequence``: the size of each mesh axis; exactly one may be -1,
+  the devices left over (default ``data=-1``, the others 1: plain data parallelism). The batch is
+  split over ``data x fsdp`` (so the batch sizes must be multiples of it), positions over
+  ``sequence`` (the task's sequence length must be a multiple), weights and Adam moments over
+  ``fsdp`` along their model dimension and over ``tensor`` along heads, GLU width and SSM modes.
+  The product of the fixed sizes must divide the number of devices; without a -1 the mesh takes
+  that many devices.
+* ``preset``: a named layout from :data:`jaxattn.parallel.MESH_PRESETS` (``data``, ``fsdp``,
+  ``tensor``, ``sequence``, ``fsdp_tensor``, ``data_sequence``, ``data_fsdp``), or ``""`` for none.
+  It sets all four sizes; a size field changed from its default overrides the preset's value,
+  e.g. ``--config.mesh.preset=fsdp_tensor --config.mesh.tensor=4``.
 """
 
 from typing import Optional
@@ -15,6 +29,7 @@ from jaxattn.nn.arithmetic import Arithmetic
 from jaxattn.nn.blocks import ACTIVATIONS, NORMS, POOLINGS
 from jaxattn.nn.registry import MIXERS
 from jaxattn.ops.lmul import BACKWARDS, OFFSETS, SEMANTICS
+from jaxattn.parallel.mesh import DEFAULT_MESH_SIZES, mesh_shape, resolve_mesh_sizes
 from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
 
 MODEL_KINDS = ("classifier", "language_model")
@@ -74,7 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
             "keep_checkpoints": 3,
         }
     )
-    config.mesh = ml_collections.ConfigDict({"data": -1})
+    config.mesh = ml_collections.ConfigDict({"preset": "", **DEFAULT_MESH_SIZES})
     return config
 
 
@@ -134,8 +149,23 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise ValueError(f"config.{field}{message}")
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ``ValueError`` naming the first bad field of ``config``."""
+def mesh_sizes(mesh_config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> dict[str, int]:
+    """The mesh axis sizes ``config.mesh`` asks for (the preset with its overrides); with
+    ``num_devices``, the -1 axis filled in. Raises ``ValueError`` naming the field."""
+    options = dict(mesh_config)
+    try:
+        sizes = resolve_mesh_sizes(options.pop("preset"), **options)
+        return sizes if num_devices is None else mesh_shape(sizes, num_devices)
+    except ValueError as error:
+        raise ValueError(f"config.{error}") from None
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> None:
+    """Raises ``ValueError`` naming the first bad field of ``config``.
+
+    With ``num_devices`` it also checks that the mesh fits that many devices (left out, nothing
+    here touches the JAX backend, so the config can be checked before ``jax.distributed`` starts).
+    """
     _check_fields(config, default_config(), "config")
     model, opt, train = config.model, config.optimizer, config.train
     _require(config.task.name in TASKS, "task.name", f"={config.task.name!r} is not one of {sorted(TASKS)}")
@@ -179,4 +209,4 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"={train.checkpoint_every_steps} must be a multiple of train.log_every_steps={train.log_every_steps} "
         "(so a resumed run logs exactly what an uninterrupted one does)",
     )
-    _require(config.mesh.data == -1 or config.mesh.data >= 1, "mesh.data", f"={config.mesh.data} must be -1 or >= 1")
+    mesh_sizes(config.mesh, num_devices)

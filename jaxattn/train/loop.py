@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from jaxattn.data import ArrayIterator, TaskSpec, eval_batches, load_task
 from jaxattn.models import LanguageModel, SequenceClassifier
-from jaxattn.parallel import device_put_batch, make_data_mesh
+from jaxattn.parallel import SEQUENCE_AXIS, batch_axis_size, device_put_batch, make_mesh
 from jaxattn.train.checkpoint import Checkpointer, abstract_like
 from jaxattn.nn.arithmetic import product_arithmetic
-from jaxattn.train.config import arithmetic_from_config, validate_config
+from jaxattn.train.config import arithmetic_from_config, mesh_sizes, validate_config
 from jaxattn.train.metrics import MetricsWriter
 from jaxattn.train.optimizer import make_optimizer
 from jaxattn.train.plots import plot_training_curves
@@ -152,15 +152,32 @@ class Experiment:
         return dataclasses.replace(self, state=self.state.replace(params=params, batch_stats=batch_stats))
 
 
+def _check_batch_layout(config: ml_collections.ConfigDict, task: TaskSpec, mesh) -> None:
+    """Batch sizes split over ``data x fsdp`` and every split's positions over ``sequence``."""
+    split = batch_axis_size(mesh)
+    for field in ("batch_size", "eval_batch_size"):
+        if config.train[field] % split:
+            raise ValueError(
+                f"config.train.{field}={config.train[field]} must be divisible by the {split} devices that split "
+                f"the batch (mesh data x fsdp; mesh {dict(mesh.shape)})"
+            )
+    shards = mesh.shape[SEQUENCE_AXIS]
+    for name, arrays in task.splits.items():
+        inputs = arrays["inputs"]
+        if shards > 1 and (inputs.ndim < 2 or inputs.shape[1] % shards):
+            raise ValueError(
+                f"config.mesh.sequence={shards}: the {name} split's sequence length "
+                f"{inputs.shape[1] if inputs.ndim >= 2 else None} must be divisible by it (pad the task's sequences)"
+            )
+
+
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """Validates ``config`` and builds the task, mesh, model, optimiser and sharded initial state."""
-    validate_config(config)
+    validate_config(config, num_devices=jax.device_count())
     train_cfg, opt_cfg = config.train, config.optimizer
     task = load_task(config.task.name, **config.task.options)
-    mesh = make_data_mesh(config.mesh.data)
-    for field in ("batch_size", "eval_batch_size"):
-        if train_cfg[field] % mesh.size:
-            raise ValueError(f"config.train.{field}={train_cfg[field]} must be divisible by the {mesh.size} devices")
+    mesh = make_mesh(**mesh_sizes(config.mesh))
+    _check_batch_layout(config, task, mesh)
     train_iter = ArrayIterator(
         task.splits["train"], batch_size=train_cfg.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
@@ -175,7 +192,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         ssm_param_patterns=tuple(opt_cfg.ssm_param_patterns),
     )
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-    sample = {k: v[: mesh.size] for k, v in task.splits["train"].items()}
+    sample = {k: v[: batch_axis_size(mesh)] for k, v in task.splits["train"].items()}
     state, shardings = create_state(model, tx, sample, init_key, mesh)
     return Experiment(task, mesh, model, tx, train_iter, steps_per_epoch, total_steps, state, shardings, dropout_key)
 

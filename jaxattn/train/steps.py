@@ -3,6 +3,12 @@
 Batches are dicts ``{"inputs": [B, L] | [B, L, F], "targets": [B] | [B, L], "lengths": [B]}``
 (plus ``"weight": [B]`` at evaluation, 0 for padding rows). Loss and accuracy average over
 every scored position: one per sequence, or each position whose per-token target is not -1.
+
+Sharding comes from the logical axis rules alone (:mod:`jaxattn.parallel.mesh`): parameters and
+Adam moments follow their parameters' logical names (FSDP over ``fsdp``, tensor parallelism over
+``tensor``), batches are split over ``("data", "fsdp")`` and their positions over ``sequence``
+(:func:`jaxattn.parallel.batch_spec`), and the model's activation constraints resolve under the
+same rules inside the steps.
 """
 
 import functools
@@ -15,7 +21,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from jaxattn.parallel import LOGICAL_AXIS_RULES, batch_sharding, logical_shardings, replicated
+from jaxattn.parallel import LOGICAL_AXIS_RULES, batch_shardings, logical_shardings, replicated
 
 
 class TrainState(struct.PyTreeNode):
@@ -97,6 +103,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, sharding
     """Jitted ``(state, batch, dropout_key) -> (state, {"loss", "accuracy"})``; donates the state."""
 
     def train_step(state: TrainState, batch, dropout_key):
+        batch = _constrain_batch(batch, mesh)
         key = jax.random.fold_in(dropout_key, state.step)
 
         def loss_fn(params):
@@ -120,7 +127,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, sharding
 
     jitted = jax.jit(
         train_step,
-        in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
+        # The batch keeps the sharding it arrives with (device_put_batch), constrained inside.
+        in_shardings=(shardings, None, replicated(mesh)),
         out_shardings=(shardings, replicated(mesh)),
         donate_argnums=0,
     )
@@ -131,13 +139,20 @@ def make_eval_step(model: nn.Module, shardings: TrainState, mesh: Mesh):
     """Jitted ``(state, batch) -> {"loss_sum", "correct", "count"}``, weighted by ``batch["weight"]``."""
 
     def eval_step(state: TrainState, batch):
+        batch = _constrain_batch(batch, mesh)
         logits = model.apply(_variables(state, state.params), *_model_inputs(batch), train=False)
         losses, correct, valid = _scored_positions(logits, batch["targets"])
         weight = valid * batch["weight"][:, None]
         return {"loss_sum": jnp.sum(losses * weight), "correct": jnp.sum(correct * weight), "count": jnp.sum(weight)}
 
-    jitted = jax.jit(eval_step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=replicated(mesh))
+    jitted = jax.jit(eval_step, in_shardings=(shardings, None), out_shardings=replicated(mesh))
     return _in_mesh(jitted, mesh)
+
+
+def _constrain_batch(batch, mesh: Mesh):
+    """The batch laid out as :func:`jaxattn.parallel.batch_spec` says (a no-op for batches from
+    ``device_put_batch``; host arrays are split the same way)."""
+    return jax.lax.with_sharding_constraint(batch, batch_shardings(batch, mesh))
 
 
 def _in_mesh(fn, mesh: Mesh):

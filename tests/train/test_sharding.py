@@ -1,4 +1,5 @@
-"""Data-parallel training on 8 fake CPU devices gives the same losses and parameters as on one."""
+"""Data-parallel training on 8 fake CPU devices gives the same losses and parameters as on one
+(other mesh layouts: test_mesh_presets.py)."""
 
 import jax
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from jaxattn.models import SequenceClassifier
-from jaxattn.parallel import device_put_batch, make_data_mesh
+from jaxattn.parallel import device_put_batch, make_mesh
 from jaxattn.train.optimizer import make_optimizer
 from jaxattn.train.steps import create_state, make_eval_step, make_train_step
 
@@ -24,7 +25,7 @@ def random_batches(num_batches, batch_size=16, length=12):
 
 
 def train(num_devices):
-    mesh = make_data_mesh(num_devices)
+    mesh = make_mesh(data=num_devices)
     model = SequenceClassifier(
         # Post-norm: with pre-norm BatchNorm everywhere the encoder bias has an exactly zero
         # gradient, and Adam would turn its rounding noise into full-size, device-dependent steps.
@@ -38,7 +39,7 @@ def train(num_devices):
     losses = []
     for batch in batches:
         global_batch = device_put_batch(batch, mesh)
-        assert global_batch["inputs"].sharding.spec == PartitionSpec("data")
+        assert global_batch["inputs"].sharding.spec == PartitionSpec(("data", "fsdp"), "sequence")
         state, metrics = train_step(state, global_batch, jax.random.key(1))
         losses.append(float(metrics["loss"]))
     eval_batch = dict(batches[0], weight=np.ones(16, np.float32))
@@ -51,6 +52,8 @@ def test_eight_devices_equal_one():
     losses_1, params_1, stats_1, eval_1, _ = train(1)
     losses_8, params_8, stats_8, eval_8, state_8 = train(8)
     assert len(state_8.params["decoder"]["kernel"].sharding.device_set) == 8
+    # The "data" layout: every parameter whole on every device.
+    assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state_8.params))
     # Same math, different reduction order across devices: float32 rounding only.
     np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
     for a, b in zip(jax.tree.leaves((params_8, stats_8, eval_8)), jax.tree.leaves((params_1, stats_1, eval_1))):
@@ -58,6 +61,6 @@ def test_eight_devices_equal_one():
 
 
 def test_batch_must_divide_over_devices():
-    mesh = make_data_mesh(8)
+    mesh = make_mesh(data=8)
     with pytest.raises(ValueError):
         device_put_batch(random_batches(1, batch_size=12)[0], mesh)
