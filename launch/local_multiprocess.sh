@@ -8,8 +8,11 @@
 # Every process runs `python -m MODULE ARGS...` (MODULE: experiments.train) and reaches the others
 # through a coordinator that process 0 starts on a free loopback port (JAXATTN_COORDINATOR_ADDRESS,
 # JAXATTN_NUM_PROCESSES, JAXATTN_PROCESS_ID; see jaxattn/parallel/distributed.py). Each process has
-# its own CPU device(s). The script waits for all of them; if one fails it stops the others and
-# exits with the failed process's status. Ctrl-C stops them all.
+# its own CPU device(s). The script waits for all of them; if one fails it kills the others and
+# exits with the failed process's status. Ctrl-C (or SIGTERM to this script) sends SIGTERM to every
+# process, which JAX's distributed runtime takes as a preemption notice: the processes agree on a
+# step, save a checkpoint there and exit (status 143); rerunning the command resumes. Processes
+# still running after a grace period are killed.
 #
 # Options (before N; each also as an environment variable):
 #   --devices-per-process K   CPU devices per process (JAXATTN_DEVICES_PER_PROCESS, default 1)
@@ -18,6 +21,8 @@
 #   --module MODULE           the Python module to run (JAXATTN_MODULE, default experiments.train)
 #   --port PORT               the coordinator port (JAXATTN_PORT; default a free one)
 #   --quiet                   do not echo process 0's log to the terminal
+#   --grace SECONDS           how long stopped processes may take to save and exit (JAXATTN_STOP_GRACE,
+#                             default 60)
 # PYTHON picks the interpreter (default: .venv/bin/python of the repository if present, else python3).
 set -euo pipefail
 
@@ -31,6 +36,7 @@ devices_per_process="${JAXATTN_DEVICES_PER_PROCESS:-1}"
 log_dir="${JAXATTN_LOG_DIR:-}"
 module="${JAXATTN_MODULE:-experiments.train}"
 port="${JAXATTN_PORT:-}"
+grace="${JAXATTN_STOP_GRACE:-60}"
 echo_main=1
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$repo_root/.venv/bin/python" ]]; then PYTHON="$repo_root/.venv/bin/python"; else PYTHON=python3; fi
@@ -46,6 +52,8 @@ while [[ $# -gt 0 ]]; do
     --module=*) module="${1#*=}"; shift ;;
     --port) port="${2:?--port needs a value}"; shift 2 ;;
     --port=*) port="${1#*=}"; shift ;;
+    --grace) grace="${2:?--grace needs a value}"; shift 2 ;;
+    --grace=*) grace="${1#*=}"; shift ;;
     --quiet) echo_main=0; shift ;;
     -h|--help) usage 0 ;;
     --) shift; break ;;
@@ -59,6 +67,10 @@ num_processes="$1"
 shift
 if ! [[ "$num_processes" =~ ^[1-9][0-9]*$ ]]; then
   echo "local_multiprocess.sh: N must be a positive integer, got '$num_processes'" >&2
+  exit 2
+fi
+if ! [[ "$grace" =~ ^[0-9]+$ ]]; then
+  echo "local_multiprocess.sh: --grace must be a whole number of seconds, got '$grace'" >&2
   exit 2
 fi
 if ! [[ "$devices_per_process" =~ ^[1-9][0-9]*$ ]]; then
@@ -91,20 +103,21 @@ base_xla_flags="$(printf '%s' "${XLA_FLAGS:-}" | sed -E 's/--xla_force_host_plat
 
 pids=()
 tail_pid=""
+# stop_all SECONDS: SIGTERM to every process, SIGKILL to those still running SECONDS later.
 stop_all() {
-  local pid
+  local pid alive deadline=$((SECONDS + $1))
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  # Give them a moment to exit, then make sure.
-  for _ in $(seq 1 50); do
-    local alive=0
+  while [[ $SECONDS -lt $deadline ]]; do
+    alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [[ $alive -eq 0 ]] && break
-    sleep 0.1
+    sleep 0.2
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   if [[ -n "$tail_pid" ]]; then kill "$tail_pid" 2>/dev/null || true; fi
 }
-trap 'echo "local_multiprocess.sh: interrupted, stopping all processes" >&2; stop_all; exit 130' INT TERM
+trap 'echo "local_multiprocess.sh: interrupted, stopping all processes (they save a checkpoint first)" >&2
+  stop_all "$grace"; exit 130' INT TERM
 
 echo "local_multiprocess.sh: $num_processes process(es) x $devices_per_process CPU device(s)," \
   "coordinator $coordinator, logs in $log_dir" >&2
@@ -149,7 +162,8 @@ while [[ $remaining -gt 0 ]]; do
   sleep 0.2
 done
 if [[ $status -ne 0 ]]; then
-  stop_all
+  # The others cannot go on without the failed one (nor checkpoint with it): no grace.
+  stop_all 0
   exit "$status"
 fi
 if [[ -n "$tail_pid" ]]; then wait "$tail_pid" 2>/dev/null || true; fi

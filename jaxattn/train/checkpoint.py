@@ -3,6 +3,11 @@
 Saves are asynchronous and periodic (every ``interval`` steps) and keep the last ``keep``;
 a run that restarts in the same work directory restores the latest complete checkpoint, so an
 interrupted run continues exactly where it stopped.
+
+With several processes every process calls every method (orbax synchronises them): each writes
+its own shards of the arrays and process 0 the JSON item and the commit. The JAX distributed
+runtime also turns SIGTERM (a scheduler's preemption or time-limit notice) into a step that all
+processes agree on; orbax saves there and :meth:`Checkpointer.reached_preemption` says to stop.
 """
 
 import os
@@ -11,6 +16,10 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+
+class Preempted(Exception):
+    """Training stopped at a preemption sync point after saving its checkpoint; rerunning resumes."""
 
 
 class Checkpointer:
@@ -53,6 +62,12 @@ class Checkpointer:
             ),
         )
         return restored.state, restored.data
+
+    def reached_preemption(self, step: int) -> bool:
+        """Whether every process has reached the step agreed after a preemption notice (SIGTERM to
+        a process of a multi-process run); ``save`` then saves at ``step`` whatever the interval.
+        Always False for a single process."""
+        return self._manager.reached_preemption(step)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

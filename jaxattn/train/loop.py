@@ -21,7 +21,7 @@ from tqdm import tqdm
 from jaxattn.data import ArrayIterator, TaskSpec, eval_batches, load_task
 from jaxattn.models import LanguageModel, SequenceClassifier
 from jaxattn.parallel import SEQUENCE_AXIS, batch_axis_size, device_put_batch, make_mesh
-from jaxattn.train.checkpoint import Checkpointer, abstract_like
+from jaxattn.train.checkpoint import Checkpointer, Preempted, abstract_like
 from jaxattn.nn.arithmetic import product_arithmetic
 from jaxattn.train.config import arithmetic_from_config, mesh_sizes, validate_config
 from jaxattn.train.metrics import MetricsWriter
@@ -126,6 +126,9 @@ def _train_steps(state, start_step: int, total_steps: int, *, train_step, eval_s
                 progress.write(f"step {step}: validation loss {validation['loss']:.4f}, "
                                f"accuracy {validation['accuracy']:.4f}")
         checkpointer.save(step, state, train_iter.get_state(), force=step == total_steps)
+        if checkpointer.reached_preemption(step) and step != total_steps:
+            raise Preempted(f"Preempted: stopped at step {step} of {total_steps} after saving its checkpoint; "
+                            "rerun the same command to resume")
         progress.update(1)
     return state
 
