@@ -125,6 +125,8 @@ for ((i = 0; i < num_processes; i++)); do
   log="$log_dir/process_$i.log"
   printf '==== %s: process %d of %d: %s -m %s %s\n' \
     "$(date -u +%FT%TZ)" "$i" "$num_processes" "$PYTHON" "$module" "$*" >>"$log"
+  # Process 0's log is echoed from here on (earlier runs' lines stay in the file only).
+  if [[ $i -eq 0 ]]; then echo_from=$(($(wc -c <"$log") + 1)); fi
   JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}" \
   XLA_FLAGS="$base_xla_flags --xla_force_host_platform_device_count=$devices_per_process" \
   PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}" \
@@ -135,7 +137,7 @@ for ((i = 0; i < num_processes; i++)); do
   pids+=("$!")
 done
 if [[ $echo_main -eq 1 ]]; then
-  tail -n 0 -f --pid="${pids[0]}" "$log_dir/process_0.log" >&2 &
+  tail -c "+$echo_from" -f --pid="${pids[0]}" "$log_dir/process_0.log" >&2 &
   tail_pid="$!"
 fi
 
