@@ -12,15 +12,26 @@ def step(a: tuple, b: tuple, h: tuple) -> tuple:
     return (a_re * h_re - a_im * h_im + b_re, a_re * h_im + a_im * h_re + b_im)
 
 
-def scan_rows(a_refs, b_refs, h_refs, h: tuple, num_rows: int, reverse: bool) -> tuple:
+def scan_rows(a_refs, b_refs, h_refs, h: tuple, num_rows: int, reverse: bool, unroll: int = 1) -> tuple:
     """Runs the recurrence over ``num_rows`` rows (time steps) of the blocks behind ``a_refs`` and
-    ``b_refs`` (one ref a part), writing each state to ``h_refs``; returns the last state."""
+    ``b_refs`` (one ref a part), writing each state to ``h_refs``; returns the last state.
 
-    def row_step(i, h):
-        rows = pl.ds(num_rows - 1 - i if reverse else i, 1)
-        h = step(tuple(r[rows, :] for r in a_refs), tuple(r[rows, :] for r in b_refs), h)
-        for ref, value in zip(h_refs, h):
-            ref[rows, :] = value.astype(ref.dtype)
+    ``unroll`` rows a loop iteration, all loaded before the first state is computed and stored: the
+    loads then wait on memory once per iteration, not once per row (a GPU's scan is latency bound).
+    """
+
+    def row(i):
+        return pl.ds(num_rows - 1 - i if reverse else i, 1)
+
+    def rows_step(first, count, h):
+        rows = [row(first + u) for u in range(count)]
+        inputs = [(tuple(r[i, :] for r in a_refs), tuple(r[i, :] for r in b_refs)) for i in rows]
+        for i, (a, b) in zip(rows, inputs):
+            h = step(a, b, h)
+            for ref, value in zip(h_refs, h):
+                ref[i, :] = value.astype(ref.dtype)
         return h
 
-    return jax.lax.fori_loop(0, num_rows, row_step, h)
+    blocks = num_rows // unroll
+    h = jax.lax.fori_loop(0, blocks, lambda n, h: rows_step(n * unroll, unroll, h), h)
+    return jax.lax.fori_loop(blocks * unroll, num_rows, lambda i, h: rows_step(i, 1, h), h)

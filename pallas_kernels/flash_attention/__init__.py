@@ -25,9 +25,10 @@ def _run(make_pass, outer, inner, q_segments, k_segments, *, outer_is_query, cau
     def on(backend):
         def run(outer, inner, q_segments, k_segments, interpret):
             outer_length, inner_length = outer[0].shape[2], inner[0].shape[2]
+            operands = [*outer, *inner]
             layout = passes.Layout(
-                outer, inner, q_segments, k_segments, outer_is_query, backend.block_size(outer_length),
-                backend.block_size(inner_length), causal_offset, num_keys,
+                outer, inner, q_segments, k_segments, outer_is_query, backend.block_size(outer_length, operands),
+                backend.block_size(inner_length, operands), causal_offset, num_keys,
             )
             return backend.run(make_pass, layout, interpret=interpret)
 

@@ -17,8 +17,8 @@ from pallas_kernels.flash_attention.block_math import Positions, keep_mask
 BLOCK = 128
 
 
-def block_size(length: int) -> int:
-    """Blocks of 128 tokens, or the whole (8-padded) sequence when it is shorter."""
+def block_size(length: int, operands=()) -> int:
+    """Blocks of 128 tokens, or the whole (8-padded) sequence when it is shorter (``operands``: unused)."""
     return min(BLOCK, -(-length // 8) * 8)
 
 

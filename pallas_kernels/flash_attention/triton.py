@@ -6,19 +6,25 @@ need power-of-two sizes of at least 16: head sizes are zero-padded to one (row s
 width 1, are not padded) and the outputs cut back.
 """
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from pallas_kernels.dot import fp32_algorithm
 from pallas_kernels.flash_attention.block_math import Positions, keep_mask
+from pallas_kernels.platform import triton_fp32_dot, wide_fp32
 
 BLOCK = 64
 _MIN_BLOCK = 16
 
 
-def block_size(length: int) -> int:
-    return min(BLOCK, max(_MIN_BLOCK, pl.next_power_of_2(length)))
+def block_size(length: int, operands=()) -> int:
+    """64 tokens (32 for fp32 heads wider than 64, for shared memory), or the power of two >= 16 above
+    a shorter length."""
+    return min(BLOCK // 2 if wide_fp32(operands) else BLOCK, max(_MIN_BLOCK, pl.next_power_of_2(length)))
 
 
 def _padded_width(width: int) -> int:
@@ -69,8 +75,11 @@ def _kernel(*refs, spec, layout, num_inner):
         ref[outer_rows, :] = value.astype(ref.dtype)
 
 
-def run(spec, layout, *, interpret: bool = False, num_warps: int = 4, num_stages: int = 2) -> list[jax.Array]:
-    """Runs one pass; returns fp32 ``[B, H, T_outer, w]`` per output width."""
+def run(spec, layout, *, interpret: bool = False, num_warps: int = 4, num_stages: Optional[int] = None) -> list[jax.Array]:
+    """Runs one pass; returns fp32 ``[B, H, T_outer, w]`` per output width. ``num_stages`` None: 2, or
+    1 for fp32 heads wider than 64 (shared memory)."""
+    if num_stages is None:
+        num_stages = 1 if wide_fp32([*layout.outer, *layout.inner]) else 2
     widths = spec.out_widths(layout)
     layout = layout._replace(outer=[_pad_width(a) for a in layout.outer], inner=[_pad_width(a) for a in layout.inner])
     batch, heads, outer_length = layout.outer[0].shape[:3]
@@ -85,14 +94,15 @@ def run(spec, layout, *, interpret: bool = False, num_warps: int = 4, num_stages
             pl.BlockSpec((None, 1, layout.k_segments.shape[1]), lambda b, h, i: (b, 0, 0)),
         ]
     padded_widths = spec.out_widths(layout)
-    outputs = pl.pallas_call(
-        lambda *refs: _kernel(*refs, spec=spec, layout=layout, num_inner=inner_length // layout.block_inner),
-        grid=(batch, heads, outer_length // layout.block_outer),
-        in_specs=in_specs,
-        out_specs=[pl.BlockSpec((None, None, outer_length, w), lambda b, h, i: (b, h, 0, 0)) for w in padded_widths],
-        out_shape=[jax.ShapeDtypeStruct((batch, heads, outer_length, w), jnp.float32) for w in padded_widths],
-        compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-        interpret=interpret,
-        name=f"flash_attention_{spec.name}",
-    )(*args)
+    with fp32_algorithm(triton_fp32_dot(interpret)):
+        outputs = pl.pallas_call(
+            lambda *refs: _kernel(*refs, spec=spec, layout=layout, num_inner=inner_length // layout.block_inner),
+            grid=(batch, heads, outer_length // layout.block_outer),
+            in_specs=in_specs,
+            out_specs=[pl.BlockSpec((None, None, outer_length, w), lambda b, h, i: (b, h, 0, 0)) for w in padded_widths],
+            out_shape=[jax.ShapeDtypeStruct((batch, heads, outer_length, w), jnp.float32) for w in padded_widths],
+            compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+            interpret=interpret,
+            name=f"flash_attention_{spec.name}",
+        )(*args)
     return [o[..., :w] for o, w in zip(outputs, widths)]

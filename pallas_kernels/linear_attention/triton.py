@@ -14,7 +14,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from pallas_kernels.dot import fp32_algorithm
 from pallas_kernels.linear_attention.chunk_math import ChunkDecay
+from pallas_kernels.platform import triton_fp32_dot, wide_fp32
 
 _MIN_BLOCK = 16
 
@@ -61,12 +63,17 @@ def sweep(
     reverse: bool = False,
     interpret: bool = False,
     num_warps: int = 4,
-    num_stages: int = 2,
+    num_stages: Optional[int] = None,
 ) -> tuple[list[jax.Array], jax.Array]:
-    """Runs ``body`` over the chunks; returns fp32 ``[B, H, T, w]`` outputs and the final carry ``[B, H, K, V]``."""
+    """Runs ``body`` over the chunks; returns fp32 ``[B, H, T, w]`` outputs and the final carry ``[B, H, K, V]``.
+
+    ``num_stages`` None: 2, or 1 (no multi-buffered loads) for fp32 heads wider than 64, whose
+    blocks would not fit in shared memory."""
     batch, heads, length = seq_inputs[0].shape[:3]
     if chunk_size < _MIN_BLOCK or chunk_size & (chunk_size - 1):
         raise ValueError(f"linear attention Triton kernel: chunk_size must be a power of two >= 16, got {chunk_size}")
+    if num_stages is None:
+        num_stages = 1 if wide_fp32(seq_inputs) else 2
     padded_inputs = [_pad_last(a) for a in seq_inputs]
     padded_carry = _pad_last(carry.astype(jnp.float32), axes=2)
     seq_spec = lambda width: pl.BlockSpec((None, None, length, width), lambda i, j: (i, j, 0, 0))  # noqa: E731
@@ -81,16 +88,17 @@ def sweep(
         *refs, body=body, num_in=len(seq_inputs), num_out=len(out_widths), has_decay=b is not None,
         chunk_size=chunk_size, num_chunks=length // chunk_size, reverse=reverse,
     )
-    *outputs, final = pl.pallas_call(
-        kernel,
-        grid=(batch, heads),
-        in_specs=in_specs + [carry_spec],
-        out_specs=[seq_spec(w) for w in widths] + [carry_spec],
-        out_shape=[jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in widths]
-        + [jax.ShapeDtypeStruct(padded_carry.shape, jnp.float32)],
-        compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-        interpret=interpret,
-        name="linear_attention_sweep",
-    )(*args, padded_carry)
+    with fp32_algorithm(triton_fp32_dot(interpret)):
+        *outputs, final = pl.pallas_call(
+            kernel,
+            grid=(batch, heads),
+            in_specs=in_specs + [carry_spec],
+            out_specs=[seq_spec(w) for w in widths] + [carry_spec],
+            out_shape=[jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in widths]
+            + [jax.ShapeDtypeStruct(padded_carry.shape, jnp.float32)],
+            compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+            interpret=interpret,
+            name="linear_attention_sweep",
+        )(*args, padded_carry)
     outputs = [o[..., :w] for o, w in zip(outputs, out_widths)]
     return outputs, final[..., : carry.shape[2], : carry.shape[3]]

@@ -52,6 +52,12 @@ def _block_of(position: jax.Array, block: int) -> jax.Array:
     return jax.lax.div(position, jnp.int32(block))
 
 
+def _where_int32(condition: jax.Array, x, y) -> jax.Array:
+    """``where`` of two block indices as int32 arrays: Pallas Triton lowers a ``where`` of two Python
+    ints (weakly typed) to an i1 select, which fails Triton's verifier as a loop bound."""
+    return jnp.where(condition, jnp.asarray(x, jnp.int32), jnp.asarray(y, jnp.int32))
+
+
 def block_range(layout: Layout, axis: int, starts: dict) -> tuple[jax.Array, jax.Array]:
     """Blocks ``[lo, hi)`` of ``axis`` that may hold a visible triple together with the blocks that
     start at ``starts`` (``{axis: first position}``, holding the query axis when ``axis`` is a key axis,
@@ -64,14 +70,14 @@ def block_range(layout: Layout, axis: int, starts: dict) -> tuple[jax.Array, jax
             hi = jnp.minimum(hi, _block_of(i0 + bi - 1, block) + 1)
         if layout.window is not None:
             lo = _block_of(jnp.maximum(0, i0 - layout.window[axis - 1] + 1), block)
-        return lo, jnp.where(i0 < layout.length, hi, lo)  # a block of padded queries sees nothing
+        return lo, _where_int32(i0 < layout.length, hi, lo)  # a block of padded queries sees nothing
     (key_axis, k0), = starts.items()  # queries of a key block [k0, k0 + b): i >= k, i < k + w
     lo, hi = 0, real_blocks
     if layout.causal:
         lo = _block_of(k0, block)
     if layout.window is not None:
         hi = jnp.minimum(hi, _block_of(k0 + layout.blocks[key_axis] + layout.window[key_axis - 1] - 2, block) + 1)
-    return lo, jnp.where(k0 < layout.length, hi, lo)
+    return lo, _where_int32(k0 < layout.length, hi, lo)
 
 
 def tile_visible(layout: Layout, indices: Sequence[jax.Array]) -> jax.Array:

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from pallas_kernels.dot import fp32_algorithm
+from pallas_kernels.platform import triton_fp32_dot
 from pallas_kernels.tensor_attention import passes
 from pallas_kernels.tensor_attention.block_math import Positions, keep_mask
 
@@ -77,14 +79,15 @@ def run(spec, layout, *, interpret: bool = False, num_warps: int = 8, num_stages
     args = [a for ops in layout.operands for a in ops]
     whole = lambda w: pl.BlockSpec((None, length, w), lambda g, i: (g, 0, 0))  # noqa: E731
     padded_widths = spec.out_widths(layout)
-    outputs = pl.pallas_call(
-        lambda *refs: _kernel(*refs, spec=spec, layout=layout),
-        grid=(heads, layout.num_blocks(spec.grid_axis)),
-        in_specs=[whole(a.shape[-1]) for a in args],
-        out_specs=[whole(w) for w in padded_widths],
-        out_shape=[jax.ShapeDtypeStruct((heads, length, w), jnp.float32) for w in padded_widths],
-        compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-        interpret=interpret,
-        name=f"tensor_attention_{spec.name}",
-    )(*args)
+    with fp32_algorithm(triton_fp32_dot(interpret)):
+        outputs = pl.pallas_call(
+            lambda *refs: _kernel(*refs, spec=spec, layout=layout),
+            grid=(heads, layout.num_blocks(spec.grid_axis)),
+            in_specs=[whole(a.shape[-1]) for a in args],
+            out_specs=[whole(w) for w in padded_widths],
+            out_shape=[jax.ShapeDtypeStruct((heads, length, w), jnp.float32) for w in padded_widths],
+            compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+            interpret=interpret,
+            name=f"tensor_attention_{spec.name}",
+        )(*args)
     return [o[..., :w] for o, w in zip(outputs, widths)]

@@ -57,7 +57,7 @@ def test_float64_is_refused_by_pallas_and_auto_uses_xla():
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
 @pytest.mark.parametrize("complex_", [False, True])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_):
+def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_, verified_triton_modules):
     a, b, h0 = random_inputs(jax.random.key(1), (2, 600, 200), complex_)
 
     def loss(a, b, h0):
@@ -66,3 +66,18 @@ def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_)
 
     lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).trace(a, b, h0).lower(lowering_platforms=(platform,))
     assert lowered.as_text().count(marker) == 2  # the forward scan and the reverse scan of the backward
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_triton_kernel_unrolled_loop_matches_one_row_loop(reverse):
+    """Several rows per loop iteration, with a remainder (T = 4 * 9 + 3), in the interpreter."""
+    from pallas_kernels.diagonal_scan import triton
+
+    keys = jax.random.split(jax.random.key(3), 3)
+    a = jax.random.uniform(keys[0], (2, 39, 256), minval=-1.0, maxval=1.0)
+    b, h0 = jax.random.normal(keys[1], (2, 39, 256)), jax.random.normal(keys[2], (2, 1, 256))
+    run = lambda unroll: triton.scan((a,), (b,), (h0,), reverse=reverse, interpret=True, unroll=unroll)  # noqa: E731
+    (want,), (want_last,) = run(1)
+    (got,), (got_last,) = run(4)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got_last, want_last, rtol=1e-6, atol=1e-6)

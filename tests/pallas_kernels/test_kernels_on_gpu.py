@@ -29,6 +29,12 @@ def _inputs(shape, count, seed=0):
     return [jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(seed), count)]
 
 
+def _segments(batch, length):
+    """Packed sequences: segment ids rising at random points."""
+    starts = jax.random.bernoulli(jax.random.key(5), 0.01, (batch, length))
+    return jnp.cumsum(starts, axis=1).astype(jnp.int32)
+
+
 CASES = {
     "linear_attention": (lambda impl, q, k, v: linear_attention(q, k, v, impl=impl), lambda: _inputs((2, 1000, 4, 64), 3)),
     "linear_attention_gated": (
@@ -40,9 +46,16 @@ CASES = {
         lambda: _inputs((2, 3000, 300), 2),
     ),
     "flash_attention_causal": (lambda impl, q, k, v: softmax_attention(q, k, v, impl=impl), lambda: _inputs((2, 1000, 4, 64), 3)),
+    "flash_attention_packed_d128": (
+        lambda impl, q, k, v: softmax_attention(q, k, v, causal=False, segment_ids=_segments(2, 700), impl=impl),
+        lambda: _inputs((2, 700, 2, 128), 3),
+    ),
     # The reference forms [B, H, T, T, T] logits: short sequences.
     "tensor_attention_causal": (
         lambda impl, *a: tensor_attention(*a, causal=True, impl=impl), lambda: _inputs((2, 200, 2, 64), 5)
+    ),
+    "tensor_attention_bidirectional": (
+        lambda impl, *a: tensor_attention(*a, impl=impl), lambda: _inputs((1, 150, 2, 32), 5)
     ),
     "tensor_attention_window_odd": (
         lambda impl, *a: tensor_attention(*a, window=(40, 100), impl=impl), lambda: _inputs((1, 300, 2, 48), 5)
@@ -64,3 +77,14 @@ def test_compiled_kernel_matches_reference(name):
     for got, want in zip(jax.grad(lambda *a: loss("pallas", *a), argnums)(*args),
                          jax.grad(lambda *a: loss("reference", *a), argnums)(*args)):
         assert relative_error(got, want) < 1e-3
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if "complex" not in name])
+def test_compiled_kernel_bfloat16_forward(name):
+    """bf16 operands (8 mantissa bits), fp32 accumulation: within 3e-2 of the fp32 reference, as in
+    the interpreter tests. Gates stay fp32."""
+    fn, make = CASES[name]
+    args = make()
+    got = fn("pallas", *(a.astype(jnp.bfloat16) if i < 3 or "gated" not in name else a for i, a in enumerate(args)))
+    assert got.dtype == jnp.bfloat16
+    assert relative_error(got.astype(jnp.float32), fn("reference", *args)) < 3e-2

@@ -61,7 +61,7 @@ def test_chunk_size_errors_name_the_kernel(monkeypatch):
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
 @pytest.mark.parametrize("name", ["plain", "gated+initial_state"])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, name):
+def test_forward_and_backward_lower_for_accelerators(platform, marker, name, verified_triton_modules):
     """One forward and two backward sweeps per call; each lowers to a kernel of that platform."""
     q, k, v, kwargs = build(ALL_CASES[name], length=100)
     q, k, v = (jnp.broadcast_to(a, (2, 100, 3, 64)) for a in (q[..., :1], k[..., :1], v[..., :1]))

@@ -65,7 +65,7 @@ def test_auto_uses_xla_on_cpu():
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
 @pytest.mark.parametrize("mask", [{}, dict(causal=True), dict(window=(64, 200))])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, mask):
+def test_forward_and_backward_lower_for_accelerators(platform, marker, mask, verified_triton_modules):
     args = [jnp.zeros((2, 300, 2, 64))] * 5
 
     def forward(*a):
