@@ -69,15 +69,23 @@ def _peak_bytes(fn, args) -> int:
     return int(max(getattr(stats, "peak_memory_in_bytes", 0) or 0, buffers - stats.alias_size_in_bytes))
 
 
-def dense_matmul_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of one ``size x size`` matmul in ``dtype`` on this device."""
+def _on_accelerator() -> bool:
+    return jax.default_backend() != "cpu"
+
+
+def dense_matmul_gflops(dtype: str, size: int = 0, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of one ``size x size`` matmul in ``dtype`` (default precision) on this device;
+    ``size`` 0: 2048 on CPU, 8192 on an accelerator (a 2048 product is too short to fill a GPU)."""
+    size = size or (8192 if _on_accelerator() else 2048)
     a = jax.random.normal(jax.random.key(0), (size, size), dtype)
     seconds = _median_seconds(jax.jit(lambda a: a @ a), (a,), repeats)
     return 2 * size**3 / seconds / 1e9
 
 
-def copy_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
-    """Achieved GB/s (read + write) of ``y = x + 1`` over an fp32 array of ``megabytes``."""
+def copy_bandwidth_gbs(megabytes: int = 0, repeats: int = 5) -> float:
+    """Achieved GB/s (read + write) of ``y = x + 1`` over an fp32 array of ``megabytes`` (0: 256 on
+    CPU, 2048 on an accelerator, well past its caches)."""
+    megabytes = megabytes or (2048 if _on_accelerator() else 256)
     x = jnp.zeros((megabytes * 2**18,), jnp.float32)
     seconds = _median_seconds(jax.jit(lambda x: x + 1), (x,), repeats)
     return 2 * x.nbytes / seconds / 1e9
@@ -155,7 +163,13 @@ def run_benchmarks() -> dict:
                         if reason:
                             rows.append(dict(key, skipped=reason))
                             continue
-                        row = dict(key, skipped="", **measure(op, impl, shape, peaks))
+                        try:
+                            row = dict(key, skipped="", **measure(op, impl, shape, peaks))
+                        except Exception as error:  # a kernel that fails to compile or run is a result too
+                            logging.exception("%s/%s %s D=%d T=%d failed", op, impl, dtype, head_dim, length)
+                            message = (str(error).strip().splitlines() or [""])[0][:200].replace("|", "/")
+                            rows.append(dict(key, skipped=f"failed: {type(error).__name__}: {message}"))
+                            continue
                         rows.append(row)
                         logging.info("%s/%s %s D=%d T=%d: forward %.2f ms (%.0f%% of matmul, %.0f%% of bandwidth), "
                                      "fwd+bwd %s ms", op, impl, dtype, head_dim, length, row["forward_ms"],
