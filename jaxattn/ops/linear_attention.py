@@ -280,6 +280,15 @@ def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids
         raise TypeError(f"linear_attention: `scale` must be a Python number, got {type(scale).__name__}")
 
 
+def combined_log_decay(g: Optional[jax.Array], g_gamma: Optional[jax.Array], shape) -> Optional[jax.Array]:
+    """Per-token log decay ``g_t + g_gamma`` ``[B, T, H]`` fp32, or None without either."""
+    if g is None and g_gamma is None:
+        return None
+    log_decay = jnp.zeros(shape, jnp.float32)
+    log_decay = log_decay + (0.0 if g is None else g.astype(jnp.float32))
+    return log_decay + (0.0 if g_gamma is None else g_gamma.astype(jnp.float32))
+
+
 def linear_attention(
     q: jax.Array,
     k: jax.Array,
@@ -324,11 +333,7 @@ def linear_attention(
     _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale)
     batch, length, heads, key_dim = q.shape
     scale = key_dim**-0.5 if scale is None else float(scale)
-    log_decay = None
-    if g is not None or g_gamma is not None:
-        log_decay = jnp.zeros((batch, length, heads), jnp.float32)
-        log_decay = log_decay + (0.0 if g is None else g.astype(jnp.float32))
-        log_decay = log_decay + (0.0 if g_gamma is None else g_gamma.astype(jnp.float32))
+    log_decay = combined_log_decay(g, g_gamma, (batch, length, heads))
     values = v
     if normalize:
         values = jnp.concatenate([v, jnp.ones((*v.shape[:3], 1), v.dtype)], axis=-1)

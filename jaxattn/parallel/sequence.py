@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from jaxattn.ops import diagonal_scan, linear_attention
+from jaxattn.ops.linear_attention import combined_log_decay
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
 
@@ -225,11 +226,7 @@ def sequence_parallel_linear_attention(
         raise ValueError(f"{name}: gates `g` / `g_gamma` need causal=True (a decay has a direction)")
     _check_length(length, mesh, name)
     scale = key_dim**-0.5 if scale is None else float(scale)
-    log_decay = None
-    if g is not None or g_gamma is not None:
-        log_decay = jnp.zeros((batch, length, heads), jnp.float32)
-        log_decay = log_decay + (0.0 if g is None else g.astype(jnp.float32))
-        log_decay = log_decay + (0.0 if g_gamma is None else g_gamma.astype(jnp.float32))
+    log_decay = combined_log_decay(g, g_gamma, (batch, length, heads))
     einsum = functools.partial(jnp.einsum, _dot_general=dot_general or jax.lax.dot_general)
 
     def shard(q, k, v, log_decay, segment_ids):
