@@ -29,7 +29,7 @@ from jaxattn.train.steps import create_state, make_train_step
 D_MODEL, MODES, HEADS, HEAD_DIM, BATCH, LENGTH = 16, 8, 2, 8, 8, 16
 MIXER_OPTIONS = {
     "s5": dict(state_size=2 * MODES, blocks=1),
-    "linear_attention": dict(num_heads=HEADS, head_dim=HEAD_DIM, causal=False, chunk_size=8),
+    "linear_attention": dict(num_heads=HEADS, head_dim=HEAD_DIM, gate="data", chunk_size=8),
 }
 
 
@@ -75,17 +75,15 @@ def moment_pairs(state):
     return pairs
 
 
-# Each case compiles two programs (about 5 s of CPU): the presets that use a single axis, and mixed
-# layouts for the rest (the "data" preset: tests/train/test_sharding.py; every preset's mesh:
-# test_presets_and_overrides_resolve).
+# Each case compiles two programs (about 5 s of CPU): every named preset, two mixed layouts, and the
+# causal gated linear attention (LASP-2 with the classifier's padding segments) where it shards.
 CASES = [
-    ("s5", "fsdp", resolve_mesh_sizes("fsdp")),
-    ("s5", "tensor", resolve_mesh_sizes("tensor")),
-    ("s5", "sequence", resolve_mesh_sizes("sequence")),
+    *(("s5", name, resolve_mesh_sizes(name)) for name in MESH_PRESETS),
     ("s5", "data2_fsdp2_sequence2", resolve_mesh_sizes(data=2, fsdp=2, sequence=2)),
     ("s5", "fsdp2_sequence2_tensor2", resolve_mesh_sizes(data=1, fsdp=2, sequence=2, tensor=2)),
-    ("linear_attention", "tensor", resolve_mesh_sizes("tensor")),
+    ("linear_attention", "sequence", resolve_mesh_sizes("sequence")),
     ("linear_attention", "data2_tensor4", resolve_mesh_sizes(data=2, tensor=4)),
+    ("linear_attention", "fsdp2_sequence2_tensor2", resolve_mesh_sizes(data=1, fsdp=2, sequence=2, tensor=2)),
 ]
 
 
