@@ -14,15 +14,13 @@ it is certain to exceed max_length (so huge trees cost nothing).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
 from absl import logging
 
+from jaxattn.data.split_cache import cache_path, load_splits, save_splits
 from jaxattn.data.tasks import SPLIT_NAMES, TaskSpec, register_task
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
@@ -184,38 +182,6 @@ def generate_listops(num_examples: int, *, rng: np.random.Generator, min_length:
     return {"inputs": inputs, "targets": targets, "lengths": lengths}
 
 
-def cache_path(cache_dir: str | os.PathLike, options: dict) -> str:
-    """File for a set of generation options; the name hashes all of them so settings never collide."""
-    key = json.dumps({"format": _CACHE_FORMAT_VERSION, **options}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return os.path.join(os.fspath(cache_dir), f"listops_{digest}.npz")
-
-
-def _save_splits(path: str, splits: dict[str, dict[str, np.ndarray]]) -> None:
-    flat = {f"{split}/{key}": value for split, arrays in splits.items() for key, value in arrays.items()}
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    # Write then rename, so a concurrent reader (e.g. another process) never sees a partial file.
-    handle, temporary_path = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **flat)
-        os.replace(temporary_path, path)
-    except BaseException:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
-        raise
-
-
-def _load_splits(path: str) -> dict[str, dict[str, np.ndarray]]:
-    splits: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path) as archive:
-        for name in archive.files:
-            split, key = name.split("/")
-            splits.setdefault(split, {})[key] = archive[name]
-    return splits
-
-
 @register_task("listops")
 def build_listops_task(*, num_train: int = 96_000, num_validation: int = 2_000, num_test: int = 2_000,
                        min_length: int = 500, max_length: int = 2000, max_depth: int = 10, max_args: int = 10,
@@ -234,10 +200,10 @@ def build_listops_task(*, num_train: int = 96_000, num_validation: int = 2_000, 
             raise ValueError(f"num_{split} must be >= 0, got {size}")
     path = None
     if cache_dir is not None:
-        path = cache_path(cache_dir, {**generation_options, **{f"num_{s}": n for s, n in sizes.items()},
-                                      "seed": seed})
+        path = cache_path(cache_dir, "listops", {"format": _CACHE_FORMAT_VERSION, **generation_options,
+                                                 **{f"num_{s}": n for s, n in sizes.items()}, "seed": seed})
     if path is not None and os.path.exists(path):
-        splits = _load_splits(path)
+        splits = load_splits(path)
     else:
         logging.info(
             "Generating ListOps: %s expressions of %d..%d tokens%s", sizes, min_length, max_length,
@@ -249,6 +215,6 @@ def build_listops_task(*, num_train: int = 96_000, num_validation: int = 2_000, 
             for split_number, split in enumerate(SPLIT_NAMES)
         }
         if path is not None:
-            _save_splits(path, splits)
+            save_splits(path, splits)
     return TaskSpec(name="listops", num_classes=NUM_CLASSES, seq_len=max_length, vocab_size=VOCAB_SIZE,
                     feature_dim=None, splits=splits)

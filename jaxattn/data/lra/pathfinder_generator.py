@@ -44,8 +44,6 @@ each chunk (a seeded permutation of alternating 0/1).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -53,10 +51,10 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from jaxattn.data.listops import _load_splits, _save_splits  # the repo's atomic .npz cache format
 from jaxattn.data.lra.common import Progress, check_choice
 from jaxattn.data.lra.pathfinder_release import FEATURE_MEAN, FEATURE_STD
 from jaxattn.data.lra.pixels import image_splits, image_task
+from jaxattn.data.split_cache import cache_path, load_splits, save_splits
 from jaxattn.data.tasks import SPLIT_NAMES, TaskSpec, register_task
 
 INK = 255
@@ -376,12 +374,10 @@ def build_pathfinder_generated_task(*, num_train: int = 160_000, num_validation:
             raise ValueError(f"num_{split} must be >= 1, got {size}")
     path = None
     if cache_dir is not None:
-        key = json.dumps({"format": _CACHE_FORMAT_VERSION, "seed": seed, **sizes, **geometry_options},
-                         sort_keys=True)
-        path = os.path.join(os.fspath(cache_dir),
-                            f"pathfinder_generated_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
+        path = cache_path(cache_dir, "pathfinder_generated",
+                          {"format": _CACHE_FORMAT_VERSION, "seed": seed, **sizes, **geometry_options})
     if path is not None and os.path.exists(path):
-        generated = _load_splits(path)
+        generated = load_splits(path)
     else:
         logging.info("Generating Pathfinder: %s images of %d x %d%s", sizes, resolution, resolution,
                      f", cached in {path}" if path else " (set cache_dir to keep them)")
@@ -390,7 +386,7 @@ def build_pathfinder_generated_task(*, num_train: int = 160_000, num_validation:
             arrays = generate_pathfinder(sizes[split], seed=(seed, index), **geometry_options)
             generated[split] = {"pixels": arrays["images"].reshape(sizes[split], -1), "labels": arrays["labels"]}
         if path is not None:
-            _save_splits(path, generated)
+            save_splits(path, generated)
     splits = {}
     for split, arrays in generated.items():
         rows = np.arange(len(arrays["labels"]))

@@ -24,17 +24,15 @@ options, so later builds skip the PNG decoding (Path-X: 16 KB per image).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 
 import numpy as np
 from absl import logging
 
-from jaxattn.data.listops import _load_splits, _save_splits  # the repo's atomic .npz cache format
 from jaxattn.data.lra.common import (LRA_RELEASE_SOURCE, Progress, check_choice, check_fraction, find_release_path,
                                      require_data_dir, seeded_split)
 from jaxattn.data.lra.pixels import image_splits, image_task
+from jaxattn.data.split_cache import cache_path, load_splits, save_splits
 from jaxattn.data.tasks import TaskSpec, register_task
 
 DIFFICULTIES = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
@@ -113,11 +111,6 @@ def read_images(paths: list[str], labels: np.ndarray, *, resolution: int) -> tup
     return pixels, labels
 
 
-def _cache_path(cache_dir: str | os.PathLike, options: dict) -> str:
-    key = json.dumps({"format": _CACHE_FORMAT_VERSION, **options}, sort_keys=True)
-    return os.path.join(os.fspath(cache_dir), f"pathfinder_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
-
-
 def load_pathfinder_pixels(data_dir: str, *, resolution: int, difficulty: str, max_images: int | None = None,
                            cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 pixels [N, resolution^2], int32 labels [N]) of one released Pathfinder folder, cached if asked."""
@@ -127,15 +120,16 @@ def load_pathfinder_pixels(data_dir: str, *, resolution: int, difficulty: str, m
     difficulty_dir = find_release_path(data_dir, folder, subdir=f"pathfinder{resolution}", source=LRA_RELEASE_SOURCE)
     path = None
     if cache_dir is not None:
-        path = _cache_path(cache_dir, {"difficulty_dir": os.path.abspath(difficulty_dir), "resolution": resolution,
-                                       "max_images": max_images})
+        path = cache_path(cache_dir, "pathfinder", {"format": _CACHE_FORMAT_VERSION, "resolution": resolution,
+                                                    "difficulty_dir": os.path.abspath(difficulty_dir),
+                                                    "max_images": max_images})
         if os.path.exists(path):
-            arrays = _load_splits(path)["all"]
+            arrays = load_splits(path)["all"]
             return arrays["pixels"], arrays["labels"]
     paths, labels = read_metadata(difficulty_dir, max_images=max_images)
     pixels, labels = read_images(paths, labels, resolution=resolution)
     if path is not None:
-        _save_splits(path, {"all": {"pixels": pixels, "labels": labels}})
+        save_splits(path, {"all": {"pixels": pixels, "labels": labels}})
     return pixels, labels
 
 
