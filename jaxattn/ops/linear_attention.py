@@ -280,6 +280,12 @@ def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids
         raise TypeError(f"linear_attention: `scale` must be a Python number, got {type(scale).__name__}")
 
 
+def segment_starts(segment_ids: jax.Array) -> jax.Array:
+    """``[B, T]`` bool: True where the id changes from the previous token (never at ``t = 0``)."""
+    return jnp.concatenate([jnp.zeros_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
+                           axis=1)
+
+
 def combined_log_decay(g: Optional[jax.Array], g_gamma: Optional[jax.Array], shape) -> Optional[jax.Array]:
     """Per-token log decay ``g_t + g_gamma`` ``[B, T, H]`` fp32, or None without either."""
     if g is None and g_gamma is None:
@@ -342,11 +348,7 @@ def linear_attention(
         if initial_state is None
         else initial_state.astype(jnp.float32)
     )
-    boundary = None
-    if segment_ids is not None:
-        boundary = jnp.concatenate(
-            [jnp.zeros((batch, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
-        )
+    boundary = None if segment_ids is None else segment_starts(segment_ids)
     unsupported = _pallas_unsupported(segment_ids, dot_general)
     core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)[bool(causal)]
     inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general)

@@ -225,11 +225,6 @@ def batch_spec(shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
     return PartitionSpec(BATCH_AXES)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over ``("data", "fsdp")``, the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
-
-
 def batch_shardings(batch, mesh: Mesh):
     """A ``NamedSharding`` per leaf of ``batch`` (arrays of global shape), see :func:`batch_spec`."""
     return jax.tree.map(lambda x: NamedSharding(mesh, batch_spec(np.shape(x), mesh)), batch)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from jaxattn.ops import diagonal_scan, linear_attention
-from jaxattn.ops.linear_attention import combined_log_decay
+from jaxattn.ops.linear_attention import combined_log_decay, segment_starts
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
 
@@ -154,9 +154,7 @@ def _mesh_or_current(mesh):
 
 def _batch_axes(mesh, batch: int, name: str):
     axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-    shards = 1
-    for axis in axes:
-        shards *= mesh.shape[axis]
+    shards = math.prod(mesh.shape[axis] for axis in axes)
     if batch % shards:
         raise ValueError(f"{name}: batch {batch} is not divisible by the {shards} shards of mesh axes {axes}")
     return axes or None
@@ -237,26 +235,24 @@ def sequence_parallel_linear_attention(
             q, k, values, g=log_decay, scale=scale, causal=causal, output_final_state=True, segment_ids=segment_ids,
             chunk_size=chunk_size, dot_general=dot_general, impl=impl,
         )
-        local_batch = q.shape[0]
-        total_log_decay = jnp.zeros((local_batch, q.shape[2]), jnp.float32)
-        query_weight = jnp.ones(q.shape[:3], jnp.float32)  # [B, T, H]: how much of the incoming state token t sees
+        # [B, T, H]: how much of the incoming state token t sees; [B, H]: how much crosses the shard.
+        query_weight = jnp.ones(q.shape[:3], jnp.float32)
+        transition = jnp.ones((q.shape[0], q.shape[2]), jnp.float32)
         if log_decay is not None:
-            total_log_decay = jnp.sum(log_decay, axis=1)
             query_weight = jnp.exp(jnp.cumsum(log_decay, axis=1))
+            transition = query_weight[:, -1]
         if segment_ids is not None:
             # The incoming state reaches the tokens before the shard's first segment start, and only if
-            # the shard's first token continues the previous shard's last segment.
-            starts = jnp.concatenate([jnp.zeros_like(segment_ids[:, :1], bool),
-                                      segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+            # the shard's first token continues the previous shard's last segment; it crosses the shard
+            # only if, besides, no segment starts in it.
+            starts = segment_starts(segment_ids)
             shards = mesh.shape[SEQUENCE_AXIS]
             previous_last = jax.lax.ppermute(segment_ids[:, -1], SEQUENCE_AXIS, [(i, i + 1) for i in range(shards - 1)])
             continues = segment_ids[:, 0] == previous_last  # [B]
             before_start = jnp.cumsum(starts, axis=1) == 0  # [B, T]
             query_weight = query_weight * (before_start & continues[:, None])[..., None]
-            # A state crosses this shard only if no segment starts in it.
-            total_log_decay = jnp.where(jnp.any(starts, axis=1)[:, None], -jnp.inf, total_log_decay)
-            total_log_decay = jnp.where(continues[:, None], total_log_decay, -jnp.inf)
-        transition = jnp.exp(total_log_decay)[..., None, None]  # [B, H, 1, 1]
+            transition = transition * (continues & before_start[:, -1])[:, None]
+        transition = transition[..., None, None]  # [B, H, 1, 1]
         direction = "forward" if causal else "both"
         incoming = incoming_state(state, transition, direction)
         o = o + scale * einsum("bthk,bhkv->bthv", q * query_weight[..., None].astype(q.dtype), incoming,
@@ -304,8 +300,9 @@ def sequence_parallel_diagonal_scan(
     def shard(a, b):
         local, last = diagonal_scan(a, b, reverse=reverse, impl=impl)
         a_full = jnp.broadcast_to(a, (a.shape[0], b.shape[1], *a.shape[2:]))
-        incoming = incoming_state(last, jnp.prod(a_full, axis=1), "reverse" if reverse else "forward")
         reach = jax.lax.cumprod(a_full, axis=1, reverse=reverse)  # prod of a from the shard's edge to t
+        across = reach[:, 0] if reverse else reach[:, -1]  # the whole shard's transition
+        incoming = incoming_state(last, across, "reverse" if reverse else "forward")
         return local + reach * incoming[:, None]
 
     batch_axes = _batch_axes(mesh, batch, name)
