@@ -198,7 +198,7 @@ CASES = {
     ),
     "tensor_attention": Case(
         _tensor_inputs,
-        lambda impl: lambda *args: tensor_attention(*args, impl=impl),
+        lambda impl: lambda *args: tensor_attention(*args, causal=False, impl=impl),
         lambda shape, impl: _tensor_flops(shape),
         lambda shape: 6.0 * shape.tokens_by_width * shape.itemsize,
         ("xla", "pallas", "reference"),
@@ -206,7 +206,7 @@ CASES = {
     ),
     "tensor_attention_poly": Case(
         _tensor_inputs,
-        lambda impl: lambda *args: tensor_attention_poly(*args, degree=_poly_degree(impl)),
+        lambda impl: lambda *args: tensor_attention_poly(*args, degree=_poly_degree(impl), causal=False),
         _tensor_poly_flops,
         lambda shape: 6.0 * shape.tokens_by_width * shape.itemsize,
         ("degree1", "degree2", "degree3"),

@@ -9,7 +9,9 @@ from experiments.configs.s5_digits import get_config as s5_digits_config
 from jaxattn.train.config import mixer_options
 
 ATTENTION = dict(num_heads=2, head_dim=32, causal=False, rotary=True)
-MIXERS = ("softmax_attention", "linear_attention")
+# Linear attention normalised, as the softmax it stands in for (and Hedgehog's students) is.
+MIXER_OPTIONS = {"softmax_attention": ATTENTION, "linear_attention": dict(ATTENTION, normalize=True)}
+MIXERS = tuple(MIXER_OPTIONS)
 
 
 def get_config(arg: str = "softmax_attention"):
@@ -18,7 +20,7 @@ def get_config(arg: str = "softmax_attention"):
         raise ValueError(f"attention_digits: config argument must be one of {MIXERS}, got {arg!r}")
     config = s5_digits_config("60")
     config.model.mixer = mixer
-    config.model.mixer_options = mixer_options(mixer, **ATTENTION)
+    config.model.mixer_options = mixer_options(mixer, **MIXER_OPTIONS[mixer])
     config.model.norm = "layer"
     config.model.dropout = 0.1
     return config

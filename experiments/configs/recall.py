@@ -16,14 +16,15 @@ from jaxattn.train.config import mixer_options
 # positions) a linear attention layer cannot tell a key from the value that follows it.
 _ATTENTION = dict(num_heads=2, head_dim=32, short_conv=4)
 _SOFTMAX = dict(_ATTENTION, rotary=True, max_decode_length=64)
+_LINEAR = dict(_ATTENTION, normalize=True)  # every linear variant divides by its normaliser
 VARIANTS = {
     "softmax": ("softmax_attention", _SOFTMAX),
     "softmax_noconv": ("softmax_attention", dict(_SOFTMAX, short_conv=0)),
-    "linear": ("linear_attention", dict(_ATTENTION, feature_map="elu_plus_one")),
-    "hedgehog": ("linear_attention", dict(_ATTENTION, feature_map="hedgehog")),
-    "based": ("linear_attention", dict(_ATTENTION, head_dim=16, feature_map="taylor_exp")),
-    "decay": ("linear_attention", dict(_ATTENTION, feature_map="elu_plus_one", gate="decay")),
-    "gated": ("linear_attention", dict(_ATTENTION, feature_map="elu_plus_one", gate="data")),
+    "linear": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one")),
+    "hedgehog": ("linear_attention", dict(_LINEAR, feature_map="hedgehog")),
+    "based": ("linear_attention", dict(_LINEAR, head_dim=16, feature_map="taylor_exp")),
+    "decay": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one", gate="decay")),
+    "gated": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one", gate="data")),
 }
 
 

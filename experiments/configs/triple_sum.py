@@ -17,8 +17,8 @@ from jaxattn.train.config import mixer_options
 
 VARIANTS = {
     "softmax": ("softmax_attention", dict(num_heads=3, head_dim=32, causal=False, rotary=False)),
-    "tensor": ("tensor_attention", dict(num_heads=2, head_dim=32)),
-    "tensor_bias": ("tensor_attention", dict(num_heads=2, head_dim=32, bias=True)),
+    "tensor": ("tensor_attention", dict(num_heads=2, head_dim=32, causal=False)),
+    "tensor_bias": ("tensor_attention", dict(num_heads=2, head_dim=32, causal=False, bias=True)),
 }
 
 

@@ -14,13 +14,14 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from jaxattn.nn.blocks import MixerBlock, make_norm
-from jaxattn.nn.registry import make_mixer
+from jaxattn.nn.registry import SequenceMixer, make_mixer
 
 
 class LanguageModel(nn.Module):
     """Decoder-only LM. Attributes as :class:`jaxattn.models.SequenceClassifier`; the mixer must be
-    causal (``mixer_options`` must not make it bidirectional) and the norm LayerNorm (BatchNorm
-    statistics over time would leak the future)."""
+    causal as configured (:meth:`jaxattn.nn.SequenceMixer.require_causal`: a mixer whose options let
+    it see later tokens is refused, naming them) and the norm is LayerNorm (BatchNorm statistics
+    over time would leak the future)."""
 
     vocab_size: int
     d_model: int = 128
@@ -31,17 +32,26 @@ class LanguageModel(nn.Module):
     activation: str = "half_glu1"
     dropout: float = 0.0
 
+    def build_mixer(self) -> SequenceMixer:
+        """An unbound, causal mixer of this model's kind (a block adopts it; unbound it says what
+        it is and allocates carries without parameters)."""
+        mixer = make_mixer(self.mixer, dict(self.mixer_options or {}), parent=None)
+        mixer.require_causal(f"LanguageModel (mixer {self.mixer!r})")
+        return mixer
+
+    @property
+    def decode_capacity(self) -> Optional[int]:
+        """Tokens ``step`` (and :func:`generate`) handles exactly: the mixer's ``decode_capacity``."""
+        return self.build_mixer().decode_capacity
+
     def setup(self):
-        options = dict(self.mixer_options or {})
-        if options.get("bidirectional") or options.get("causal") is False:
-            raise ValueError(f"LanguageModel: mixer options {options} are not causal")
         self.embed = nn.Embed(
             self.vocab_size, self.d_model,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(self.d_model**-0.5), ("vocab", "embed")),
         )
         self.blocks = [
             MixerBlock(
-                make_mixer(self.mixer, options, parent=None), norm="layer", prenorm=self.prenorm,
+                self.build_mixer(), norm="layer", prenorm=self.prenorm,
                 activation=self.activation, dropout=self.dropout,
             )
             for _ in range(self.num_layers)
@@ -67,11 +77,12 @@ class LanguageModel(nn.Module):
 
     def init_carry(self, batch_size: int) -> tuple:
         """Every block's mixer state (needs no parameters, so works on an unbound model)."""
-        mixer = make_mixer(self.mixer, dict(self.mixer_options or {}), parent=None)
+        mixer = self.build_mixer()
         return tuple(mixer.init_carry(batch_size, features=self.d_model) for _ in range(self.num_layers))
 
     def step(self, carry: tuple, token_t: jax.Array) -> tuple[tuple, jax.Array]:
-        """``token_t [B]`` -> (carry, logits ``[B, vocab]``); equals ``__call__`` position by position."""
+        """``token_t [B]`` -> (carry, logits ``[B, vocab]``); equals ``__call__`` position by position
+        for the first :attr:`decode_capacity` tokens, NaN after them."""
         x = self.embed(token_t)
         new_carry = []
         for block, block_carry in zip(self.blocks, carry):
@@ -90,11 +101,24 @@ def generate(
     rng: Optional[jax.Array] = None,
 ) -> jax.Array:
     """Continues ``prompt [B, P]`` by ``max_new_tokens``: greedy at ``temperature == 0``, else sampled
-    from ``softmax(logits / temperature)``. Returns ``[B, P + max_new_tokens]``."""
+    from ``softmax(logits / temperature)``. Returns ``[B, P + max_new_tokens]``.
+
+    Raises ``ValueError`` before tracing when ``P + max_new_tokens`` exceeds the model's
+    :attr:`LanguageModel.decode_capacity` (a full cache would decode wrongly).
+    """
     if prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError(f"generate: the prompt must be [B, P] with P >= 1, got shape {prompt.shape}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     if temperature < 0:
         raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    capacity, total = model.decode_capacity, prompt.shape[1] + max_new_tokens
+    if capacity is not None and total > capacity:
+        raise ValueError(
+            f"generate: the prompt ({prompt.shape[1]} tokens) and max_new_tokens ({max_new_tokens}) make {total} "
+            f"tokens, more than the {capacity} that mixer {model.mixer!r} decodes with these options (its "
+            f"decode_capacity: raise its cache size, e.g. max_decode_length, or shorten the request)"
+        )
     # A hashable model (FrozenDict options) can be a static argument: one compilation per model.
     model = model.clone(mixer_options=FrozenDict(model.mixer_options or {}))
     rng = jax.random.key(0) if rng is None else rng

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from jaxattn.nn.arithmetic import attention_dot_general
 from jaxattn.nn.blocks import dense
-from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
 from jaxattn.nn.short_conv import ShortConvolution
 from jaxattn.ops import softmax_attention
 from jaxattn.ops.rotary import apply_rotary
@@ -25,7 +25,7 @@ class KVCache(NamedTuple):
 
 
 @register_mixer("softmax_attention")
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(SequenceMixer):
     """``[B, L, d_model] -> [B, L, d_model]`` softmax attention with the mixer face.
 
     Attributes:
@@ -34,9 +34,15 @@ class MultiHeadAttention(nn.Module):
       rotary: rotary position embedding of queries and keys (attention is otherwise blind to order).
       short_conv: width W of a causal depthwise convolution (then SiLU) on the q, k, v projections
         (0: none), the same as :class:`jaxattn.nn.LinearAttention`'s, for like-for-like comparisons.
-      max_decode_length: size of the KV cache that ``init_carry`` allocates.
+      max_decode_length: size of the KV cache that ``init_carry`` allocates: ``step`` decodes that
+        many tokens exactly and returns NaN after them (no sliding window).
       impl: passed to :func:`jaxattn.ops.softmax_attention`.
+
+    ``VARIANTS``: ``short_conv`` (width 4, as the recall experiments use), ``no_rotary`` and
+    ``bidirectional``.
     """
+
+    VARIANTS = {"short_conv": dict(short_conv=4), "no_rotary": dict(rotary=False), "bidirectional": dict(causal=False)}
 
     num_heads: int = 4
     head_dim: int = 32
@@ -66,6 +72,13 @@ class MultiHeadAttention(nn.Module):
         o, extra = attend(q, k, v)
         return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra, history
 
+    def noncausal_options(self) -> dict:
+        return {} if self.causal else {"causal": False}
+
+    @property
+    def decode_capacity(self) -> int:
+        return self.max_decode_length
+
     def _product_options(self) -> dict:
         """``impl`` and ``dot_general`` for the op: an arithmetic other than exact runs the explicit path."""
         dot_general = attention_dot_general()
@@ -90,9 +103,9 @@ class MultiHeadAttention(nn.Module):
         return KVCache(zeros, zeros, jnp.zeros((batch_size,), jnp.int32), history)
 
     def step(self, carry: KVCache, x_t: jax.Array) -> tuple[KVCache, jax.Array]:
-        """Appends this token's key and value to the cache and attends over the filled part."""
-        if not self.causal:
-            raise ValueError("MultiHeadAttention.step: a non-causal layer sees the future and cannot decode")
+        """Appends this token's key and value to the cache and attends over the filled part; once
+        the cache is full (``max_decode_length`` tokens), returns NaN."""
+        self.require_causal("MultiHeadAttention.step")
 
         def attend(q, k, v):
             write = jax.vmap(lambda cache, new, at: jax.lax.dynamic_update_slice_in_dim(cache, new, at, axis=0))
@@ -104,7 +117,7 @@ class MultiHeadAttention(nn.Module):
             )
             o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length,
                                   **self._product_options())
-            return o, cache
+            return nan_past_capacity(o, carry.length, self.max_decode_length), cache
 
         history = carry.conv_history if self.short_conv else None
         y, cache, history = self._attend(x_t[:, None], carry.length[:, None], attend, conv_history=history)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from jaxattn.nn.arithmetic import attention_dot_general
 from jaxattn.nn.blocks import dense
-from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.ops import feature_maps, linear_attention
 from jaxattn.ops.rotary import apply_rotary
 from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_linear_attention
@@ -51,7 +51,7 @@ class HedgehogFeatureMap(nn.Module):
 
 
 @register_mixer("linear_attention")
-class LinearAttention(nn.Module):
+class LinearAttention(SequenceMixer):
     """Linear attention mixer with the mixer face (``__call__``, ``init_carry``, ``step``).
 
     Attributes:
@@ -59,7 +59,9 @@ class LinearAttention(nn.Module):
       feature_map: one of :data:`FEATURE_MAP_NAMES`.
       gate: ``"none"``, ``"decay"`` (RetNet constant per head) or ``"data"`` (GLA-style per token).
       gate_temperature: tau of the data-dependent gate (GLA uses 16: gates start near 1).
-      normalize: divide by ``phi(q_t) . z_t`` (needs a positive feature map).
+      normalize: divide by ``phi(q_t) . z_t``, ``z_t`` the (gated) sum of ``phi(k_s)``; off by
+        default, as in :func:`jaxattn.ops.linear_attention`. It needs ``phi(q) . phi(k) > 0``: every
+        map but ``identity`` (refused) gives that; with signed features the denominator crosses zero.
       output_norm: LayerNorm of each head's output (RetNet's group norm).
       output_gate: multiply by ``silu(W x)`` before the output projection.
       causal: causal (decodable) or bidirectional attention within each segment.
@@ -73,14 +75,27 @@ class LinearAttention(nn.Module):
     Under a mesh with ``sequence`` shards (``jax.set_mesh``) a whole-sequence call runs LASP-2
     (:func:`jaxattn.parallel.sequence.sequence_parallel_linear_attention`), except non-causal with
     ``segment_ids``, which XLA's partitioner handles by gathering the sequence.
+
+    ``VARIANTS``: ``gated`` (GLA: data gate and short convolution), ``decay`` (RetNet's decay with
+    rotary positions), ``hedgehog`` and ``based`` (Taylor features), both normalised,
+    ``normalized_gated_output`` (normaliser, output norm and output gate) and ``bidirectional``.
     """
+
+    VARIANTS = {
+        "gated": dict(gate="data", short_conv=4),
+        "decay": dict(gate="decay", rotary=True),
+        "hedgehog": dict(feature_map="hedgehog", normalize=True),
+        "based": dict(feature_map="taylor_exp", head_dim=8, normalize=True),
+        "normalized_gated_output": dict(normalize=True, output_norm=True, output_gate=True),
+        "bidirectional": dict(causal=False),
+    }
 
     num_heads: int = 4
     head_dim: int = 32
     feature_map: str = "elu_plus_one"
     gate: str = "none"
     gate_temperature: float = 16.0
-    normalize: bool = True
+    normalize: bool = False
     output_norm: bool = False
     output_gate: bool = False
     causal: bool = True
@@ -98,6 +113,12 @@ class LinearAttention(nn.Module):
             raise ValueError(f"LinearAttention: gate={self.gate!r} is not one of {GATES}")
         if self.gate != "none" and not self.causal:
             raise ValueError("LinearAttention: a gate needs causal=True")
+        if self.normalize and self.feature_map in feature_maps.SIGNED_FEATURE_MAPS:
+            raise ValueError(f"LinearAttention: normalize=True needs positive features; feature_map="
+                             f"{self.feature_map!r} is signed, so the normaliser can cross zero")
+
+    def noncausal_options(self) -> dict:
+        return {} if self.causal else {"causal": False}
 
     @property
     def feature_dim(self) -> int:
@@ -168,8 +189,8 @@ class LinearAttention(nn.Module):
         return self._attend(x, segment_ids=segment_ids)[0]
 
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> LinearAttentionCarry:
-        del features  # the state's size comes from the heads
         """Zero state ``[B, H, K', V]`` fp32 (``V + 1`` with ``normalize``) and convolution history."""
+        del features  # the state's size comes from the heads
         value_dim = self.head_dim + (1 if self.normalize else 0)
         channels = 3 * self.num_heads * self.head_dim
         return LinearAttentionCarry(
@@ -180,8 +201,7 @@ class LinearAttention(nn.Module):
 
     def step(self, carry: LinearAttentionCarry, x_t: jax.Array) -> tuple[LinearAttentionCarry, jax.Array]:
         """One token ``x_t [B, d_model]``: the recurrence with ``carry`` as the state."""
-        if not self.causal:
-            raise ValueError("LinearAttention.step: a non-causal layer sees the future and cannot decode")
+        self.require_causal("LinearAttention.step")
         y, carry = self._attend(x_t[:, None], carry=carry, impl="reference")
         return carry, y[:, 0]
 

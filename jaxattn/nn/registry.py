@@ -1,39 +1,114 @@
-"""Sequence mixers by name, so models and configs pick one without importing it.
+"""Sequence mixers by name, and the face every one of them has, so that models and configs pick a
+mixer without importing it and consumers rely on what it declares rather than on option names.
 
-A mixer is a linen module class with the face ``__call__(x [B, L, H], *, segment_ids=None,
-train=False) -> [B, L, H]`` and, where causal, ``init_carry(batch_size, features)`` / ``step(carry, x_t)``
-(``features``: H, the model width, which mixers with a state per feature need).
-Register a new one with ``@register_mixer("name")`` in its own module and import that module in
-:mod:`jaxattn.nn`.
+A mixer is a linen module class deriving from :class:`SequenceMixer`. Register a new one with
+``@register_mixer("name")`` in its own module and import that module in :mod:`jaxattn.nn`; the
+registry-wide tests (``tests/nn/test_mixer_registry.py``) then check its causality and its
+decoding in every variant it lists, with no test written for it.
 """
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
-MIXERS: dict[str, type[nn.Module]] = {}
+# The one option name for a mixer's fixed cache size (the KV cache of softmax attention, the pair
+# cache of tensor attention), so that the registry tests can shrink every such cache alike.
+CACHE_SIZE_OPTION = "max_decode_length"
 
 
-def register_mixer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator that adds a mixer to :data:`MIXERS` under ``name``."""
+class SequenceMixer(nn.Module):
+    """The mixer face.
 
-    def register(cls: type[nn.Module]) -> type[nn.Module]:
+    * ``__call__(x [B, L, H], *, segment_ids=None, train=False) -> [B, L, H]`` for whole sequences;
+      ``segment_ids [B, L]`` mark packed sequences or padding.
+    * ``init_carry(batch_size, features) -> carry`` and ``step(carry, x_t [B, H]) -> (carry, y_t [B, H])``
+      decode token by token (``features``: H, the model width, which mixers with a state per
+      feature need). ``step`` equals ``__call__`` position by position for the first
+      :attr:`decode_capacity` tokens; past them it returns NaN, never a plausible wrong value.
+    * :meth:`noncausal_options`: the options, as configured, that let an output see later tokens
+      (empty: causal). Causal consumers (:class:`jaxattn.models.LanguageModel`, ``step``) call
+      :meth:`require_causal` instead of checking option names.
+    * ``VARIANTS``: named option sets, the documented configurations (each mixer's docstring says
+      what they are). The registry tests run the defaults and every variant.
+    """
+
+    VARIANTS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def noncausal_options(self) -> dict[str, Any]:
+        """``{option: value}`` of the settings that make this mixer see later tokens; ``{}`` if causal."""
+        raise NotImplementedError(f"{type(self).__name__} must declare noncausal_options()")
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether every output ``y_t`` depends on ``x_1 .. x_t`` only, as configured."""
+        return not self.noncausal_options()
+
+    @property
+    def decode_capacity(self) -> Optional[int]:
+        """How many tokens ``step`` decodes exactly from ``init_carry``: None for any number (a
+        recurrent state, or a sliding window that ``__call__`` applies too); past it ``step``
+        returns NaN. 0: this configuration cannot decode (``step`` raises)."""
+        return None
+
+    def require_causal(self, consumer: str) -> None:
+        """Raises ``ValueError`` naming the options if this mixer, as configured, sees later tokens."""
+        options = self.noncausal_options()
+        if options:
+            settings = ", ".join(f"{name}={value!r}" for name, value in options.items())
+            raise ValueError(
+                f"{consumer} needs a causal mixer, but {type(self).__name__} with {settings} lets each position "
+                f"see later tokens; change {', '.join(options)}"
+            )
+
+
+def nan_past_capacity(y: jax.Array, position: jax.Array, capacity: int) -> jax.Array:
+    """What ``step`` returns past its :attr:`SequenceMixer.decode_capacity`: ``y [B, ...]`` where the
+    token's 0-based ``position [B]`` is below ``capacity``, NaN where it is not."""
+    inside = (position < capacity).reshape(position.shape + (1,) * (y.ndim - position.ndim))
+    return jnp.where(inside, y, jnp.nan)
+
+
+MIXERS: dict[str, type[SequenceMixer]] = {}
+
+
+def register_mixer(name: str) -> Callable[[type[SequenceMixer]], type[SequenceMixer]]:
+    """Class decorator that adds a :class:`SequenceMixer` subclass to :data:`MIXERS` under ``name``."""
+
+    def register(cls: type[SequenceMixer]) -> type[SequenceMixer]:
+        if not (isinstance(cls, type) and issubclass(cls, SequenceMixer)):
+            raise TypeError(f"register_mixer({name!r}): {cls!r} must subclass jaxattn.nn.SequenceMixer")
         if name in MIXERS and MIXERS[name] is not cls:
             raise ValueError(f"register_mixer: the name {name!r} is taken by {MIXERS[name].__name__}")
+        unknown = {variant: sorted(set(options) - mixer_fields(cls)) for variant, options in cls.VARIANTS.items()}
+        unknown = {variant: names for variant, names in unknown.items() if names}
+        if unknown:
+            raise ValueError(f"register_mixer({name!r}): VARIANTS name options {cls.__name__} lacks: {unknown}")
         MIXERS[name] = cls
         return cls
 
     return register
 
 
-def make_mixer(mixer_name: str, options: Mapping[str, Any], **module_kwargs) -> nn.Module:
-    """``MIXERS[mixer_name](**options, **module_kwargs)`` with errors that name the bad field."""
+def mixer_fields(cls: type[nn.Module]) -> set[str]:
+    """The option names of a mixer class (its dataclass fields but linen's own)."""
+    return set(cls.__dataclass_fields__) - {"parent", "name"}
+
+
+def mixer_class(mixer_name: str, options: Mapping[str, Any] = ()) -> type[SequenceMixer]:
+    """``MIXERS[mixer_name]``, after checking that it is registered and has every option in ``options``."""
     if mixer_name not in MIXERS:
         raise ValueError(f"mixer {mixer_name!r} is not registered; known mixers: {sorted(MIXERS)}")
     cls = MIXERS[mixer_name]
-    fields = set(cls.__dataclass_fields__) - {"parent", "name"}
+    fields = mixer_fields(cls)
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(f"mixer {mixer_name!r} has no option(s) {unknown}; its options are {sorted(fields)}")
-    return cls(**options, **module_kwargs)
+    return cls
+
+
+def make_mixer(mixer_name: str, options: Mapping[str, Any], **module_kwargs) -> SequenceMixer:
+    """``MIXERS[mixer_name](**options, **module_kwargs)`` with errors that name the bad field."""
+    return mixer_class(mixer_name, options)(**options, **module_kwargs)

@@ -8,26 +8,35 @@ FFT; ``step`` runs the recurrence on the full ``N x N`` discrete matrix. As in S
 ``C`` is ``C~ = C (I - Abar^L)`` for the kernel length ``L = l_max``.
 """
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxattn.nn.hippo import hippo_legs_dplr
-from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
 from jaxattn.nn.ssm_parameters import per_feature_ssm
 from jaxattn.ops.ssm_convolution import padded_fft_convolution, s4_discrete_system, s4_kernel
 
 
+class S4Carry(NamedTuple):
+    """Decoding state: ``state [B, H, N]`` complex64 (every mode and its conjugate) and
+    ``length [B]``, the tokens seen (the layer is defined for ``l_max`` of them)."""
+
+    state: jax.Array
+    length: jax.Array
+
+
 @register_mixer("s4")
-class S4(nn.Module):
+class S4(SequenceMixer):
     """S4 sequence mixer ``[B, L, H] -> [B, L, H]``.
 
     Attributes:
       state_size: N (P = N/2 stored modes per feature, each standing for a conjugate pair).
-      l_max: the kernel length L (sequences up to it; ``C~`` refers to it). None: the input's
-        length, and no ``step``.
+      l_max: the kernel length L (sequences up to it; ``C~`` refers to it): ``step`` decodes L tokens
+        and returns NaN after them, as ``__call__`` refuses longer inputs. None: the input's length,
+        and no ``step``.
       dt_min, dt_max: range of the initial timescales (log-uniform, one per feature).
       bidirectional: add an anti-causal kernel read out by ``C_reverse``.
       kernel_impl: ``impl`` of :func:`jaxattn.ops.ssm_convolution.s4_kernel`.
@@ -35,7 +44,11 @@ class S4(nn.Module):
     ``segment_ids`` mark padding (tokens outside the segment of a sequence's first token get zero
     inputs and outputs), exact for one sequence followed by padding; a convolution cannot restart
     at packed-sequence boundaries.
+
+    ``VARIANTS``: ``l_max`` (a 16-tap kernel, decodable) and ``bidirectional``.
     """
+
+    VARIANTS = {"l_max": dict(l_max=16), "bidirectional": dict(bidirectional=True)}
 
     state_size: int = 64
     l_max: Optional[int] = None
@@ -43,6 +56,13 @@ class S4(nn.Module):
     dt_max: float = 1e-1
     bidirectional: bool = False
     kernel_impl: str = "auto"
+
+    def noncausal_options(self) -> dict:
+        return {"bidirectional": True} if self.bidirectional else {}
+
+    @property
+    def decode_capacity(self) -> int:
+        return 0 if self.l_max is None else self.l_max
 
     @nn.compact
     def system(self, features: int):
@@ -81,18 +101,20 @@ class S4(nn.Module):
         c = jax.vmap(lambda ct, m: jnp.linalg.solve((eye - m).T, ct))(c_tilde, power)  # c (I - Abar^L) = C~
         return a_bar, b_bar, c, d
 
-    def init_carry(self, batch_size: int, features: Optional[int] = None) -> jax.Array:
-        """Zero state ``[batch, H, N]`` complex64 (every mode and its conjugate); needs ``features`` (H)."""
+    def init_carry(self, batch_size: int, features: Optional[int] = None) -> S4Carry:
+        """Zero :class:`S4Carry` (state ``[batch, H, N]``); needs ``features`` (H)."""
         if features is None:
             raise ValueError("S4.init_carry: pass `features` (H): each feature has its own state")
-        return jnp.zeros((batch_size, features, self.state_size), jnp.complex64)
+        return S4Carry(jnp.zeros((batch_size, features, self.state_size), jnp.complex64),
+                       jnp.zeros((batch_size,), jnp.int32))
 
-    def step(self, carry: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One token: ``carry [B, H, N]``, ``x_t [B, H]`` -> ``(carry, y_t [B, H])``; equals :meth:`__call__`."""
-        if self.bidirectional:
-            raise ValueError("S4.step: a bidirectional S4 sees the future and cannot run token by token")
+    def step(self, carry: S4Carry, x_t: jax.Array) -> tuple[S4Carry, jax.Array]:
+        """One token: ``x_t [B, H]`` -> ``(carry, y_t [B, H])``; equals :meth:`__call__` for the
+        first ``l_max`` tokens, NaN after them."""
+        self.require_causal("S4.step")
         a_bar, b_bar, c, d = self._recurrent_system(x_t.shape[-1])
         u = x_t.astype(jnp.float32)
-        carry = jnp.einsum("hnm,bhm->bhn", a_bar, carry) + u[..., None] * b_bar
-        y = jnp.einsum("hn,bhn->bh", c, carry).real + d * u
-        return carry.astype(jnp.complex64), y.astype(x_t.dtype)
+        state = jnp.einsum("hnm,bhm->bhn", a_bar, carry.state) + u[..., None] * b_bar
+        y = jnp.einsum("hn,bhn->bh", c, state).real + d * u
+        y = nan_past_capacity(y, carry.length, self.decode_capacity)
+        return S4Carry(state.astype(jnp.complex64), carry.length + 1), y.astype(x_t.dtype)

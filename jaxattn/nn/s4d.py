@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxattn.nn.hippo import hippo_legs_dplr, hippo_legs_nplr
 from jaxattn.nn.ptd import hippo_legs_ptd
-from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.nn.s5 import segment_resets
 from jaxattn.nn.ssm_parameters import per_feature_ssm
 from jaxattn.ops import diagonal_scan
@@ -59,7 +59,7 @@ def s4d_spectrum(kind: str, state_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_mixer("s4d")
-class S4D(nn.Module):
+class S4D(SequenceMixer):
     """S4D sequence mixer ``[B, L, H] -> [B, L, H]``.
 
     Attributes:
@@ -77,7 +77,12 @@ class S4D(nn.Module):
     A convolution cannot, so there the tokens outside the segment of a sequence's first token are
     taken as padding (zero inputs and outputs): exact for one sequence followed by padding, the
     classifier's layout; packed sequences need ``mode="recurrence"``.
+
+    ``VARIANTS``: ``recurrence``, ``bidirectional`` and ``lin`` (S4D-Lin's spectrum).
     """
+
+    VARIANTS = {"recurrence": dict(mode="recurrence"), "bidirectional": dict(bidirectional=True),
+                "lin": dict(spectrum="lin")}
 
     state_size: int = 64
     spectrum: str = "legs"
@@ -86,6 +91,9 @@ class S4D(nn.Module):
     bidirectional: bool = False
     mode: str = "convolution"
     scan_impl: str = "auto"
+
+    def noncausal_options(self) -> dict:
+        return {"bidirectional": True} if self.bidirectional else {}
 
     @property
     def _pairs_factor(self) -> float:
@@ -155,8 +163,7 @@ class S4D(nn.Module):
 
     def step(self, carry: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One token: ``carry [B, H, P]``, ``x_t [B, H]`` -> ``(carry, y_t [B, H])``; equals :meth:`__call__`."""
-        if self.bidirectional:
-            raise ValueError("S4D.step: a bidirectional S4D sees the future and cannot run token by token")
+        self.require_causal("S4D.step")
         lam, b, step, cs, d = self.discrete_system(x_t.shape[-1])
         u = x_t.astype(jnp.float32)
         y, carry = self._recurrence(u[:, None], lam, b, step, cs, None, h0=carry)  # one step of the scan

@@ -16,7 +16,7 @@ import numpy as np
 from jaxattn.nn.discretization import DISCRETIZATIONS
 from jaxattn.nn.hippo import block_diagonal_hippo
 from jaxattn.nn.ptd import block_diagonal_ptd
-from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.parallel.sequence import scan_states
 
 _MAX_STABLE_REAL_PART = -1e-4
@@ -93,7 +93,7 @@ def segment_resets(segment_ids: jax.Array, reverse: bool) -> jax.Array:
 
 
 @register_mixer("s5")
-class S5(nn.Module):
+class S5(SequenceMixer):
     """S5 sequence mixer ``[B, L, H] -> [B, L, H]``.
 
     ``x_k = Lbar * x_{k-1} + Bbar u_k`` (complex diagonal, associative scan);
@@ -115,7 +115,16 @@ class S5(nn.Module):
         blocks of the perturb-then-diagonalise HiPPO-LegS spectrum from
         :func:`jaxattn.nn.ptd.block_diagonal_ptd`, computed once per block size and cached on disk).
         PTD spectra are not conjugate symmetric, so ``"ptd"`` requires ``conj_sym=False``.
+
+    ``VARIANTS``: ``bidirectional``, ``bilinear`` (bilinear discretisation, no conjugate symmetry)
+    and ``blocks`` (four HiPPO blocks, clipped eigenvalues).
     """
+
+    VARIANTS = {
+        "bidirectional": dict(bidirectional=True),
+        "bilinear": dict(discretization="bilinear", conj_sym=False),
+        "blocks": dict(blocks=4, clip_eigs=True),
+    }
 
     state_size: int = 64
     blocks: int = 1
@@ -129,6 +138,9 @@ class S5(nn.Module):
     step_rescale: float = 1.0
     scan_impl: str = "auto"
     ssm_init: str = "hippo"
+
+    def noncausal_options(self) -> dict:
+        return {"bidirectional": True} if self.bidirectional else {}
 
     @property
     def num_states(self) -> int:
@@ -215,8 +227,7 @@ class S5(nn.Module):
 
     def step(self, carry: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One token: ``carry [B, P]``, ``x_t [B, H]`` -> ``(carry, y_t [B, H])``; equals :meth:`__call__`."""
-        if self.bidirectional:
-            raise ValueError("S5.step: a bidirectional S5 sees the future and cannot run token by token")
+        self.require_causal("S5.step")
         lam_bar, b_bar, cs, d = self.discrete_system(x_t.shape[-1])
         carry = lam_bar * carry + jnp.einsum("bh,ph->bp", x_t.astype(jnp.float32), b_bar)
         return carry, (self._read_out(cs[0], carry) + d * x_t).astype(x_t.dtype)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.nn.blocks import dense
-from jaxattn.nn.registry import register_mixer
+from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
 from jaxattn.ops import tensor_attention
 from jaxattn.ops.tensor_attention import attend_pairs
 
@@ -31,28 +31,43 @@ class PairCache(NamedTuple):
 
 
 @register_mixer("tensor_attention")
-class TensorAttention(nn.Module):
+class TensorAttention(SequenceMixer):
     """2-simplicial attention with the mixer face (``__call__``, ``init_carry``, ``step``).
 
     Attributes:
       num_heads, head_dim: H heads of size D (q, k1, k2, v1, v2 all ``[B, L, H, D]``).
-      causal: pairs ``j, k <= i`` only (decodable), or every pair of the segment.
+      causal: pairs ``j, k <= i`` only (decodable; the default, as for the other attention
+        mixers), or every pair of the segment (``causal=False``, for bidirectional classifiers).
       window: ``(w1, w2)``, the causal 2-D sliding window ``i - w1 < j <= i``, ``i - w2 < k <= i``
         (implies ``causal``); the decoding cache then holds ``w1`` and ``w2`` tokens.
       shared_k2v2: one ``k2``, ``v2`` projection of size D shared by all heads.
       bias: the ``k2 + 1/D``, ``v2 + 1`` variant (see the module docstring).
-      max_decode_length: the cache size without a window (decoding past it forgets the oldest tokens).
+      max_decode_length: the cache size without a window: ``step`` decodes that many tokens exactly
+        and returns NaN after them (a ``window`` decodes without end).
       impl: passed to :func:`jaxattn.ops.tensor_attention`.
+
+    ``VARIANTS``: ``window`` (a 4 x 3 sliding window), ``shared_bias`` (one shared ``k2``, ``v2``
+    with the bias parameterisation) and ``bidirectional``.
     """
+
+    VARIANTS = {"window": dict(window=(4, 3)), "shared_bias": dict(shared_k2v2=True, bias=True),
+                "bidirectional": dict(causal=False)}
 
     num_heads: int = 2
     head_dim: int = 32
-    causal: bool = False
+    causal: bool = True
     window: Optional[tuple[int, int]] = None
     shared_k2v2: bool = False
     bias: bool = False
     max_decode_length: int = 1024
     impl: str = "auto"
+
+    def noncausal_options(self) -> dict:
+        return {} if self.causal or self.window is not None else {"causal": False}
+
+    @property
+    def decode_capacity(self) -> Optional[int]:
+        return self.max_decode_length if self.window is None else None
 
     def _cache_sizes(self) -> tuple[int, int]:
         if self.window is None:
@@ -80,8 +95,7 @@ class TensorAttention(nn.Module):
         if x.ndim != 3:
             raise ValueError(f"TensorAttention: x must be [B, L, d_model], got shape {x.shape}")
         (q, k1, k2, v1, v2), output = self._project(x)
-        causal = self.causal or self.window is not None
-        o = tensor_attention(q, k1, k2, v1, v2, causal=causal, window=self.window, segment_ids=segment_ids,
+        o = tensor_attention(q, k1, k2, v1, v2, causal=self.is_causal, window=self.window, segment_ids=segment_ids,
                              impl=self.impl)
         return output(o)
 
@@ -94,9 +108,9 @@ class TensorAttention(nn.Module):
     def step(self, carry: PairCache, x_t: jax.Array) -> tuple[PairCache, jax.Array]:
         """Writes this token's keys and values over the oldest cache slots and attends over the
         filled slots: the pairs of the last ``w1`` x ``w2`` tokens (order does not matter to a
-        softmax over pairs, so the ring needs no rotation)."""
-        if not (self.causal or self.window is not None):
-            raise ValueError("TensorAttention.step: a non-causal layer sees the future and cannot decode")
+        softmax over pairs, so the ring needs no rotation). Without a window, NaN once the cache
+        is full (``max_decode_length`` tokens)."""
+        self.require_causal("TensorAttention.step")
         (q, k1, k2, v1, v2), output = self._project(x_t[:, None])
 
         def write(cache, new):
@@ -109,4 +123,6 @@ class TensorAttention(nn.Module):
         filled = lambda size: jnp.arange(size)[None, :] < cache.length[:, None]  # noqa: E731  [B, w]
         keep = filled(cache.k1.shape[1])[:, None, :, None] & filled(cache.k2.shape[1])[:, None, None, :]
         o = attend_pairs(q, cache.k1, cache.k2, cache.v1, cache.v2, keep[:, None], self.head_dim**-0.5)
+        if self.decode_capacity is not None:
+            o = nan_past_capacity(o, carry.length, self.decode_capacity)
         return cache, output(o.astype(x_t.dtype))[:, 0]

@@ -13,6 +13,7 @@ Shapes: ``q, k [B, T, H, D]`` (the teacher's, after any rotary embedding), ``phi
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.softmax_attention import softmax_attention_weights
 
 
@@ -20,6 +21,9 @@ def attention_distillation_loss(
     q: jax.Array, k: jax.Array, phi_q: jax.Array, phi_k: jax.Array, *, causal: bool = True, scale=None, eps: float = 1e-6
 ) -> jax.Array:
     """Scalar loss; zero only if the linear weights equal the teacher's (its entropy aside)."""
+    for name, a, layout in (("q", q, "B, T, H, D"), ("k", k, "B, T, H, D"), ("phi_q", phi_q, "B, T, H, F"),
+                            ("phi_k", phi_k, "B, T, H, F")):
+        require_rank("attention_distillation_loss", name, a, layout)
     if q.shape != k.shape or phi_q.shape != phi_k.shape or q.shape[:3] != phi_q.shape[:3]:
         raise ValueError(
             f"attention_distillation_loss: need q, k [B, T, H, D] and phi_q, phi_k [B, T, H, F]; got "

@@ -1,7 +1,8 @@
 """Diagonal linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (the core of S5, S4D and gated scans).
 
-Shapes: ``a`` and ``b`` are ``[B, T, ...]`` (``a`` may have size-1 axes that broadcast against
-``b``); the state ``h0`` and ``h_last`` are ``[B, ...]``. Real or complex.
+Shapes: ``a`` and ``b`` are ``[B, T, D, ...]``, at least one feature axis (``a`` may have size-1
+axes that broadcast against ``b``); the state ``h0`` and ``h_last`` are ``[B, D, ...]``. Real or
+complex. A ``[T, D]`` array is refused rather than read as B = T sequences of length D.
 
 Implementations:
   * ``"reference"``: a sequential :func:`jax.lax.scan` over time (the test oracle).
@@ -17,15 +18,17 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.dispatch import resolve_impl
 from pallas_kernels import diagonal_scan as diagonal_scan_kernel
+
+_RANK_HINT = "for one sequence add a batch axis (x[None]), for one scalar per step a feature axis (x[..., None])"
 
 
 def _validate(a: jax.Array, b: jax.Array, h0: Optional[jax.Array]) -> tuple[int, ...]:
     """Checks ranks, shapes and dtypes; returns the full (broadcast) shape ``[B, T, ...]``."""
     for name, x in (("a", a), ("b", b)):
-        if x.ndim < 2:
-            raise ValueError(f"diagonal_scan: `{name}` must be [B, T, ...], got shape {x.shape}")
+        require_rank("diagonal_scan", name, x, "B, T, D, ...", _RANK_HINT)
         if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.complexfloating)):
             raise TypeError(f"diagonal_scan: `{name}` must be real or complex floating, got {x.dtype}")
     if a.ndim != b.ndim:
@@ -40,6 +43,8 @@ def _validate(a: jax.Array, b: jax.Array, h0: Optional[jax.Array]) -> tuple[int,
         ) from None
     if shape != b.shape:
         raise ValueError(f"diagonal_scan: `a` {a.shape} may broadcast to `b` {b.shape}, not widen it")
+    if shape[1] < 1:
+        raise ValueError(f"diagonal_scan: the sequence is empty (T = 0 in {shape})")
     if h0 is not None and h0.shape != (shape[0], *shape[2:]):
         raise ValueError(
             f"diagonal_scan: `h0` must have shape [B, ...] = {(shape[0], *shape[2:])}, got {h0.shape}"
@@ -104,9 +109,9 @@ def diagonal_scan(
     """All states of the diagonal recurrence ``h_t = a_t * h_{t-1} + b_t``.
 
     Args:
-      a: transitions ``[B, T, ...]``; size-1 axes broadcast against ``b``.
-      b: inputs ``[B, T, ...]``.
-      h0: initial state ``[B, ...]``; zeros when omitted.
+      a: transitions ``[B, T, D, ...]``; size-1 axes broadcast against ``b``.
+      b: inputs ``[B, T, D, ...]`` (one sequence: ``b[None]``; one scalar per step: ``b[..., None]``).
+      h0: initial state ``[B, D, ...]``; zeros when omitted.
       reverse: run from ``t = T-1`` down to 0, i.e. ``h_t = a_t * h_{t+1} + b_t``.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU for the
         dtypes it takes, else xla).

@@ -58,3 +58,6 @@ FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": relu,
     "taylor_exp": taylor_exp,
 }
+
+# Maps whose kernel ``phi(q) . phi(k)`` can be negative: a normalised linear attention must not use them.
+SIGNED_FEATURE_MAPS = ("identity",)

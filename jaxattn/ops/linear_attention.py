@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.dispatch import resolve_impl
 from pallas_kernels.linear_attention import chunked_linear_attention
 
@@ -250,8 +251,7 @@ _IMPLEMENTATIONS = {
 
 def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale):
     for name, a in (("q", q), ("k", k), ("v", v)):
-        if a.ndim != 4:
-            raise ValueError(f"linear_attention: `{name}` must be [B, T, H, D], got shape {a.shape}")
+        require_rank("linear_attention", name, a, "B, T, H, D")
         if not jnp.issubdtype(a.dtype, jnp.floating):
             raise TypeError(f"linear_attention: `{name}` must be floating point, got {a.dtype}")
     if k.shape != q.shape:
@@ -322,7 +322,10 @@ def linear_attention(
       g_gamma: constant per-head log decay ``[H]`` (RetNet / Lightning).
       scale: default ``K ** -0.5``.
       causal: causal recurrence, or every token attends to its whole segment (no gates).
-      normalize: divide by ``scale q_t z_t + eps``, ``z_t`` the same recurrence over ``k_t``.
+      normalize: divide by ``scale q_t z_t + eps``, ``z_t`` the same recurrence over ``k_t``. Only
+        for positive features (``q_t . k_s > 0``, e.g. after ``elu + 1``, Hedgehog, Performer or
+        Taylor maps): with signed q, k the denominator crosses zero and the outputs blow up, which
+        the op cannot detect. :class:`jaxattn.nn.LinearAttention` refuses signed maps with it.
       initial_state: ``[B, H, K, V]`` fp32 (``V + 1`` with ``normalize``: normaliser last).
       output_final_state: also return the final state.
       segment_ids: ``[B, T]`` ints; the state resets where the id changes.

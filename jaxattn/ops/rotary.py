@@ -8,11 +8,16 @@ so ``rope(q, m) . rope(k, n)`` depends on ``m - n`` only.
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
+
 
 def apply_rotary(x: jax.Array, positions: jax.Array, *, base: float = 10_000.0) -> jax.Array:
     """``x [B, T, H, D]`` (D even), ``positions [B, T]`` or ``[T]`` -> rotated ``x``."""
-    if x.ndim != 4 or x.shape[-1] % 2:
-        raise ValueError(f"apply_rotary: x must be [B, T, H, D] with even D, got {x.shape}")
+    require_rank("apply_rotary", "x", x, "B, T, H, D")
+    if x.shape[-1] % 2:
+        raise ValueError(f"apply_rotary: `x` must be [B, T, H, D] with even D, got {x.shape}")
+    if jnp.shape(positions) not in (x.shape[1:2], x.shape[:2]):
+        raise ValueError(f"apply_rotary: `positions` must be [B, T] = {x.shape[:2]} or [T], got {jnp.shape(positions)}")
     half = x.shape[-1] // 2
     frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
     angles = jnp.asarray(positions, jnp.float32)[..., None] * frequencies  # [(B,) T, D/2]

@@ -10,6 +10,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
+
 
 def causal_conv1d(
     x: jax.Array, kernel: jax.Array, *, history: Optional[jax.Array] = None, segment_ids: Optional[jax.Array] = None
@@ -18,14 +20,18 @@ def causal_conv1d(
 
     The new history holds the last ``W - 1`` inputs (for token-by-token decoding).
     """
-    width = kernel.shape[0]
-    if x.ndim != 3 or kernel.ndim != 2 or kernel.shape[1] != x.shape[-1]:
+    require_rank("causal_conv1d", "x", x, "B, T, C")
+    require_rank("causal_conv1d", "kernel", kernel, "W, C")
+    if kernel.shape[1] != x.shape[-1]:
         raise ValueError(f"causal_conv1d: need x [B, T, C] and kernel [W, C]; got {x.shape} and {kernel.shape}")
+    width = kernel.shape[0]
     batch, length, channels = x.shape
     if history is None:
         history = jnp.zeros((batch, width - 1, channels), x.dtype)
     if history.shape != (batch, width - 1, channels):
         raise ValueError(f"causal_conv1d: history must be [B, W-1, C] = {(batch, width - 1, channels)}, got {history.shape}")
+    if segment_ids is not None and segment_ids.shape != (batch, length):
+        raise ValueError(f"causal_conv1d: `segment_ids` must be [B, T] = {(batch, length)}, got {segment_ids.shape}")
     padded = jnp.concatenate([history.astype(x.dtype), x], axis=1)
     if segment_ids is not None:
         # Taps from before the sequence belong to the first token's segment.

@@ -16,6 +16,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.dispatch import resolve_impl
 from pallas_kernels.flash_attention import flash_attention
 
@@ -99,8 +100,7 @@ def softmax_attention(
     fp32; it runs the explicit (reference) path.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
-        if a.ndim != 4:
-            raise ValueError(f"softmax_attention: `{name}` must be [B, T, H, D], got shape {a.shape}")
+        require_rank("softmax_attention", name, a, "B, T, H, D")
     if k.shape[:3] != v.shape[:3] or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"softmax_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape}")
     if segment_ids is not None and (q.shape[1] != k.shape[1] or segment_ids.shape != q.shape[:2]):

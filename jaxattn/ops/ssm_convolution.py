@@ -19,7 +19,20 @@ the stored modes and their conjugates.
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.dispatch import resolve_impl
+
+
+def _check_modes(op: str, step: jax.Array, **modes: jax.Array) -> None:
+    """Every per-feature mode array ``[H, P]`` (one shape) and ``step [H]``."""
+    for name, a in modes.items():
+        require_rank(op, name, a, "H, P")
+    shapes = {name: a.shape for name, a in modes.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{op}: the mode arrays must share one shape [H, P], got {shapes}")
+    require_rank(op, "step", step, "H")
+    if step.shape[0] != next(iter(shapes.values()))[0]:
+        raise ValueError(f"{op}: `step` must be [H] = {next(iter(shapes.values()))[:1]}, got {step.shape}")
 
 
 def s4d_kernel(lam: jax.Array, b: jax.Array, c: jax.Array, step: jax.Array, length: int,
@@ -37,6 +50,7 @@ def s4d_kernel(lam: jax.Array, b: jax.Array, c: jax.Array, step: jax.Array, leng
     Returns:
       ``[H, L]`` float32 (float64 for complex128 inputs).
     """
+    _check_modes("s4d_kernel", step, lam=lam, b=b, c=c)
     dt_lam = step[:, None] * lam  # [H, P]
     weights = c * b * (jnp.exp(dt_lam) - 1.0) / lam
     vandermonde = jnp.exp(dt_lam[..., None] * jnp.arange(length))  # [H, P, L]
@@ -100,6 +114,7 @@ def s4_kernel(lam: jax.Array, p: jax.Array, q: jax.Array, b: jax.Array, c_tilde:
     Returns:
       ``[H, L]`` real: ``K = IFFT(Khat(omega_k))``.
     """
+    _check_modes("s4_kernel", step, lam=lam, p=p, q=q, b=b, c_tilde=c_tilde)
     generating_function = resolve_impl("s4_kernel", impl, _S4_IMPLEMENTATIONS)
     return jnp.fft.ifft(generating_function(lam, p, q, b, c_tilde, step, length), axis=-1).real
 
@@ -134,6 +149,8 @@ def padded_fft_convolution(u: jax.Array, kernels: list, segment_ids=None) -> tup
     cannot restart at packed-sequence boundaries). Returns ``(y, u)`` with the masked inputs."""
     if segment_ids is None:
         return fft_convolution(u, *kernels), u
+    if segment_ids.shape != u.shape[:2]:
+        raise ValueError(f"padded_fft_convolution: `segment_ids` must be [B, L] = {u.shape[:2]}, got {segment_ids.shape}")
     keep = (segment_ids == segment_ids[:, :1])[..., None]
     u = jnp.where(keep, u, 0.0)
     return jnp.where(keep, fft_convolution(u, *kernels), 0.0), u
@@ -151,9 +168,11 @@ def fft_convolution(u: jax.Array, kernel: jax.Array, reverse_kernel=None) -> jax
     Returns:
       ``[B, L, H]`` float32 (float64 for float64 inputs).
     """
+    require_rank("fft_convolution", "u", u, "B, L, H")
+    require_rank("fft_convolution", "kernel", kernel, "H, L")
     length = u.shape[1]
-    if kernel.shape[-1] != length or (reverse_kernel is not None and reverse_kernel.shape != kernel.shape):
-        raise ValueError(f"fft_convolution: kernels must be [H, L = {length}], got {kernel.shape}"
+    if kernel.shape != (u.shape[2], length) or (reverse_kernel is not None and reverse_kernel.shape != kernel.shape):
+        raise ValueError(f"fft_convolution: kernels must be [H, L] = {(u.shape[2], length)}, got {kernel.shape}"
                          + ("" if reverse_kernel is None else f" and {reverse_kernel.shape}"))
     dtype = jnp.promote_types(jnp.result_type(u, kernel), jnp.float32)
     circular = jnp.pad(kernel.astype(dtype), ((0, 0), (0, length)))  # [H, 2L]: lags 0..L-1, then zeros

@@ -27,6 +27,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.dispatch import resolve_impl
 from pallas_kernels.tensor_attention import tensor_attention as pallas_tensor_attention
 
@@ -271,7 +272,7 @@ def tensor_attention(
     v2: jax.Array,
     *,
     scale: Optional[float] = None,
-    causal: bool = False,
+    causal: bool = True,
     window: Optional[tuple[int, int]] = None,
     segment_ids: Optional[jax.Array] = None,
     impl: str = "auto",
@@ -280,15 +281,15 @@ def tensor_attention(
 
     Args:
       scale: default ``D ** -0.5`` (Alman & Song use ``1 / D``).
-      causal: pairs with ``j, k <= i`` only.
+      causal: pairs with ``j, k <= i`` only (the default, as in the other attention ops);
+        ``causal=False``: every pair of the sequence (or segment).
       window: ``(w1, w2)``: the causal sliding window ``i - w1 < j <= i``, ``i - w2 < k <= i``.
       segment_ids: ``[B, T]`` ints (packed sequences): a query sees only pairs of its own segment.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (the Pallas kernels on GPU and TPU
         where they take the call, else ``"xla"``; the kernels have no ``segment_ids``).
     """
     for name, a in (("q", q), ("k1", k1), ("k2", k2), ("v1", v1), ("v2", v2)):
-        if a.ndim != 4:
-            raise ValueError(f"tensor_attention: `{name}` must be [B, T, H, D], got shape {a.shape}")
+        require_rank("tensor_attention", name, a, "B, T, H, D")
     if k1.shape != q.shape or k2.shape != q.shape:
         raise ValueError(f"tensor_attention: q, k1, k2 must share a shape; got {q.shape}, {k1.shape}, {k2.shape}")
     if v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattn.ops.checks import require_rank
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -73,11 +75,13 @@ def _with_ones(v):
     return jnp.concatenate([v, jnp.ones((*v.shape[:-1], 1), v.dtype)], axis=-1)
 
 
-def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal: bool = False, chunk_size: int = 64):
+def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal: bool = True, chunk_size: int = 64):
     """Degree-``degree`` low-rank approximation of :func:`jaxattn.ops.tensor_attention` on
     ``[B, T, H, D]`` q, k1, k2 and ``[B, T, H, Dv]`` v1, v2; returns ``[B, T, H, Dv]`` fp32."""
     if not isinstance(degree, int) or degree < 1:
         raise ValueError(f"tensor_attention_poly: `degree` must be a positive int, got {degree!r}")
+    for name, a in (("q", q), ("k1", k1), ("k2", k2), ("v1", v1), ("v2", v2)):
+        require_rank("tensor_attention_poly", name, a, "B, T, H, D")
     if k1.shape != q.shape or k2.shape != q.shape or v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:
         raise ValueError(f"tensor_attention_poly: shapes q {q.shape}, k1 {k1.shape}, k2 {k2.shape}, "
                          f"v1 {v1.shape}, v2 {v2.shape} do not fit [B, T, H, D] / [B, T, H, Dv]")

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from jaxattn.ops import diagonal_scan, linear_attention
+from jaxattn.ops.checks import require_rank
 from jaxattn.ops.linear_attention import combined_log_decay, segment_starts
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
@@ -215,6 +216,8 @@ def sequence_parallel_linear_attention(
     """
     name = "sequence_parallel_linear_attention"
     mesh = _mesh_or_current(mesh)
+    for arg, a in (("q", q), ("k", k), ("v", v)):
+        require_rank(name, arg, a, "B, T, H, D")
     batch, length, heads, key_dim = q.shape
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"{name}: q, k [B, T, H, K] and v [B, T, H, V] must agree, got {q.shape}, {k.shape}, {v.shape}")
@@ -290,8 +293,10 @@ def sequence_parallel_diagonal_scan(
     name = "sequence_parallel_diagonal_scan"
     mesh = _mesh_or_current(mesh)
     a, b = jnp.asarray(a), jnp.asarray(b)
-    if a.ndim != b.ndim or b.ndim < 2:
-        raise ValueError(f"{name}: `a` and `b` must be [B, T, ...] of the same rank, got {a.shape} and {b.shape}")
+    for arg, x in (("a", a), ("b", b)):
+        require_rank(name, arg, x, "B, T, D, ...")
+    if a.ndim != b.ndim:
+        raise ValueError(f"{name}: `a` and `b` must be [B, T, D, ...] of the same rank, got {a.shape} and {b.shape}")
     batch, length = b.shape[:2]
     _check_length(length, mesh, name)
     dtype = jnp.result_type(a, b)
@@ -306,8 +311,8 @@ def sequence_parallel_diagonal_scan(
         return local + reach * incoming[:, None]
 
     batch_axes = _batch_axes(mesh, batch, name)
-    feature_axis = _divides(mesh, TENSOR_AXIS, b.shape[2]) if b.ndim > 2 else None
-    if a.ndim > 2 and a.shape[2] != b.shape[2]:
+    feature_axis = _divides(mesh, TENSOR_AXIS, b.shape[2])
+    if a.shape[2] != b.shape[2]:
         feature_axis = None
     b_spec = _time_spec(b, batch, length, batch_axes, feature_axis)
     run = _shard_map(shard, mesh, in_specs=(_time_spec(a, batch, length, batch_axes, feature_axis), b_spec),

@@ -27,7 +27,7 @@ from jaxattn.data import TASKS
 from jaxattn.nn.arithmetic import KINDS as ARITHMETIC_KINDS
 from jaxattn.nn.arithmetic import Arithmetic
 from jaxattn.nn.blocks import ACTIVATIONS, NORMS, POOLINGS
-from jaxattn.nn.registry import MIXERS
+from jaxattn.nn.registry import MIXERS, mixer_class, mixer_fields
 from jaxattn.ops.lmul import BACKWARDS, OFFSETS, SEMANTICS
 from jaxattn.parallel.mesh import DEFAULT_MESH_SIZES, mesh_shape, resolve_mesh_sizes
 from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
@@ -99,13 +99,9 @@ def mixer_options(mixer: str, **overrides) -> dict:
     Configs list all options so that any of them can be overridden from the command line
     (``--config.model.mixer_options.dt_max=0.5``): a flag cannot add a field that is not there.
     """
-    if mixer not in MIXERS:
-        raise ValueError(f"mixer {mixer!r} is not registered; known mixers: {sorted(MIXERS)}")
-    fields = MIXERS[mixer].__dataclass_fields__
-    defaults = {name: field.default for name, field in fields.items() if name not in ("parent", "name")}
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ValueError(f"mixer {mixer!r} has no option(s) {unknown}; its options are {sorted(defaults)}")
+    cls = mixer_class(mixer, overrides)
+    options = mixer_fields(cls)
+    defaults = {name: field.default for name, field in cls.__dataclass_fields__.items() if name in options}
     return {**defaults, **overrides}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxattn.models import SequenceClassifier
-from jaxattn.nn import MIXERS, MixerBlock, register_mixer
+from jaxattn.nn import MIXERS, MixerBlock, SequenceMixer, register_mixer
 from jaxattn.nn.blocks import ACTIVATIONS, last_step, masked_mean
 
 S5_OPTIONS = dict(state_size=8, blocks=2, bidirectional=True)
@@ -29,7 +29,7 @@ BIDIRECTIONAL_MIXERS = {
     "s5": ("s5", S5_OPTIONS),
     "linear_attention": ("linear_attention", dict(num_heads=2, head_dim=4, causal=False, short_conv=3, chunk_size=4)),
     "softmax_attention": ("softmax_attention", dict(num_heads=2, head_dim=4, causal=False)),
-    "tensor_attention": ("tensor_attention", dict(num_heads=2, head_dim=4)),
+    "tensor_attention": ("tensor_attention", dict(num_heads=2, head_dim=4, causal=False)),
 }
 
 
@@ -122,9 +122,15 @@ def test_unknown_mixer_and_option_errors():
 
 
 def test_a_new_mixer_plugs_in_by_name():
+    with pytest.raises(TypeError, match="must subclass jaxattn.nn.SequenceMixer"):
+        register_mixer("test_plain")(nn.Dense)
+
     @register_mixer("test_identity")
-    class Identity(nn.Module):
+    class Identity(SequenceMixer):
         scale: float = 1.0
+
+        def noncausal_options(self):
+            return {}
 
         @nn.compact
         def __call__(self, x, *, segment_ids=None, train=False):

@@ -39,11 +39,15 @@ def test_linear_attention_step_equals_call(feature_map, gate):
 
 
 @pytest.mark.parametrize("short_conv", [0, 3])
-def test_multi_head_attention_step_equals_call(short_conv):
+def test_multi_head_attention_step_equals_call_until_the_cache_is_full(short_conv):
+    """A 16-token cache decodes 16 tokens exactly, then returns NaN (never a plausible wrong value)."""
     model = MultiHeadAttention(num_heads=2, head_dim=4, max_decode_length=16, short_conv=short_conv)
-    x = jax.random.normal(jax.random.key(0), (2, 11, 6))
+    x = jax.random.normal(jax.random.key(0), (2, 20, 6))
     variables = model.init(jax.random.key(1), x)
-    assert relative_error(run_steps(model, variables, x), model.apply(variables, x)) < 1e-5
+    steps = run_steps(model, variables, x)
+    assert relative_error(steps[:, :16], model.apply(variables, x)[:, :16]) < 1e-5
+    assert bool(jnp.all(jnp.isnan(steps[:, 16:])))
+    assert model.decode_capacity == 16
 
 
 def test_multi_head_attention_is_the_op_between_projections():
@@ -63,8 +67,8 @@ def test_multi_head_attention_is_the_op_between_projections():
         LinearAttention(num_heads=2, head_dim=4, causal=False, chunk_size=4),
         MultiHeadAttention(num_heads=2, head_dim=4, short_conv=3),
         MultiHeadAttention(num_heads=2, head_dim=4, causal=False),
-        TensorAttention(num_heads=2, head_dim=4, causal=True),
         TensorAttention(num_heads=2, head_dim=4),
+        TensorAttention(num_heads=2, head_dim=4, causal=False),
     ],
     ids=["linear-gated", "linear-bidirectional", "softmax-short-conv", "softmax-bidirectional", "tensor-causal",
          "tensor-bidirectional"],
@@ -82,7 +86,8 @@ def test_hedgehog_map_starts_as_softmax_of_identity_features():
     params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 2, 4))))["params"]
     np.testing.assert_allclose(params["query_map"]["weight"], np.broadcast_to(np.eye(3), (2, 3, 3)))
     assert model.feature_dim == 6
-    assert model.init_carry(5).state.shape == (5, 2, 6, 4)
+    assert model.init_carry(5).state.shape == (5, 2, 6, 3)
+    assert model.clone(normalize=True).init_carry(5).state.shape == (5, 2, 6, 4)  # the normaliser's column
 
 
 def test_decay_gate_is_retnet_schedule():
@@ -99,7 +104,9 @@ def test_option_errors():
         LinearAttention(gate="sigmoid").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="a gate needs causal=True"):
         LinearAttention(gate="decay", causal=False).init(jax.random.key(0), x)
-    model = MultiHeadAttention(causal=False)
-    variables = model.init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="cannot decode"):
-        model.apply(variables, model.init_carry(1), x[:, 0], method=model.step)
+    with pytest.raises(ValueError, match="normalize=True needs positive features; feature_map='identity'"):
+        LinearAttention(feature_map="identity", normalize=True).init(jax.random.key(0), x)
+    for model in (MultiHeadAttention(causal=False), LinearAttention(causal=False)):
+        variables = model.init(jax.random.key(0), x)
+        with pytest.raises(ValueError, match=r"\.step needs a causal mixer, but .* with causal=False"):
+            model.apply(variables, model.init_carry(1), x[:, 0], method=model.step)

@@ -59,10 +59,10 @@ def test_bias_variant_with_zero_second_projections_is_softmax_attention():
 
 def test_registered_and_errors():
     assert MIXERS["tensor_attention"] is TensorAttention
-    model = TensorAttention(num_heads=2, head_dim=4)
+    model = TensorAttention(num_heads=2, head_dim=4, causal=False)
     x = jnp.zeros((1, 3, 6))
     variables = model.init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="non-causal layer sees the future"):
+    with pytest.raises(ValueError, match="TensorAttention.step needs a causal mixer, but TensorAttention with causal=False"):
         model.apply(variables, model.init_carry(1), x[:, 0], method=model.step)
     with pytest.raises(ValueError, match=r"x must be \[B, L, d_model\]"):
         model.apply(variables, x[0])

@@ -89,13 +89,16 @@ def test_reference_gradient_matches_finite_differences():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(a=jnp.ones((4,)), b=jnp.ones((4,))), ValueError, r"`a` must be \[B, T, ...\]"),
-        (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 4))), ValueError, "same rank"),
+        (dict(a=jnp.ones((4,)), b=jnp.ones((4,))), ValueError, r"`a` must be \[B, T, D, ...\]"),
+        # One sequence [T, D] is refused, not read as B = T sequences of length D.
+        (dict(a=jnp.ones((9, 3)), b=jnp.ones((9, 3))), ValueError, r"got shape \(9, 3\); for one sequence add a batch"),
+        (dict(a=jnp.ones((2, 0, 3)), b=jnp.ones((2, 0, 3))), ValueError, r"the sequence is empty \(T = 0"),
+        (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 4, 3, 1))), ValueError, "same rank"),
         (dict(a=jnp.ones((2, 5, 3)), b=jnp.ones((2, 4, 3))), ValueError, "does not broadcast"),
         (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 1, 3))), ValueError, "not widen"),
-        (dict(a=jnp.ones((2, 4), jnp.int32), b=jnp.ones((2, 4))), TypeError, "floating"),
+        (dict(a=jnp.ones((2, 4, 1), jnp.int32), b=jnp.ones((2, 4, 1))), TypeError, "floating"),
         (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 4, 3)), h0=jnp.ones((2, 4))), ValueError, "`h0` must have shape"),
-        (dict(a=jnp.ones((2, 4)), b=jnp.ones((2, 4)), impl="cuda"), ValueError, "impl='cuda' is not one of"),
+        (dict(a=jnp.ones((2, 4, 1)), b=jnp.ones((2, 4, 1)), impl="cuda"), ValueError, "impl='cuda' is not one of"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):

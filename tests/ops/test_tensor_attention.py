@@ -44,7 +44,7 @@ def numpy_mask(length, causal, window):
     return keep
 
 
-MASKS = {"full": dict(), "causal": dict(causal=True), "window": dict(window=(3, 5))}
+MASKS = {"full": dict(causal=False), "causal": dict(causal=True), "window": dict(window=(3, 5))}
 
 
 def packed_ids(batch, length):
@@ -137,5 +137,5 @@ def test_low_rank_khatri_rao_identity_is_exact_for_a_polynomial_kernel():
     s = 0.5 * jnp.einsum("bihl,bjhl,bkhl->bhijk", q, k1, k2)
     weights = 1 + s
     want = jnp.einsum("bhijk,bjhd,bkhd->bihd", weights, v1, v2) / jnp.sum(weights, axis=(3, 4))[..., None].swapaxes(1, 2)
-    got = tensor_attention_poly(q, k1, k2, v1, v2, degree=1, scale=0.5)
+    got = tensor_attention_poly(q, k1, k2, v1, v2, degree=1, scale=0.5, causal=False)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -15,7 +15,7 @@ def relative_error(got, want):
 
 
 CASES = {  # (B, T, H, D, Dv, mask)
-    "bidirectional-tiny": (2, 5, 1, 12, 10, {}),
+    "bidirectional-tiny": (2, 5, 1, 12, 10, dict(causal=False)),
     "causal-odd": (1, 19, 2, 12, 10, dict(causal=True)),
     "window-odd": (1, 37, 2, 12, 10, dict(window=(3, 5))),
     "window-blocks": (1, 150, 1, 8, 8, dict(window=(20, 45))),  # skips k1 and k2 blocks on both kernels
@@ -64,7 +64,7 @@ def test_auto_uses_xla_on_cpu():
 
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
-@pytest.mark.parametrize("mask", [{}, dict(causal=True), dict(window=(64, 200))])
+@pytest.mark.parametrize("mask", [dict(causal=False), dict(causal=True), dict(window=(64, 200))])
 def test_forward_and_backward_lower_for_accelerators(platform, marker, mask, verified_triton_modules):
     args = [jnp.zeros((2, 300, 2, 64))] * 5
 
