@@ -7,6 +7,7 @@ registry-wide tests (``tests/nn/test_mixer_registry.py``) then check its causali
 decoding in every variant it lists, with no test written for it.
 """
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Optional
 
@@ -93,8 +94,9 @@ def register_mixer(name: str) -> Callable[[type[SequenceMixer]], type[SequenceMi
 
 
 def mixer_fields(cls: type[nn.Module]) -> set[str]:
-    """The option names of a mixer class (its dataclass fields but linen's own)."""
-    return set(cls.__dataclass_fields__) - {"parent", "name"}
+    """The option names of a mixer class (its dataclass fields but linen's own; class variables
+    such as ``VARIANTS`` are no fields)."""
+    return {field.name for field in dataclasses.fields(cls)} - {"parent", "name"}
 
 
 def mixer_class(mixer_name: str, options: Mapping[str, Any] = ()) -> type[SequenceMixer]:

@@ -19,6 +19,7 @@ with a message naming the field (``config.model.norm``), not minutes into a run.
   e.g. ``--config.mesh.preset=fsdp_tensor --config.mesh.tensor=4``.
 """
 
+import dataclasses
 from typing import Optional
 
 import ml_collections
@@ -101,7 +102,7 @@ def mixer_options(mixer: str, **overrides) -> dict:
     """
     cls = mixer_class(mixer, overrides)
     options = mixer_fields(cls)
-    defaults = {name: field.default for name, field in cls.__dataclass_fields__.items() if name in options}
+    defaults = {field.name: field.default for field in dataclasses.fields(cls) if field.name in options}
     return {**defaults, **overrides}
 
 

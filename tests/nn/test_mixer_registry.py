@@ -20,6 +20,7 @@ import pytest
 from jaxattn.models import LanguageModel
 from jaxattn.nn import MIXERS, SequenceMixer, make_mixer
 from jaxattn.nn.registry import CACHE_SIZE_OPTION, mixer_fields
+from jaxattn.train.config import mixer_options
 
 VOCAB, WIDTH, LENGTH, SMALL_CACHE = 13, 16, 10, 8
 
@@ -47,6 +48,8 @@ def test_every_mixer_has_the_face_and_known_variants():
         assert issubclass(cls, SequenceMixer), name
         assert "default" not in cls.VARIANTS, name
         assert isinstance(make_mixer(name, {}).is_causal, bool), name
+        # Configs list every option (class variables such as VARIANTS are none) and build from them.
+        assert "VARIANTS" not in mixer_fields(cls) and make_mixer(name, mixer_options(name)).is_causal, name
 
 
 @pytest.mark.parametrize("name,variant", CASES, ids=ids)
