@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.ops.checks import require_rank
+from jaxattn.ops.chunks import chunk_major, pad_time, segment_starts
 from jaxattn.ops.dispatch import resolve_impl
 from pallas_kernels.linear_attention import chunked_linear_attention
 
@@ -99,26 +100,11 @@ def _reference_noncausal(x: _Inputs, scale: float, chunk_size: int):
 # ----------------------------------------------------------------------------- chunked
 
 
-def _chunk_major(a: jax.Array, chunk_size: int) -> jax.Array:
-    """``[B, T, ...] -> [N, B, C, ...]`` (T a multiple of C): one scan step per chunk. With one
-    sequence, ``[N, C, ...]``: a reshape, so the scan reads the input in place (XLA copies a
-    ``[N, 1, C, ...]`` operand as a whole first, which for arrays beyond the last-level cache costs
-    a third of the attention's time on CPU)."""
-    batch, length = a.shape[:2]
-    if batch == 1:
-        return a.reshape(length // chunk_size, chunk_size, *a.shape[2:])
-    return jnp.moveaxis(a.reshape(batch, length // chunk_size, chunk_size, *a.shape[2:]), 1, 0)
-
-
 def _pad_to_chunks(x: _Inputs, chunk_size: int) -> _Inputs:
     """Pads T to a multiple of C. Zero keys and values add nothing to the state and a zero log
     decay keeps it, so the state after the padding is the state after the last real token."""
-    pad = -x.q.shape[1] % chunk_size
-    if not pad:
-        return x
-    pad_time = lambda a: None if a is None else jnp.pad(a, ((0, 0), (0, pad)) + ((0, 0),) * (a.ndim - 2))  # noqa: E731
-    return x._replace(q=pad_time(x.q), k=pad_time(x.k), v=pad_time(x.v), log_decay=pad_time(x.log_decay),
-                      boundary=pad_time(x.boundary))
+    pad = lambda a: pad_time(a, chunk_size)  # noqa: E731
+    return x._replace(q=pad(x.q), k=pad(x.k), v=pad(x.v), log_decay=pad(x.log_decay), boundary=pad(x.boundary))
 
 
 def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
@@ -132,12 +118,12 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
 
     Each chunk is moved to head-major ``[B, H, C, D]`` inside the scan body, where it is in cache
     (transposing the whole ``[B, T, H, D]`` input first is slower on CPU; with B = 1 the scan
-    slices the input in place, see :func:`_chunk_major`), and the scan is unrolled
+    slices the input in place, see :func:`jaxattn.ops.chunks.chunk_major`), and the scan is unrolled
     by ``_UNROLL`` chunks so that XLA sees several independent products at once.
     """
     batch, length, heads = x.q.shape[:3]
     x = _pad_to_chunks(x, chunk_size)
-    q, k, v = (_chunk_major(a, chunk_size) for a in (x.q, x.k, x.v))  # [N, B, C, H, D]
+    q, k, v = (chunk_major(a, chunk_size) for a in (x.q, x.k, x.v))  # [N, B, C, H, D]
     causal = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
     unbatched = (lambda a: a[0]) if batch == 1 else (lambda a: a)  # noqa: E731  the scan's output layout
     # Plain linear attention needs neither decay factors nor segment masks: skip that work.
@@ -147,11 +133,11 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
         if x.log_decay is None:
             cum = jnp.zeros((*q.shape[:-2], heads), jnp.float32)
         else:
-            cum = jnp.cumsum(_chunk_major(x.log_decay, chunk_size), axis=-2)  # [N, B, C, H]
+            cum = jnp.cumsum(chunk_major(x.log_decay, chunk_size), axis=-2)  # [N, B, C, H]
         if x.boundary is None:
             starts = jnp.zeros(q.shape[:-2], jnp.int32)
         else:
-            starts = jnp.cumsum(_chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=-1)  # [N, B, C]
+            starts = jnp.cumsum(chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=-1)  # [N, B, C]
         chunks = (q, k, v, cum, starts)
 
     def chunk_step(state, chunk):
@@ -278,12 +264,6 @@ def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids
         raise ValueError(f"linear_attention: `chunk_size` must be a positive int, got {chunk_size!r}")
     if scale is not None and not isinstance(scale, (int, float)):
         raise TypeError(f"linear_attention: `scale` must be a Python number, got {type(scale).__name__}")
-
-
-def segment_starts(segment_ids: jax.Array) -> jax.Array:
-    """``[B, T]`` bool: True where the id changes from the previous token (never at ``t = 0``)."""
-    return jnp.concatenate([jnp.zeros_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
-                           axis=1)
 
 
 def combined_log_decay(g: Optional[jax.Array], g_gamma: Optional[jax.Array], shape) -> Optional[jax.Array]:

@@ -38,7 +38,8 @@ from jax.sharding import PartitionSpec
 
 from jaxattn.ops import diagonal_scan, linear_attention
 from jaxattn.ops.checks import require_rank
-from jaxattn.ops.linear_attention import combined_log_decay, segment_starts
+from jaxattn.ops.chunks import segment_starts
+from jaxattn.ops.linear_attention import combined_log_decay
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
 
