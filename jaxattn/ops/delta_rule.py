@@ -1,0 +1,310 @@
+"""The delta rule: DeltaNet, Gated DeltaNet and DeltaProduct as one recurrence.
+
+Per batch and head, with state ``S`` ``[K, V]`` in fp32 and ``n = householder_steps``, token ``t``
+first decays the state once and then takes ``n`` delta steps with its own keys, values and betas
+(rows ``k_{t,j}``, ``v_{t,j}``, scalars ``beta_{t,j}``):
+
+    S <- exp(g_t) S
+    S <- (I - beta_{t,j} k_{t,j}^T k_{t,j}) S + beta_{t,j} k_{t,j}^T v_{t,j}     j = 1 .. n
+    o_t = scale * q_t S
+
+Each step is one step of online gradient descent on ``||k S - v||^2 / 2`` with step ``beta``: it
+replaces the value stored at ``k`` instead of adding to it. The transition ``I - beta k^T k`` (unit
+``k``) has eigenvalues 1 and ``1 - beta``: with ``beta`` in ``[0, 2]`` they reach -1, which is what
+lets one layer track parity (``n = 1``) and, with ``n >= 2``, products of reflections such as
+rotations (permutation groups). ``n = 1`` without ``g`` is DeltaNet, with ``g`` Gated DeltaNet;
+``n > 1`` is DeltaProduct. With ``segment_ids`` the state is dropped at every change of segment id
+(packed sequences); ``initial_state`` belongs to the first token's segment. See docs/delta_rule.md.
+
+Implementations:
+  * ``"reference"``: token by token (``lax.scan``) in fp32 at HIGHEST precision. The test oracle.
+  * ``"xla"``: the chunked WY/UT form, a scan over chunks carrying one fp32 ``[K, V]`` state (see
+    :func:`_chunk_terms`). Memory is linear in T.
+  There is no Pallas kernel yet: ``impl="auto"`` is ``"xla"``.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxattn.ops.checks import require_rank
+from jaxattn.ops.chunks import chunk_major, pad_time, segment_starts
+from jaxattn.ops.dispatch import resolve_impl
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_UNROLL = 2  # chunks per scan iteration of the xla path
+
+
+class _Inputs(NamedTuple):
+    """Validated inputs. Tokens: q ``[B, T, H, K]``, ``log_decay [B, T, H]`` fp32 or None,
+    ``boundary [B, T]`` bool or None (True where a new segment starts). Delta steps (``steps`` per
+    token, token-major): k ``[B, T*n, H, K]``, v ``[B, T*n, H, V]``, beta ``[B, T*n, H]``.
+    ``state [B, H, K, V]`` fp32."""
+
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+    beta: jax.Array
+    log_decay: Optional[jax.Array]
+    state: jax.Array
+    boundary: Optional[jax.Array]
+    steps: int
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _reference(x: _Inputs, scale: float, chunk_size: int):
+    del chunk_size
+    batch, length, heads = x.q.shape[:3]
+    n = x.steps
+    log_decay = jnp.zeros((batch, length, heads), jnp.float32) if x.log_decay is None else x.log_decay
+    keep = jnp.ones((batch, length), bool) if x.boundary is None else ~x.boundary
+    per_token = lambda a: a.reshape(batch, length, n, *a.shape[2:])  # noqa: E731  [B, T, n, ...]
+
+    def step(state, inputs):
+        q_t, k_t, v_t, beta_t, a_t, keep_t = inputs  # k_t [B, n, H, K], beta_t [B, n, H]
+        state = (jnp.exp(a_t) * keep_t[:, None])[..., None, None] * state
+        for j in range(n):
+            prediction = jnp.einsum("bhk,bhkv->bhv", k_t[:, j], state, precision=_HIGHEST)
+            correction = beta_t[:, j, :, None] * (v_t[:, j] - prediction)
+            state = state + jnp.einsum("bhk,bhv->bhkv", k_t[:, j], correction, precision=_HIGHEST)
+        return state, scale * jnp.einsum("bhk,bhkv->bhv", q_t, state, precision=_HIGHEST)
+
+    inputs = (x.q, per_token(x.k), per_token(x.v), per_token(x.beta), log_decay, keep)
+    time_major = [jnp.moveaxis(a.astype(jnp.float32) if a.dtype != bool else a, 1, 0) for a in inputs]
+    final, o = jax.lax.scan(step, x.state, time_major)
+    return jnp.moveaxis(o, 0, 1), final
+
+
+# ----------------------------------------------------------------------------- chunked
+
+
+class _ChunkTerms(NamedTuple):
+    """A chunk's effect, affine in the state ``S`` before it: outputs ``local_output + query_state S``
+    ``[B, H, C, V]``, next state ``transition S + local_state`` (``[B, H, K, K]``, ``[B, H, K, V]``)."""
+
+    local_output: jax.Array
+    query_state: jax.Array
+    transition: jax.Array
+    local_state: jax.Array
+
+
+def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _ChunkTerms:
+    """The WY/UT form of one chunk of ``C`` tokens = ``L = C n`` delta steps, head-major fp32:
+    q ``[B, H, C, K]``, k ``[B, H, L, K]``, v ``[B, H, L, V]``, beta ``[B, H, L]``; ``cum [B, H, L]`` the
+    in-chunk cumulative log decay per step (inclusive; a token's decay sits on its first step);
+    ``starts [B, L]`` the in-chunk count of segment starts (0: the carried state reaches the step).
+
+    With ``S_0`` the state before the chunk and ``G = cum``, step ``s`` stores
+    ``u_s = beta_s (v_s - exp(G_s) k_s S_0 - sum_{r<s} exp(G_s - G_r) (k_s . k_r) u_r)``, so
+    ``(I + A) u = beta V - beta exp(G) K S_0`` with ``A`` strictly lower triangular (same segment).
+    One unit-triangular solve gives ``u = U - W S_0`` (``U``, ``W`` independent of the state); then
+    ``S_after(s) = exp(G_s) S_0 + sum_{r<=s} exp(G_s - G_r) k_r^T u_r`` read at each token's last step
+    gives the outputs, and at the chunk's last step the next state.
+    """
+    length = k.shape[2]
+    tokens = q.shape[2]
+    same = starts[:, :, None] == starts[:, None, :]  # [B, L, L]
+    from_start = (starts == 0)[:, None, :, None]  # [B, 1, L, 1]
+    cum_col = cum[..., None]  # [B, H, L, 1]
+
+    def weights(mask, log_weights):  # mask before exp: masked pairs get -inf, never inf - inf
+        return jnp.exp(jnp.where(mask, log_weights, -jnp.inf))
+
+    strict = jnp.tril(jnp.ones((length, length), bool), -1)
+    gram = jnp.einsum("bhik,bhjk->bhij", k, k) * weights((strict & same)[:, None], cum_col - cum[:, :, None, :])
+    system = jnp.eye(length, dtype=jnp.float32) + beta[..., None] * gram
+    beta_col = beta[..., None]
+    rhs = jnp.concatenate([beta_col * v, beta_col * jnp.where(from_start, jnp.exp(cum_col), 0.0) * k], axis=-1)
+    solved = jax.lax.linalg.triangular_solve(system, rhs, left_side=True, lower=True, unit_diagonal=True)
+    u, w = solved[..., : v.shape[-1]], solved[..., v.shape[-1]:]
+
+    last_steps = jnp.arange(tokens) * steps + steps - 1  # [C] the step each token's output reads
+    cum_out = cum[:, :, last_steps, None]  # [B, H, C, 1]
+    starts_out = starts[:, last_steps]  # [B, C]
+    reads = (jnp.arange(length)[None, :] <= last_steps[:, None]) & (starts_out[:, :, None] == starts[:, None, :])
+    scores = scale * jnp.einsum("bhik,bhjk->bhij", q, k) * weights(reads[:, None], cum_out - cum[:, :, None, :])
+    local_output = jnp.einsum("bhij,bhjv->bhiv", scores, u)
+    query_state = scale * q * jnp.where((starts_out == 0)[:, None, :, None], jnp.exp(cum_out), 0.0)
+    query_state = query_state - jnp.einsum("bhij,bhjk->bhik", scores, w)
+
+    to_end = (starts == starts[:, -1:])[:, None, :, None]  # steps of the chunk's last segment
+    carried_keys = k * jnp.where(to_end, jnp.exp(cum[..., -1:, None] - cum_col), 0.0)
+    decay = jnp.where((starts[:, -1] == 0)[:, None], jnp.exp(cum[..., -1]), 0.0)  # [B, H]
+    transition = decay[..., None, None] * jnp.eye(k.shape[-1], dtype=jnp.float32)
+    transition = transition - jnp.einsum("bhjk,bhjl->bhkl", carried_keys, w)
+    local_state = jnp.einsum("bhjk,bhjv->bhkv", carried_keys, u)
+    return _ChunkTerms(local_output, query_state, transition, local_state)
+
+
+def _tokens_per_chunk(chunk_size: int, steps: int, length: int) -> int:
+    """``chunk_size`` counts delta steps: ``chunk_size // n`` tokens (at least one, at most T)."""
+    return max(1, min(chunk_size // steps, length))
+
+
+class _Chunks(NamedTuple):
+    """Chunk-major views ``[N, B, ...]`` of the padded inputs and the chunk geometry."""
+
+    arrays: tuple  # q, k, v, beta, cum, starts
+    tokens: int  # C
+    batch: int
+    length: int  # T before padding
+
+
+def _on_first_step(a: jax.Array, steps: int) -> jax.Array:
+    """Token values ``[B, T, ...]`` as step values ``[B, T*n, ...]``: on each token's first step, zero
+    (False) on the others."""
+    if steps == 1:
+        return a
+    spread = jnp.zeros((*a.shape[:2], steps, *a.shape[2:]), a.dtype).at[:, :, 0].set(a)
+    return spread.reshape(a.shape[0], -1, *a.shape[2:])
+
+
+def _chunk(x: _Inputs, chunk_size: int) -> _Chunks:
+    """Pads T to a multiple of C tokens and views the inputs chunk-major. Padded steps have zero
+    keys, values and betas and a zero log decay: they leave the state as it is. A token's decay and
+    segment start sit on its first delta step."""
+    batch, length, heads = x.q.shape[:3]
+    n = x.steps
+    tokens = _tokens_per_chunk(chunk_size, n, length)
+    q = chunk_major(pad_time(x.q, tokens), tokens)  # [N, B, C, H, K]
+    per_step = lambda a: chunk_major(pad_time(a, tokens * n), tokens * n)  # noqa: E731  [N, B, L, ...]
+    k, v, beta = map(per_step, (x.k, x.v, x.beta))
+    if x.log_decay is None:
+        cum = jnp.zeros(beta.shape, jnp.float32)
+    else:
+        cum = jnp.cumsum(per_step(_on_first_step(x.log_decay, n)), axis=-2)  # [N, B, L, H]
+    if x.boundary is None:
+        starts = jnp.zeros(beta.shape[:-1], jnp.int32)
+    else:
+        starts = jnp.cumsum(per_step(_on_first_step(x.boundary, n)).astype(jnp.int32), axis=-1)  # [N, B, L]
+    return _Chunks((q, k, v, beta, cum, starts), tokens, batch, length)
+
+
+def _head_major_terms(chunk, scale: float, steps: int) -> _ChunkTerms:
+    """:func:`_chunk_terms` of one chunk-major slice ``[B, C, H, ...]`` (``[C, H, ...]`` with B = 1)."""
+    q, k, v, beta, cum, starts = chunk
+    if q.ndim == 3:  # one sequence: chunk_major dropped the batch axis
+        q, k, v, beta, cum, starts = (a[None] for a in chunk)
+    q, k, v = (jnp.swapaxes(a.astype(jnp.float32), 1, 2) for a in (q, k, v))
+    beta, cum = (jnp.swapaxes(a.astype(jnp.float32), 1, 2) for a in (beta, cum))
+    return _chunk_terms(q, k, v, beta, cum, starts, scale, steps)
+
+
+def _chunked(x: _Inputs, scale: float, chunk_size: int):
+    """The scan over chunks: ``o = local_output + query_state S``, ``S <- transition S + local_state``."""
+    chunks = _chunk(x, chunk_size)
+    batch, heads = chunks.batch, x.q.shape[2]
+
+    def chunk_step(state, chunk):
+        terms = _head_major_terms(chunk, scale, x.steps)
+        o = terms.local_output + jnp.einsum("bhik,bhkv->bhiv", terms.query_state, state)
+        state = jnp.einsum("bhkl,bhlv->bhkv", terms.transition, state) + terms.local_state
+        o = jnp.swapaxes(o, 1, 2)  # [B, C, H, V]
+        return state, (o[0] if batch == 1 else o)
+
+    num_chunks = chunks.arrays[0].shape[0]
+    final, o = jax.lax.scan(chunk_step, x.state, chunks.arrays, unroll=min(_UNROLL, num_chunks))
+    o = (o if batch == 1 else jnp.moveaxis(o, 0, 1)).reshape(batch, -1, heads, o.shape[-1])
+    return o[:, : chunks.length], final
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _chunked}
+
+
+# ----------------------------------------------------------------------------- public op
+
+
+def _validate(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size):
+    name = "delta_rule"
+    if not isinstance(householder_steps, int) or isinstance(householder_steps, bool) or householder_steps < 1:
+        raise ValueError(f"{name}: `householder_steps` must be an int >= 1, got {householder_steps!r}")
+    n = householder_steps
+    for arg, a, layout in (("q", q, "B, T, H, K"), ("k", k, "B, T*n, H, K"), ("v", v, "B, T*n, H, V"),
+                           ("beta", beta, "B, T*n, H")):
+        require_rank(name, arg, a, layout)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name}: `{arg}` must be floating point, got {a.dtype}")
+    batch, length, heads, key_dim = q.shape
+    steps = (batch, length * n, heads)
+    per_step = f" (householder_steps={n} rows per token)" if n > 1 else ""
+    if k.shape != (*steps, key_dim):
+        raise ValueError(f"{name}: `k` must be [B, T*n, H, K] = {(*steps, key_dim)}{per_step}, got {k.shape}")
+    if v.shape[:3] != steps:
+        raise ValueError(f"{name}: `v` must be [B, T*n, H, V] with [B, T*n, H] = {steps}{per_step}, got {v.shape}")
+    if beta.shape != steps:
+        raise ValueError(f"{name}: `beta` must be [B, T*n, H] = {steps}{per_step}, got {beta.shape}")
+    if g is not None:
+        if g.shape != (batch, length, heads):
+            raise ValueError(f"{name}: `g` must be [B, T, H] = {(batch, length, heads)} (one per token), got {g.shape}")
+        if not jnp.issubdtype(g.dtype, jnp.floating):
+            raise TypeError(f"{name}: `g` must be floating point, got {g.dtype}")
+    state_shape = (batch, heads, key_dim, v.shape[-1])
+    if initial_state is not None and initial_state.shape != state_shape:
+        raise ValueError(f"{name}: `initial_state` must be [B, H, K, V] = {state_shape}, got {initial_state.shape}")
+    if segment_ids is not None and segment_ids.shape != (batch, length):
+        raise ValueError(f"{name}: `segment_ids` must be [B, T] = {(batch, length)}, got {segment_ids.shape}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"{name}: `chunk_size` must be a positive int, got {chunk_size!r}")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise TypeError(f"{name}: `scale` must be a Python number, got {type(scale).__name__}")
+
+
+def _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size):
+    """Validated :class:`_Inputs` and the resolved scale (shared by the op and its sharded form)."""
+    _validate(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
+    batch, _, heads, key_dim = q.shape
+    state = (jnp.zeros((batch, heads, key_dim, v.shape[-1]), jnp.float32) if initial_state is None
+             else initial_state.astype(jnp.float32))
+    log_decay = None if g is None else g.astype(jnp.float32)
+    boundary = None if segment_ids is None else segment_starts(segment_ids)
+    inputs = _Inputs(q, k, v, beta, log_decay, state, boundary, householder_steps)
+    return inputs, (key_dim**-0.5 if scale is None else float(scale))
+
+
+def delta_rule(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array,
+    *,
+    g: Optional[jax.Array] = None,
+    scale: Optional[float] = None,
+    householder_steps: int = 1,
+    initial_state: Optional[jax.Array] = None,
+    output_final_state: bool = False,
+    segment_ids: Optional[jax.Array] = None,
+    chunk_size: int = 64,
+    impl: str = "auto",
+):
+    """The (gated) delta rule with ``n = householder_steps`` steps per token.
+
+    Args:
+      q: queries ``[B, T, H, K]``.
+      k: keys ``[B, T*n, H, K]``, the ``n`` steps of token ``t`` at rows ``t*n .. t*n + n - 1``. Taken
+        as given: the delta rule is a contraction only for ``||k|| = 1`` (normalise them, as
+        :class:`jaxattn.nn.DeltaNet` does).
+      v: values ``[B, T*n, H, V]``.
+      beta: step sizes ``[B, T*n, H]``; in ``[0, 1]`` every transition eigenvalue is in ``[0, 1]``, in
+        ``[0, 2]`` (unit keys) in ``[-1, 1]`` (negative eigenvalues, state tracking).
+      g: per-token log decays ``[B, T, H]`` (natural log, ``<= 0``), applied once before the token's
+        steps (Gated DeltaNet / Gated DeltaProduct).
+      scale: default ``K ** -0.5``.
+      householder_steps: ``n >= 1`` (1: DeltaNet; more: DeltaProduct).
+      initial_state: ``[B, H, K, V]`` (kept in fp32).
+      output_final_state: also return the final state.
+      segment_ids: ``[B, T]`` ints; the state resets where the id changes.
+      chunk_size: delta steps per chunk of the ``xla`` path (``chunk_size // n`` tokens, at least one).
+      impl: ``"reference"``, ``"xla"`` or ``"auto"`` (``"xla"``: there is no Pallas kernel yet).
+
+    Returns:
+      ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
+      ``[B, H, K, V]`` fp32 (``(o, state)``).
+    """
+    inputs, scale = _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
+    core = resolve_impl("delta_rule", impl, _IMPLEMENTATIONS)
+    o, final = core(inputs, scale, chunk_size)
+    o = o.astype(v.dtype)
+    return (o, final) if output_final_state else o
