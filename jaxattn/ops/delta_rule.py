@@ -82,13 +82,18 @@ def _reference(x: _Inputs, scale: float, chunk_size: int):
 
 
 class _ChunkTerms(NamedTuple):
-    """A chunk's effect, affine in the state ``S`` before it: outputs ``local_output + query_state S``
-    ``[B, H, C, V]``, next state ``transition S + local_state`` (``[B, H, K, K]``, ``[B, H, K, V]``)."""
+    """A chunk's state-independent terms (head-major fp32; ``C`` tokens, ``L`` steps); with the state
+    ``S`` before the chunk, the pseudo-values are ``u - w S`` and (:func:`_apply_chunk`)
 
-    local_output: jax.Array
-    query_state: jax.Array
-    transition: jax.Array
-    local_state: jax.Array
+        ``o = scores (u - w S) + queries S``,   ``S <- decay S + carried_keys^T (u - w S)``.
+    """
+
+    scores: jax.Array  # [B, H, C, L]  scale (q . k) exp(G_out - G_r), causal and same segment
+    u: jax.Array  # [B, H, L, V]
+    w: jax.Array  # [B, H, L, K]
+    queries: jax.Array  # [B, H, C, K]  scale q exp(G_out) where the carried state reaches the token
+    carried_keys: jax.Array  # [B, H, L, K]  k exp(G_L - G_r) on the chunk's last segment
+    decay: jax.Array  # [B, H]  exp(G_L), 0 after a segment start
 
 
 def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _ChunkTerms:
@@ -126,17 +131,28 @@ def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _Chunk
     starts_out = starts[:, last_steps]  # [B, C]
     reads = (jnp.arange(length)[None, :] <= last_steps[:, None]) & (starts_out[:, :, None] == starts[:, None, :])
     scores = scale * jnp.einsum("bhik,bhjk->bhij", q, k) * weights(reads[:, None], cum_out - cum[:, :, None, :])
-    local_output = jnp.einsum("bhij,bhjv->bhiv", scores, u)
-    query_state = scale * q * jnp.where((starts_out == 0)[:, None, :, None], jnp.exp(cum_out), 0.0)
-    query_state = query_state - jnp.einsum("bhij,bhjk->bhik", scores, w)
-
+    queries = scale * q * jnp.where((starts_out == 0)[:, None, :, None], jnp.exp(cum_out), 0.0)
     to_end = (starts == starts[:, -1:])[:, None, :, None]  # steps of the chunk's last segment
     carried_keys = k * jnp.where(to_end, jnp.exp(cum[..., -1:, None] - cum_col), 0.0)
-    decay = jnp.where((starts[:, -1] == 0)[:, None], jnp.exp(cum[..., -1]), 0.0)  # [B, H]
-    transition = decay[..., None, None] * jnp.eye(k.shape[-1], dtype=jnp.float32)
-    transition = transition - jnp.einsum("bhjk,bhjl->bhkl", carried_keys, w)
-    local_state = jnp.einsum("bhjk,bhjv->bhkv", carried_keys, u)
-    return _ChunkTerms(local_output, query_state, transition, local_state)
+    decay = jnp.where((starts[:, -1] == 0)[:, None], jnp.exp(cum[..., -1]), 0.0)
+    return _ChunkTerms(scores, u, w, queries, carried_keys, decay)
+
+
+def _next_state(terms: _ChunkTerms, state: jax.Array, u: Optional[jax.Array] = None) -> jax.Array:
+    """``decay S + carried_keys^T (u - w S)`` for ``S`` ``[B, H, K, D]``; ``u`` defaults to the chunk's
+    (``u = 0`` maps ``S`` through the chunk's linear part alone: the transition ``P`` applied to ``S``)."""
+    u = terms.u if u is None else u
+    pseudo_values = u - jnp.einsum("bhlk,bhkd->bhld", terms.w, state)
+    return terms.decay[..., None, None] * state + jnp.einsum("bhlk,bhld->bhkd", terms.carried_keys, pseudo_values)
+
+
+def _apply_chunk(terms: _ChunkTerms, state: jax.Array):
+    """The chunk's outputs ``[B, H, C, V]`` and the state after it, from the state before it."""
+    pseudo_values = terms.u - jnp.einsum("bhlk,bhkv->bhlv", terms.w, state)
+    o = jnp.einsum("bhil,bhlv->bhiv", terms.scores, pseudo_values)
+    o = o + jnp.einsum("bhik,bhkv->bhiv", terms.queries, state)
+    state = terms.decay[..., None, None] * state + jnp.einsum("bhlk,bhlv->bhkv", terms.carried_keys, pseudo_values)
+    return o, state
 
 
 def _tokens_per_chunk(chunk_size: int, steps: int, length: int) -> int:
@@ -194,14 +210,12 @@ def _head_major_terms(chunk, scale: float, steps: int) -> _ChunkTerms:
 
 
 def _chunked(x: _Inputs, scale: float, chunk_size: int):
-    """The scan over chunks: ``o = local_output + query_state S``, ``S <- transition S + local_state``."""
+    """The scan over chunks carrying the ``[B, H, K, V]`` state through :func:`_apply_chunk`."""
     chunks = _chunk(x, chunk_size)
     batch, heads = chunks.batch, x.q.shape[2]
 
     def chunk_step(state, chunk):
-        terms = _head_major_terms(chunk, scale, x.steps)
-        o = terms.local_output + jnp.einsum("bhik,bhkv->bhiv", terms.query_state, state)
-        state = jnp.einsum("bhkl,bhlv->bhkv", terms.transition, state) + terms.local_state
+        o, state = _apply_chunk(_head_major_terms(chunk, scale, x.steps), state)
         o = jnp.swapaxes(o, 1, 2)  # [B, C, H, V]
         return state, (o[0] if batch == 1 else o)
 
