@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jaxattn.ops.checks import require_rank
 from jaxattn.ops.chunks import chunk_major, pad_time, segment_starts
 from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.triangular import unit_lower_triangular_inverse
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _UNROLL = 2  # chunks per scan iteration of the xla path
@@ -99,42 +100,54 @@ class _ChunkTerms(NamedTuple):
 def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _ChunkTerms:
     """The WY/UT form of one chunk of ``C`` tokens = ``L = C n`` delta steps, head-major fp32:
     q ``[B, H, C, K]``, k ``[B, H, L, K]``, v ``[B, H, L, V]``, beta ``[B, H, L]``; ``cum [B, H, L]`` the
-    in-chunk cumulative log decay per step (inclusive; a token's decay sits on its first step);
-    ``starts [B, L]`` the in-chunk count of segment starts (0: the carried state reaches the step).
+    in-chunk cumulative log decay per step (inclusive; a token's decay sits on its first step), None
+    without gates; ``starts [B, L]`` the in-chunk count of segment starts (0: the carried state
+    reaches the step), None for one segment.
 
     With ``S_0`` the state before the chunk and ``G = cum``, step ``s`` stores
     ``u_s = beta_s (v_s - exp(G_s) k_s S_0 - sum_{r<s} exp(G_s - G_r) (k_s . k_r) u_r)``, so
     ``(I + A) u = beta V - beta exp(G) K S_0`` with ``A`` strictly lower triangular (same segment).
-    One unit-triangular solve gives ``u = U - W S_0`` (``U``, ``W`` independent of the state); then
+    One unit-triangular inverse (matrix products, :mod:`jaxattn.ops.triangular`) gives ``u = U - W S_0`` (``U``, ``W`` independent of the state); then
     ``S_after(s) = exp(G_s) S_0 + sum_{r<=s} exp(G_s - G_r) k_r^T u_r`` read at each token's last step
     gives the outputs, and at the chunk's last step the next state.
     """
     length = k.shape[2]
     tokens = q.shape[2]
+    batch = k.shape[0]
+    if starts is None:  # one segment: every mask is the causal one
+        starts = jnp.zeros((batch, length), jnp.int32)
+    gated = cum is not None
+
+    def weights(mask, log_weights):  # exp(log_weights) where mask, else 0 (never inf - inf)
+        if not gated:
+            return mask.astype(jnp.float32)
+        return jnp.exp(jnp.where(mask, log_weights(), -jnp.inf))
+
+    def decays(mask, log_decay):  # [B, H, ...] exp(log_decay) where mask, else 0
+        mask = jnp.broadcast_to(mask, (*k.shape[:2], *mask.shape[2:]))
+        return weights(mask, log_decay)
+
     same = starts[:, :, None] == starts[:, None, :]  # [B, L, L]
-    from_start = (starts == 0)[:, None, :, None]  # [B, 1, L, 1]
-    cum_col = cum[..., None]  # [B, H, L, 1]
-
-    def weights(mask, log_weights):  # mask before exp: masked pairs get -inf, never inf - inf
-        return jnp.exp(jnp.where(mask, log_weights, -jnp.inf))
-
     strict = jnp.tril(jnp.ones((length, length), bool), -1)
-    gram = jnp.einsum("bhik,bhjk->bhij", k, k) * weights((strict & same)[:, None], cum_col - cum[:, :, None, :])
+    gram = jnp.einsum("bhik,bhjk->bhij", k, k) * weights((strict & same)[:, None],
+                                                         lambda: cum[..., None] - cum[:, :, None, :])
     system = jnp.eye(length, dtype=jnp.float32) + beta[..., None] * gram
     beta_col = beta[..., None]
-    rhs = jnp.concatenate([beta_col * v, beta_col * jnp.where(from_start, jnp.exp(cum_col), 0.0) * k], axis=-1)
-    solved = jax.lax.linalg.triangular_solve(system, rhs, left_side=True, lower=True, unit_diagonal=True)
+    reach = decays((starts == 0)[:, None, :, None], lambda: cum[..., None])  # [B, H, L, 1] exp(G) from the state
+    rhs = jnp.concatenate([beta_col * v, beta_col * reach * k], axis=-1)
+    solved = unit_lower_triangular_inverse(system) @ rhs
     u, w = solved[..., : v.shape[-1]], solved[..., v.shape[-1]:]
 
     last_steps = jnp.arange(tokens) * steps + steps - 1  # [C] the step each token's output reads
-    cum_out = cum[:, :, last_steps, None]  # [B, H, C, 1]
+    cum_out = lambda: cum[:, :, last_steps, None]  # noqa: E731  [B, H, C, 1]
     starts_out = starts[:, last_steps]  # [B, C]
     reads = (jnp.arange(length)[None, :] <= last_steps[:, None]) & (starts_out[:, :, None] == starts[:, None, :])
-    scores = scale * jnp.einsum("bhik,bhjk->bhij", q, k) * weights(reads[:, None], cum_out - cum[:, :, None, :])
-    queries = scale * q * jnp.where((starts_out == 0)[:, None, :, None], jnp.exp(cum_out), 0.0)
+    scores = scale * jnp.einsum("bhik,bhjk->bhij", q, k) * weights(reads[:, None],
+                                                                   lambda: cum_out() - cum[:, :, None, :])
+    queries = scale * q * decays((starts_out == 0)[:, None, :, None], cum_out)
     to_end = (starts == starts[:, -1:])[:, None, :, None]  # steps of the chunk's last segment
-    carried_keys = k * jnp.where(to_end, jnp.exp(cum[..., -1:, None] - cum_col), 0.0)
-    decay = jnp.where((starts[:, -1] == 0)[:, None], jnp.exp(cum[..., -1]), 0.0)
+    carried_keys = k * decays(to_end, lambda: cum[..., -1:, None] - cum[..., None])
+    decay = decays((starts[:, -1] == 0)[:, None], lambda: cum[..., -1])
     return _ChunkTerms(scores, u, w, queries, carried_keys, decay)
 
 
@@ -188,13 +201,10 @@ def _chunk(x: _Inputs, chunk_size: int) -> _Chunks:
     q = chunk_major(pad_time(x.q, tokens), tokens)  # [N, B, C, H, K]
     per_step = lambda a: chunk_major(pad_time(a, tokens * n), tokens * n)  # noqa: E731  [N, B, L, ...]
     k, v, beta = map(per_step, (x.k, x.v, x.beta))
-    if x.log_decay is None:
-        cum = jnp.zeros(beta.shape, jnp.float32)
-    else:
+    cum = starts = None  # no gates, one segment
+    if x.log_decay is not None:
         cum = jnp.cumsum(per_step(_on_first_step(x.log_decay, n)), axis=-2)  # [N, B, L, H]
-    if x.boundary is None:
-        starts = jnp.zeros(beta.shape[:-1], jnp.int32)
-    else:
+    if x.boundary is not None:
         starts = jnp.cumsum(per_step(_on_first_step(x.boundary, n)).astype(jnp.int32), axis=-1)  # [N, B, L]
     return _Chunks((q, k, v, beta, cum, starts), tokens, batch, length)
 
@@ -203,9 +213,9 @@ def _head_major_terms(chunk, scale: float, steps: int) -> _ChunkTerms:
     """:func:`_chunk_terms` of one chunk-major slice ``[B, C, H, ...]`` (``[C, H, ...]`` with B = 1)."""
     q, k, v, beta, cum, starts = chunk
     if q.ndim == 3:  # one sequence: chunk_major dropped the batch axis
-        q, k, v, beta, cum, starts = (a[None] for a in chunk)
-    q, k, v = (jnp.swapaxes(a.astype(jnp.float32), 1, 2) for a in (q, k, v))
-    beta, cum = (jnp.swapaxes(a.astype(jnp.float32), 1, 2) for a in (beta, cum))
+        q, k, v, beta, cum, starts = (None if a is None else a[None] for a in chunk)
+    q, k, v, beta, cum = (None if a is None else jnp.swapaxes(a.astype(jnp.float32), 1, 2)
+                          for a in (q, k, v, beta, cum))
     return _chunk_terms(q, k, v, beta, cum, starts, scale, steps)
 
 
