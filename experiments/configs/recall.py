@@ -3,7 +3,8 @@
 MIXER is one of ``softmax`` (the baseline, with rotary positions), ``softmax_noconv`` (the same without the
 short convolution every other variant has), ``linear`` (elu + 1), ``hedgehog``, ``based``
 (second-order Taylor features), ``decay`` (elu + 1 with RetNet's per-head decay) or ``gated``
-(elu + 1 with a data-dependent gate). A 2-layer causal language model of width 64 reads 4
+(elu + 1 with a data-dependent gate), ``delta_net`` (the delta rule) or ``gated_delta_net`` (with
+the Mamba-2 decay and output gate). A 2-layer causal language model of width 64 reads 4
 key-value pairs and answers 32 queries among 24 distractors (sequences of 64 tokens, 64 keys,
 64 values); accuracy is over the query positions only. The number of pairs is the difficulty
 knob (``--config.task.options.num_pairs``): sized so that the CPU budget of 10 epochs suffices.
@@ -25,6 +26,8 @@ VARIANTS = {
     "based": ("linear_attention", dict(_LINEAR, head_dim=16, feature_map="taylor_exp")),
     "decay": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one", gate="decay")),
     "gated": ("linear_attention", dict(_LINEAR, feature_map="elu_plus_one", gate="data")),
+    "delta_net": ("delta_net", _ATTENTION),
+    "gated_delta_net": ("delta_net", dict(_ATTENTION, gated=True, output_gate=True)),
 }
 
 

@@ -2,6 +2,7 @@
 
 from jaxattn.nn.attention import MultiHeadAttention
 from jaxattn.nn.blocks import MixerBlock
+from jaxattn.nn.delta_net import DeltaNet
 from jaxattn.nn.linear_attention import LinearAttention
 from jaxattn.nn.registry import MIXERS, SequenceMixer, make_mixer, register_mixer
 from jaxattn.nn.s4 import S4
@@ -9,5 +10,5 @@ from jaxattn.nn.s4d import S4D
 from jaxattn.nn.s5 import S5
 from jaxattn.nn.tensor_attention import TensorAttention
 
-__all__ = ["MIXERS", "LinearAttention", "MixerBlock", "MultiHeadAttention", "S4", "S4D", "S5", "SequenceMixer",
+__all__ = ["MIXERS", "DeltaNet", "LinearAttention", "MixerBlock", "MultiHeadAttention", "S4", "S4D", "S5", "SequenceMixer",
            "TensorAttention", "make_mixer", "register_mixer"]

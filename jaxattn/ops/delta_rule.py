@@ -151,14 +151,6 @@ def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _Chunk
     return _ChunkTerms(scores, u, w, queries, carried_keys, decay)
 
 
-def _next_state(terms: _ChunkTerms, state: jax.Array, u: Optional[jax.Array] = None) -> jax.Array:
-    """``decay S + carried_keys^T (u - w S)`` for ``S`` ``[B, H, K, D]``; ``u`` defaults to the chunk's
-    (``u = 0`` maps ``S`` through the chunk's linear part alone: the transition ``P`` applied to ``S``)."""
-    u = terms.u if u is None else u
-    pseudo_values = u - jnp.einsum("bhlk,bhkd->bhld", terms.w, state)
-    return terms.decay[..., None, None] * state + jnp.einsum("bhlk,bhld->bhkd", terms.carried_keys, pseudo_values)
-
-
 def _apply_chunk(terms: _ChunkTerms, state: jax.Array):
     """The chunk's outputs ``[B, H, C, V]`` and the state after it, from the state before it."""
     pseudo_values = terms.u - jnp.einsum("bhlk,bhkv->bhlv", terms.w, state)
@@ -241,7 +233,7 @@ _IMPLEMENTATIONS = {"reference": _reference, "xla": _chunked}
 # ----------------------------------------------------------------------------- public op
 
 
-def _validate(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size):
+def validate_arguments(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size):
     name = "delta_rule"
     if not isinstance(householder_steps, int) or isinstance(householder_steps, bool) or householder_steps < 1:
         raise ValueError(f"{name}: `householder_steps` must be an int >= 1, got {householder_steps!r}")
@@ -278,7 +270,7 @@ def _validate(q, k, v, beta, g, scale, householder_steps, initial_state, segment
 
 def _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size):
     """Validated :class:`_Inputs` and the resolved scale (shared by the op and its sharded form)."""
-    _validate(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
+    validate_arguments(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
     batch, _, heads, key_dim = q.shape
     state = (jnp.zeros((batch, heads, key_dim, v.shape[-1]), jnp.float32) if initial_state is None
              else initial_state.astype(jnp.float32))

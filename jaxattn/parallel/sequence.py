@@ -18,6 +18,12 @@ cotangents of the incoming states and the transposed (suffix) combine, ``d M_j =
   incoming state reaches token ``t`` as ``scale (q_t .* exp(G_t)) incoming``, ``G_t`` the shard's
   inclusive cumulative log decay. Local attention runs through the op, so the XLA and the Pallas
   paths both work.
+* :func:`sequence_parallel_delta_rule`: the transitions are matrices. A shard's state from ``S_in``
+  is ``A_i S_in + M_i`` with ``A_i [H, K, K]`` the product of its steps ``exp(g) (I - beta k^T k)``.
+  One run of :func:`jaxattn.ops.delta_rule` on the values ``[v, 0]`` from the state ``[0, I]`` gives
+  both: final state ``[M_i, A_i]``, and outputs ``[o_local, scale q_t A_{<=t}]``, the second of
+  which carries the incoming state to token ``t``. The combine is ``h_j = A_j h_{j-1} + M_j`` with
+  matrix products; the gather holds ``B H K (V + K)`` numbers per shard.
 * :func:`sequence_parallel_diagonal_scan`: ``M_i`` is the last local state of
   :func:`jaxattn.ops.diagonal_scan` and ``A_i = prod_t a_t``; the incoming state reaches ``h_t``
   through the cumulative product of the transitions.
@@ -36,9 +42,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from jaxattn.ops import diagonal_scan, linear_attention
+from jaxattn.ops import delta_rule, diagonal_scan, linear_attention
 from jaxattn.ops.checks import require_rank
 from jaxattn.ops.chunks import segment_starts
+from jaxattn.ops.delta_rule import validate_arguments as validate_delta_rule_arguments
 from jaxattn.ops.linear_attention import combined_log_decay
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
@@ -70,8 +77,20 @@ def _exclusive_prefixes(transitions: jax.Array, states: jax.Array, reverse: bool
     return jnp.concatenate([zero, inclusive[0, :-1]], axis=0)
 
 
+def _matrix_prefixes(transitions: jax.Array, states: jax.Array) -> jax.Array:
+    """``[P, B, H, K, V]``: the state entering each shard, ``h_j = A_j h_{j-1} + M_j`` with matrix
+    transitions ``A_j [B, H, K, K]`` acting on the key side (P is small: a loop over shards)."""
+    entering, h = [], jnp.zeros_like(states[0])
+    for a_j, m_j in zip(transitions, states):
+        entering.append(h)
+        h = jnp.einsum("bhkl,bhlv->bhkv", a_j, h, precision=jax.lax.Precision.HIGHEST) + m_j
+    return jnp.stack(entering)
+
+
 def _incoming_all(states: jax.Array, transitions: jax.Array, direction: str) -> jax.Array:
     """Incoming state of every shard ``[P, B, ...]`` from the gathered ``states`` and ``transitions``."""
+    if direction == "matrix":
+        return _matrix_prefixes(transitions, states)
     if direction == "both":  # every other shard, no decay (non-causal attention)
         return _exclusive_prefixes(transitions, states, False) + _exclusive_prefixes(transitions, states, True)
     return _exclusive_prefixes(transitions, states, direction == "reverse")
@@ -100,8 +119,9 @@ def incoming_state(states: jax.Array, transitions: jax.Array, direction: str) ->
     Args:
       states: this shard's final state from a zero start, ``M_i [B, ...]``.
       transitions: its transition ``A_i`` ``[B or 1, ...]``, broadcastable to ``states``.
-      direction: ``"forward"`` (shards before this one), ``"reverse"`` (after) or ``"both"``
-        (all others, transitions ignored).
+      direction: ``"forward"`` (shards before this one), ``"reverse"`` (after), ``"both"``
+        (all others, transitions ignored) or ``"matrix"`` (shards before this one, ``transitions``
+        ``[B, H, K, K]`` matrices applied to the key axis of ``states [B, H, K, V]``).
 
     One all-gather forward; one all-gather of the cotangents and the transposed combine backward.
     """
@@ -190,6 +210,14 @@ def _shard_map(fn: Callable, mesh, in_specs, out_specs):
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
 
+def _continues_previous_shard(segment_ids: jax.Array, mesh) -> jax.Array:
+    """``[B]``: whether this shard's first token continues the previous shard's last segment (inside
+    ``shard_map``; the first shard has no predecessor: False)."""
+    shards = mesh.shape[SEQUENCE_AXIS]
+    previous_last = jax.lax.ppermute(segment_ids[:, -1], SEQUENCE_AXIS, [(i, i + 1) for i in range(shards - 1)])
+    return segment_ids[:, 0] == previous_last
+
+
 # ----------------------------------------------------------------------------- linear attention
 
 
@@ -250,9 +278,7 @@ def sequence_parallel_linear_attention(
             # the shard's first token continues the previous shard's last segment; it crosses the shard
             # only if, besides, no segment starts in it.
             starts = segment_starts(segment_ids)
-            shards = mesh.shape[SEQUENCE_AXIS]
-            previous_last = jax.lax.ppermute(segment_ids[:, -1], SEQUENCE_AXIS, [(i, i + 1) for i in range(shards - 1)])
-            continues = segment_ids[:, 0] == previous_last  # [B]
+            continues = _continues_previous_shard(segment_ids, mesh)  # [B]
             before_start = jnp.cumsum(starts, axis=1) == 0  # [B, T]
             query_weight = query_weight * (before_start & continues[:, None])[..., None]
             transition = transition * (continues & before_start[:, -1])[:, None]
@@ -277,6 +303,71 @@ def sequence_parallel_linear_attention(
         out_specs=token_spec,
     )
     return run(q, k, v, log_decay, segment_ids)
+
+
+# ----------------------------------------------------------------------------- delta rule
+
+
+def sequence_parallel_delta_rule(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    beta: jax.Array,
+    *,
+    g: Optional[jax.Array] = None,
+    scale: Optional[float] = None,
+    householder_steps: int = 1,
+    segment_ids: Optional[jax.Array] = None,
+    chunk_size: int = 64,
+    impl: str = "auto",
+    mesh=None,
+) -> jax.Array:
+    """:func:`jaxattn.ops.delta_rule` with the sequence split over the ``sequence`` mesh axis.
+
+    Same arguments and output ``o [B, T, H, V]`` (no initial or final state); T must divide by the
+    number of sequence shards (the ``n`` rows of a token stay on its shard). The local work costs
+    ``K`` more value columns than the op alone (the shard's transition travels as values).
+    """
+    name = "sequence_parallel_delta_rule"
+    mesh = _mesh_or_current(mesh)
+    validate_delta_rule_arguments(q, k, v, beta, g, scale, householder_steps, None, segment_ids, chunk_size)
+    batch, length, heads, key_dim = q.shape
+    value_dim = v.shape[-1]
+    _check_length(length, mesh, name)
+    scale = key_dim**-0.5 if scale is None else float(scale)
+
+    def shard(q, k, v, beta, g, segment_ids):
+        # Values [v, 0] from the state [0, I]: the final state is [M_i, A_i], the outputs
+        # [o_local, scale q_t A_{<=t}].
+        values = jnp.concatenate([v.astype(jnp.float32), jnp.zeros((*v.shape[:3], key_dim), jnp.float32)], -1)
+        start = jnp.concatenate([jnp.zeros((key_dim, value_dim)), jnp.eye(key_dim)], axis=-1)
+        start = jnp.broadcast_to(start, (q.shape[0], q.shape[2], key_dim, value_dim + key_dim))
+        o, final = delta_rule(q, k, values, beta, g=g, scale=scale, householder_steps=householder_steps,
+                              initial_state=start, output_final_state=True, segment_ids=segment_ids,
+                              chunk_size=chunk_size, impl=impl)
+        local, reach = o[..., :value_dim], o[..., value_dim:]  # [B, T, H, V], [B, T, H, K]
+        transition = final[..., value_dim:]
+        if segment_ids is not None:  # a segment starting at the shard's first token cuts the chain here
+            continues = _continues_previous_shard(segment_ids, mesh)[:, None, None, None]
+            transition = transition * continues
+        incoming = incoming_state(final[..., :value_dim], transition, "matrix")
+        if segment_ids is not None:
+            incoming = incoming * continues
+        o = local + jnp.einsum("bthk,bhkv->bthv", reach, incoming, precision=jax.lax.Precision.HIGHEST)
+        return o.astype(v.dtype)
+
+    batch_axes = _batch_axes(mesh, batch, name)
+    head_axis = _divides(mesh, TENSOR_AXIS, heads)
+    token_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis, None)
+    gate_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis)
+    id_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS)
+    run = _shard_map(
+        shard, mesh,
+        in_specs=(token_spec, token_spec, token_spec, gate_spec, None if g is None else gate_spec,
+                  None if segment_ids is None else id_spec),
+        out_specs=token_spec,
+    )
+    return run(q, k, v, beta, g, segment_ids)
 
 
 # ----------------------------------------------------------------------------- diagonal scan

@@ -1,0 +1,179 @@
+"""The delta-rule mixer: DeltaNet, Gated DeltaNet and DeltaProduct in one layer.
+
+``[B, L, d_model] -> [B, L, d_model]``. Per head, with ``n = householder_steps`` keys, values and
+step sizes per token (see :func:`jaxattn.ops.delta_rule` and ``docs/delta_rule.md``):
+
+    S_t = exp(g_t) S_{t-1};   S_t <- S_t + k_{t,j}^T beta_{t,j} (v_{t,j} - k_{t,j} S_t)   (j = 1..n)
+    o_t = K^{-1/2} q_t S_t
+
+The projections of q, k, v pass through the short causal convolution and SiLU (as fla's DeltaNet);
+q and k are then L2-normalised per head, which makes each transition ``I - beta k^T k`` a contraction
+with eigenvalues ``1`` and ``1 - beta``. ``beta = sigmoid(x W_beta)`` keeps them in ``[0, 1]``;
+``negative_eigenvalues=True`` takes ``beta = 2 sigmoid(x W_beta)``, eigenvalues in ``[-1, 1]``, which
+is what lets one layer track parity and (with ``n >= 2``) permutations. ``gated=True`` adds the
+Mamba-2 decay ``g_t = -exp(A) softplus(x W_g + dt_bias)`` per head (Gated DeltaNet). The output is
+RMS-normalised per head and, with ``output_gate``, multiplied by ``silu(x W_o)`` (Gated DeltaNet's
+gated norm) before the output projection.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxattn.nn.blocks import dense
+from jaxattn.nn.registry import SequenceMixer, register_mixer
+from jaxattn.nn.short_conv import ShortConvolution
+from jaxattn.ops import delta_rule
+from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_delta_rule
+
+
+class DeltaNetCarry(NamedTuple):
+    """Decoding state: ``state [B, H, K, V]`` fp32 and the short convolution's last inputs."""
+
+    state: jax.Array
+    conv_history: jax.Array
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """``x / ||x||`` over the last axis, in fp32 (eps inside the root keeps a zero vector finite)."""
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def _log_uniform_init(low: float, high: float):
+    """``log(u)``, ``u`` log-uniform in ``[low, high]``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, math.log(low), math.log(high))
+
+    return init
+
+
+def _softplus_inverse_init(low: float, high: float):
+    """``dt_bias`` with ``softplus(dt_bias)`` log-uniform in ``[low, high]`` (Mamba-2's time steps)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        dt = jnp.exp(jax.random.uniform(key, shape, dtype, math.log(low), math.log(high)))
+        return dt + jnp.log(-jnp.expm1(-dt))
+
+    return init
+
+
+@register_mixer("delta_net")
+class DeltaNet(SequenceMixer):
+    """Delta-rule mixer with the mixer face (``__call__``, ``init_carry``, ``step``).
+
+    Attributes:
+      num_heads, head_dim: H heads with keys of size K = ``head_dim``.
+      value_dim: V per head (default ``head_dim``; Gated DeltaNet uses ``2 * head_dim``).
+      householder_steps: n keys, values and betas per token (1: DeltaNet; more: DeltaProduct).
+      negative_eigenvalues: ``beta in [0, 2]`` instead of ``[0, 1]``.
+      gated: the Mamba-2 decay per token and head (Gated DeltaNet / Gated DeltaProduct).
+      short_conv: width of the causal depthwise convolution on the q, k, v projections (0: none).
+      output_gate: ``silu(x W)`` on the normalised output (Gated DeltaNet).
+      chunk_size, impl: passed to :func:`jaxattn.ops.delta_rule`.
+
+    Under a mesh with ``sequence`` shards (``jax.set_mesh``) a whole-sequence call runs LASP-2
+    (:func:`jaxattn.parallel.sequence.sequence_parallel_delta_rule`).
+
+    ``VARIANTS``: ``negative`` (DeltaNet with beta in [0, 2]), ``gated`` (Gated DeltaNet: decay and
+    output gate), ``product`` (DeltaProduct with two Householder steps and negative eigenvalues).
+    """
+
+    VARIANTS = {
+        "negative": dict(negative_eigenvalues=True),
+        "gated": dict(gated=True, output_gate=True),
+        "product": dict(householder_steps=2, negative_eigenvalues=True),
+    }
+
+    num_heads: int = 4
+    head_dim: int = 32
+    value_dim: Optional[int] = None
+    householder_steps: int = 1
+    negative_eigenvalues: bool = False
+    gated: bool = False
+    short_conv: int = 4
+    output_gate: bool = False
+    chunk_size: int = 64
+    impl: str = "auto"
+
+    def noncausal_options(self) -> dict:
+        return {}
+
+    @property
+    def values(self) -> int:
+        """V, the value size per head."""
+        return self.head_dim if self.value_dim is None else self.value_dim
+
+    def _channels(self) -> tuple[int, int, int]:
+        """Widths of the q, k and v projections (k and v carry n rows per token)."""
+        heads, n = self.num_heads, self.householder_steps
+        return heads * self.head_dim, n * heads * self.head_dim, n * heads * self.values
+
+    def _check_options(self):
+        if not isinstance(self.householder_steps, int) or self.householder_steps < 1:
+            raise ValueError(f"DeltaNet: householder_steps must be an int >= 1, got {self.householder_steps!r}")
+        if self.short_conv < 0:
+            raise ValueError(f"DeltaNet: short_conv must be >= 0 (0: none), got {self.short_conv}")
+
+    @nn.compact
+    def _mix(self, x, *, segment_ids=None, carry: Optional[DeltaNetCarry] = None, impl=None):
+        """``x [B, L, d_model]`` -> (``[B, L, d_model]``, carry after the last token)."""
+        self._check_options()
+        batch, length, features = x.shape
+        heads, dim, n = self.num_heads, self.head_dim, self.householder_steps
+        widths = self._channels()
+        qkv = jnp.concatenate([dense(w, ("embed", "heads"), name)(x) for w, name in zip(widths, ("query", "key", "value"))], -1)
+        history = jnp.zeros((batch, 0, qkv.shape[-1]), qkv.dtype)
+        if self.short_conv:
+            history = None if carry is None else carry.conv_history
+            qkv, history = ShortConvolution(self.short_conv, name="short_conv")(qkv, history=history, segment_ids=segment_ids)
+        else:
+            qkv = jax.nn.silu(qkv)
+        q, k, v = jnp.split(qkv, [widths[0], widths[0] + widths[1]], axis=-1)
+        q = _l2_normalize(q.reshape(batch, length, heads, dim))
+        k = _l2_normalize(k.reshape(batch, length * n, heads, dim))  # step j of token t at row t n + j
+        v = v.reshape(batch, length * n, heads, self.values)
+        beta = jax.nn.sigmoid(dense(n * heads, ("embed", "heads"), "beta")(x).astype(jnp.float32))
+        beta = (2.0 if self.negative_eigenvalues else 1.0) * beta.reshape(batch, length * n, heads)
+        g = None
+        if self.gated:
+            log_a = self.param("log_a", nn.with_logical_partitioning(_log_uniform_init(1.0, 16.0), ("heads",)), (heads,))
+            dt_bias = self.param("dt_bias", nn.with_logical_partitioning(_softplus_inverse_init(1e-3, 0.1), ("heads",)),
+                                 (heads,))
+            dt = jax.nn.softplus(dense(heads, ("embed", "heads"), "gate")(x).astype(jnp.float32) + dt_bias)
+            g = -jnp.exp(log_a) * dt  # [B, L, H], log decay <= 0
+        options = dict(g=g, householder_steps=n, segment_ids=segment_ids, chunk_size=self.chunk_size,
+                       impl=impl or self.impl)
+        if carry is None and sequence_axis_size() > 1:
+            o, state = sequence_parallel_delta_rule(q, k, v, beta, **options), None
+        else:
+            o, state = delta_rule(q, k, v, beta, initial_state=None if carry is None else carry.state,
+                                  output_final_state=True, **options)
+        o = nn.RMSNorm(name="output_norm", scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (None,)))(o)
+        o = o.reshape(batch, length, heads * self.values)
+        if self.output_gate:
+            o = o * jax.nn.silu(dense(heads * self.values, ("embed", "heads"), "output_gate")(x))
+        return dense(features, ("heads", "embed"), "out")(o.astype(x.dtype)), DeltaNetCarry(state, history)
+
+    def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+        del train
+        if x.ndim != 3:
+            raise ValueError(f"DeltaNet: x must be [B, L, d_model], got shape {x.shape}")
+        return self._mix(x, segment_ids=segment_ids)[0]
+
+    def init_carry(self, batch_size: int, features: Optional[int] = None) -> DeltaNetCarry:
+        """Zero state ``[B, H, K, V]`` fp32 and zero convolution history."""
+        del features  # the state's size comes from the heads
+        return DeltaNetCarry(
+            jnp.zeros((batch_size, self.num_heads, self.head_dim, self.values), jnp.float32),
+            jnp.zeros((batch_size, max(self.short_conv - 1, 0), sum(self._channels())), jnp.float32),
+        )
+
+    def step(self, carry: DeltaNetCarry, x_t: jax.Array) -> tuple[DeltaNetCarry, jax.Array]:
+        """One token ``x_t [B, d_model]``: the recurrence with ``carry`` as the state."""
+        y, carry = self._mix(x_t[:, None], carry=carry, impl="reference")
+        return carry, y[:, 0]
