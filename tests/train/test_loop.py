@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -39,9 +40,17 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """An uninterrupted run of ``tiny_config`` (two epochs): its work directory and summary, shared
+    by the tests below, which leave it as it was."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    return str(workdir), train_and_evaluate(tiny_config(), str(workdir))
+
+
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch, finished_run):
     config = tiny_config()
-    reference = train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+    reference_dir, reference = finished_run
     assert reference["test"]["accuracy"] > 0.3, "two epochs lift a tiny S5 well above chance (0.1)"
 
     # Interrupt after 25 training batches: the last complete checkpoint is at step 20.
@@ -65,26 +74,23 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
 
     resumed = train_and_evaluate(config, workdir)
     assert resumed == reference
-    assert deterministic(read_metrics(workdir)) == deterministic(read_metrics(str(tmp_path / "uninterrupted")))
+    assert deterministic(read_metrics(workdir)) == deterministic(read_metrics(reference_dir))
     with open(os.path.join(workdir, "summary.json")) as f:
         assert json.load(f) == reference
 
 
-def test_rerunning_a_finished_run_reproduces_its_summary(tmp_path):
-    config = tiny_config()
-    config.train.num_epochs = 1
-    first = train_and_evaluate(config, str(tmp_path))
-    assert (tmp_path / "curves.png").stat().st_size > 10_000
-    assert train_and_evaluate(config, str(tmp_path)) == first
+def test_rerunning_a_finished_run_reproduces_its_summary(tmp_path, finished_run):
+    reference_dir, reference = finished_run
+    workdir = shutil.copytree(reference_dir, tmp_path / "copy")  # the rerun appends to its metrics
+    assert (workdir / "curves.png").stat().st_size > 10_000
+    assert train_and_evaluate(tiny_config(), str(workdir)) == reference
 
 
-def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
+def test_a_different_config_in_the_same_workdir_is_refused(finished_run):
     config = tiny_config()
-    config.train.num_epochs = 1
-    train_and_evaluate(config, str(tmp_path))
     config.model.d_model = 32
     with pytest.raises(ValueError, match=r"different config \(fields \['config.model.d_model'\]\)"):
-        train_and_evaluate(config, str(tmp_path))
+        train_and_evaluate(config, finished_run[0])
 
 
 def test_batch_size_must_divide_over_devices(tmp_path):
