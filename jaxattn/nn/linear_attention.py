@@ -4,6 +4,8 @@ PAPERS.md section 2. ``[B, L, d_model] -> [B, L, d_model]``; per head
 ``o_t = phi(q_t) S_t`` with ``S_t = exp(g_t) S_{t-1} + phi(k_t)^T v_t`` (see
 :func:`jaxattn.ops.linear_attention`), where the gate is none, a constant per-head decay
 (RetNet: ``gamma_h = 1 - 2^(-5-h)``) or a data-dependent ``g_t = log sigmoid(W x_t) / tau`` (GLA).
+With ``negative_eigenvalues`` the data-dependent transition is ``a_t = 2 exp(g_t) - 1`` in
+``(-1, 1)`` (Grazzi et al., ICLR 2025): :func:`signed_data_gate`.
 """
 
 from typing import NamedTuple, Optional
@@ -16,6 +18,7 @@ from jaxattn.nn.arithmetic import attention_dot_general
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.ops import feature_maps, linear_attention
+from jaxattn.ops.linear_attention import fold_transition_signs
 from jaxattn.ops.rotary import apply_rotary
 from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_linear_attention
 from jaxattn.nn.short_conv import ShortConvolution
@@ -31,6 +34,27 @@ class LinearAttentionCarry(NamedTuple):
 
 FEATURE_MAP_NAMES = (*feature_maps.FEATURE_MAPS, "performer", "hedgehog")
 GATES = ("none", "decay", "data")
+# The smallest |a_t| of a signed gate: at a_t = 0, log |a_t| and its derivative are infinite.
+MIN_SIGNED_TRANSITION = 1e-6
+
+
+def signed_data_gate(z: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
+    """``(log |a|, a < 0)`` of ``a = 2 sigmoid(z)^(1/tau) - 1`` in ``(-1, 1)``: the GLA gate
+    ``p = sigmoid(z)^(1/tau)`` mapped from ``(0, 1)`` onto ``(-1, 1)`` as Grazzi et al. (2025)
+    extend Mamba's and DeltaNet's transitions (``tau = 1``: ``a = tanh(z / 2)``).
+
+    With ``l = log sigmoid(z) / tau`` and ``a = 1 + 2 expm1(l)``: ``a < 0`` exactly where
+    ``2 expm1(l) < -1``; ``log |a| = log1p(2 expm1(l))`` for ``a > 0`` (accurate as ``a -> 1``, the
+    long memories) and ``log1p(-2 exp(l))`` for ``a < 0`` (accurate as ``a -> -1``), each with its
+    argument clamped so that ``|a| >= MIN_SIGNED_TRANSITION`` (finite values and gradients in both
+    branches of the select, also the one not taken).
+    """
+    log_gate = jax.nn.log_sigmoid(z.astype(jnp.float32)) / temperature
+    below_one = 2.0 * jnp.expm1(log_gate)  # a - 1
+    negative = below_one < -1.0
+    positive_log = jnp.log1p(jnp.maximum(below_one, MIN_SIGNED_TRANSITION - 1.0))
+    negative_log = jnp.log1p(-2.0 * jnp.minimum(jnp.exp(log_gate), (1.0 - MIN_SIGNED_TRANSITION) / 2))
+    return jnp.where(negative, negative_log, positive_log), negative
 
 
 def retnet_log_decay(num_heads: int) -> jax.Array:
@@ -59,6 +83,11 @@ class LinearAttention(SequenceMixer):
       feature_map: one of :data:`FEATURE_MAP_NAMES`.
       gate: ``"none"``, ``"decay"`` (RetNet constant per head) or ``"data"`` (GLA-style per token).
       gate_temperature: tau of the data-dependent gate (GLA uses 16: gates start near 1).
+      negative_eigenvalues: with ``gate="data"``, transitions ``a_t = 2 sigmoid(W x_t)^(1/tau) - 1``
+        in ``(-1, 1)`` instead of ``sigmoid(W x_t)^(1/tau)`` in ``(0, 1)`` (Grazzi et al., ICLR
+        2025: a negative ``a_t`` flips the state, so one layer can track parity). Passed to the op
+        as ``g = log |a_t|`` and ``g_negative = a_t < 0`` (:func:`signed_data_gate`, with
+        ``|a_t| >= 1e-6``). Not with ``normalize`` (the normaliser could cross zero).
       normalize: divide by ``phi(q_t) . z_t``, ``z_t`` the (gated) sum of ``phi(k_s)``; off by
         default, as in :func:`jaxattn.ops.linear_attention`. It needs ``phi(q) . phi(k) > 0``: every
         map but ``identity`` (refused) gives that; with signed features the denominator crosses zero.
@@ -74,11 +103,14 @@ class LinearAttention(SequenceMixer):
 
     Under a mesh with ``sequence`` shards (``jax.set_mesh``) a whole-sequence call runs LASP-2
     (:func:`jaxattn.parallel.sequence.sequence_parallel_linear_attention`), except non-causal with
-    ``segment_ids``, which XLA's partitioner handles by gathering the sequence.
+    ``segment_ids``, which XLA's partitioner handles by gathering the sequence. LASP-2 takes no
+    signs: with ``negative_eigenvalues`` it runs on the sign-folded queries and keys
+    (:func:`jaxattn.ops.linear_attention.fold_transition_signs`, exact) with the magnitudes as gates.
 
     ``VARIANTS``: ``gated`` (GLA: data gate and short convolution), ``decay`` (RetNet's decay with
     rotary positions), ``hedgehog`` and ``based`` (Taylor features), both normalised,
-    ``normalized_gated_output`` (normaliser, output norm and output gate) and ``bidirectional``.
+    ``normalized_gated_output`` (normaliser, output norm and output gate), ``bidirectional`` and
+    ``gated_negative`` (``gated`` with ``negative_eigenvalues``).
     """
 
     VARIANTS = {
@@ -88,6 +120,7 @@ class LinearAttention(SequenceMixer):
         "based": dict(feature_map="taylor_exp", head_dim=8, normalize=True),
         "normalized_gated_output": dict(normalize=True, output_norm=True, output_gate=True),
         "bidirectional": dict(causal=False),
+        "gated_negative": dict(gate="data", short_conv=4, negative_eigenvalues=True),
     }
 
     num_heads: int = 4
@@ -95,6 +128,7 @@ class LinearAttention(SequenceMixer):
     feature_map: str = "elu_plus_one"
     gate: str = "none"
     gate_temperature: float = 16.0
+    negative_eigenvalues: bool = False
     normalize: bool = False
     output_norm: bool = False
     output_gate: bool = False
@@ -113,6 +147,11 @@ class LinearAttention(SequenceMixer):
             raise ValueError(f"LinearAttention: gate={self.gate!r} is not one of {GATES}")
         if self.gate != "none" and not self.causal:
             raise ValueError("LinearAttention: a gate needs causal=True")
+        if self.negative_eigenvalues and self.gate != "data":
+            raise ValueError(f"LinearAttention: negative_eigenvalues=True needs gate='data', got gate={self.gate!r}")
+        if self.negative_eigenvalues and self.normalize:
+            raise ValueError("LinearAttention: negative_eigenvalues=True cannot be normalised (normalize=True): with "
+                             "signed transitions the normaliser can cross zero")
         if self.normalize and self.feature_map in feature_maps.SIGNED_FEATURE_MAPS:
             raise ValueError(f"LinearAttention: normalize=True needs positive features; feature_map="
                              f"{self.feature_map!r} is signed, so the normaliser can cross zero")
@@ -155,11 +194,15 @@ class LinearAttention(SequenceMixer):
             positions = offset + jnp.arange(length)[None, :]
             q, k = apply_rotary(q, positions), apply_rotary(k, positions)
         phi_q, phi_k = self._features(q, True), self._features(k, False)
-        g = g_gamma = None
+        g = g_gamma = negative = None
         if self.gate == "decay":
             g_gamma = retnet_log_decay(heads)
         elif self.gate == "data":
-            g = jax.nn.log_sigmoid(dense(heads, ("embed", "heads"), "gate")(x)) / self.gate_temperature
+            z = dense(heads, ("embed", "heads"), "gate")(x)
+            if self.negative_eigenvalues:
+                g, negative = signed_data_gate(z, self.gate_temperature)
+            else:
+                g = jax.nn.log_sigmoid(z) / self.gate_temperature
         # Feature-mapped keys are not unit-scale dot products: no extra scale (it cancels when normalised).
         scale = None if self.feature_map == "identity" else 1.0
         dot_general = attention_dot_general()
@@ -168,11 +211,13 @@ class LinearAttention(SequenceMixer):
                        segment_ids=segment_ids, chunk_size=self.chunk_size, dot_general=dot_general, impl=impl)
         if carry is None and sequence_axis_size() > 1 and (self.causal or segment_ids is None):
             # LASP-2 over the mesh's sequence shards; a whole sequence in, so no state is carried out.
+            if negative is not None:  # it takes no signs: the same outputs from sign-folded q, k
+                phi_q, phi_k, _ = fold_transition_signs(phi_q, phi_k, negative)
             o, state = sequence_parallel_linear_attention(phi_q, phi_k, v, **options), None
         else:
             o, state = linear_attention(
-                phi_q, phi_k, v, initial_state=None if carry is None else carry.state, output_final_state=True,
-                **options,
+                phi_q, phi_k, v, g_negative=negative, initial_state=None if carry is None else carry.state,
+                output_final_state=True, **options,
             )
         if self.output_norm:
             o = nn.LayerNorm(name="output_norm", use_bias=False)(o)

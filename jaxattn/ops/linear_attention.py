@@ -9,6 +9,18 @@ With ``normalize``, ``o_t /= scale * q_t z_t + eps`` where ``z_t`` is the same r
 ``k_t`` alone. With ``segment_ids``, the state is dropped at every change of segment id (packed
 sequences); ``initial_state`` belongs to the segment of the first token.
 
+Signed transitions (Grazzi et al., ICLR 2025, "Unlocking State-Tracking in Linear RNNs Through
+Negative Eigenvalues"): with ``g_negative [B, T, H]`` bool the transition is
+``a_t = sigma_t exp(g_t + g_gamma)``, ``sigma_t = -1`` where ``g_negative`` is True, so ``a_t`` can
+reach ``(-1, 0)`` (``g_t = 0`` with ``sigma_t = -1`` flips the state's sign: parity in one layer).
+The magnitude stays in log space. With ``s_t = sigma_1 ... sigma_t`` (the parity of the negative
+transitions so far, ``s_0 = 1``) the signed state is ``S_t = s_t S'_t``, where ``S'`` is the
+recurrence of the magnitudes ``|a_t|`` on the keys ``s_t k_t`` (by induction:
+``a_t S_{t-1} = s_t |a_t| S'_{t-1}`` and ``k_t = s_t (s_t k_t)``; segment resets change nothing), so
+``o_t = scale (s_t q_t) S'_t``. The chunked and Pallas paths run that unsigned recurrence on
+``s_t q_t, s_t k_t`` (an exact sign flip; in a chunk the decay between ``i >= j`` is
+``s_i s_j exp(G_i - G_j)``, the parity of the negatives in ``(j, i]``) and return ``s_T S'_T``.
+
 Implementations:
   * ``"reference"``: token by token (``lax.scan``) in fp32 at HIGHEST precision; non-causal as a
     dense masked product. The test oracle.
@@ -17,7 +29,7 @@ Implementations:
     Memory is linear in T and no per-chunk states are kept beyond what autodiff saves.
   * ``"pallas"``: the same tiling as GPU (Triton) and TPU (Mosaic) kernels with a recomputing
     backward (:mod:`pallas_kernels.linear_attention`); the Pallas interpreter on CPU. No
-    ``segment_ids``.
+    ``segment_ids``; ``g_negative`` through the sign flip above, outside the kernels.
 """
 
 from collections.abc import Callable
@@ -39,7 +51,7 @@ class _Inputs(NamedTuple):
     """Validated inputs: q, k ``[B, T, H, K]``; v ``[B, T, H, V']``; ``log_decay [B, T, H]`` fp32 or
     None; ``state [B, H, K, V']`` fp32; ``boundary [B, T]`` bool or None (True where a new segment
     starts); ``dot_general``, the product behind every contraction (``lax.dot_general`` or an
-    L-Matmul)."""
+    L-Matmul); ``negative [B, T, H]`` bool or None (True where the transition is negative)."""
 
     q: jax.Array
     k: jax.Array
@@ -48,6 +60,7 @@ class _Inputs(NamedTuple):
     state: jax.Array
     boundary: Optional[jax.Array]
     dot_general: Callable = jax.lax.dot_general
+    negative: Optional[jax.Array] = None
 
     def einsum(self, spec: str, a: jax.Array, b: jax.Array, **kwargs) -> jax.Array:
         """``jnp.einsum`` of two operands through ``dot_general``."""
@@ -62,15 +75,16 @@ def _reference_causal(x: _Inputs, scale: float, chunk_size: int):
     batch, length, heads = x.q.shape[:3]
     log_decay = jnp.zeros((batch, length, heads), jnp.float32) if x.log_decay is None else x.log_decay
     keep = jnp.ones((batch, length), bool) if x.boundary is None else ~x.boundary
+    negative = jnp.zeros((batch, length, heads), bool) if x.negative is None else x.negative
 
     def step(state, inputs):
-        q_t, k_t, v_t, a_t, keep_t = inputs
-        decay = jnp.exp(a_t) * keep_t[:, None]
+        q_t, k_t, v_t, a_t, negative_t, keep_t = inputs
+        decay = jnp.where(negative_t, -jnp.exp(a_t), jnp.exp(a_t)) * keep_t[:, None]
         state = decay[..., None, None] * state + x.einsum("bhk,bhv->bhkv", k_t, v_t, precision=_HIGHEST)
         return state, scale * x.einsum("bhk,bhkv->bhv", q_t, state, precision=_HIGHEST)
 
     time_major = [jnp.moveaxis(a.astype(jnp.float32), 1, 0) for a in (x.q, x.k, x.v, log_decay)]
-    final, o = jax.lax.scan(step, x.state, (*time_major, jnp.moveaxis(keep, 1, 0)))
+    final, o = jax.lax.scan(step, x.state, (*time_major, jnp.moveaxis(negative, 1, 0), jnp.moveaxis(keep, 1, 0)))
     return jnp.moveaxis(o, 0, 1), final
 
 
@@ -100,6 +114,35 @@ def _reference_noncausal(x: _Inputs, scale: float, chunk_size: int):
 # ----------------------------------------------------------------------------- chunked
 
 
+def transition_sign_parity(g_negative: jax.Array) -> jax.Array:
+    """``s_t = sigma_1 ... sigma_t`` ``[B, T, H]`` fp32 (+-1): -1 where an odd number of the
+    transitions up to and including token t are negative (a running count mod 2)."""
+    odd = jnp.cumsum(g_negative.astype(jnp.int32), axis=1) % 2
+    return (1 - 2 * odd).astype(jnp.float32)
+
+
+def fold_transition_signs(q: jax.Array, k: jax.Array, g_negative: jax.Array):
+    """``(s_t q_t, s_t k_t, s_T)``: the unsigned recurrence on these queries and keys, with the
+    magnitudes ``exp(g_t)`` as transitions, gives the outputs of the signed one, and its final state
+    times ``s_T [B, H]`` is the signed final state (module docstring). Exact: a product with +-1.
+    For wrappers that take no signs, such as the sequence-parallel one."""
+    parity = transition_sign_parity(g_negative)[..., None]
+    flip = lambda a: a * parity.astype(a.dtype)  # noqa: E731
+    return flip(q), flip(k), parity[:, -1, :, 0]
+
+
+def _fold_signs(x: _Inputs) -> tuple[_Inputs, Optional[jax.Array]]:
+    """``x`` as the unsigned recurrence (:func:`fold_transition_signs`) and ``s_T``; None: no signs."""
+    if x.negative is None:
+        return x, None
+    q, k, last_sign = fold_transition_signs(x.q, x.k, x.negative)
+    return x._replace(q=q, k=k, negative=None), last_sign
+
+
+def _unfold_signs(final: jax.Array, last_sign: Optional[jax.Array]) -> jax.Array:
+    return final if last_sign is None else final * last_sign[..., None, None]
+
+
 def _pad_to_chunks(x: _Inputs, chunk_size: int) -> _Inputs:
     """Pads T to a multiple of C. Zero keys and values add nothing to the state and a zero log
     decay keeps it, so the state after the padding is the state after the last real token."""
@@ -115,6 +158,8 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
       ``S <- exp(G_C) S + sum_r exp(G_C - G_r) k_r^T v_r``,
     where ``M`` is causal and same-segment, the carried ``S`` reaches only tokens before the
     chunk's first segment start, and only tokens of the chunk's last segment feed the new state.
+    Signed transitions (``g_negative``) are folded into Q and K first (:func:`_fold_signs`): the
+    scan then runs on magnitudes and carries ``S' = s_t S_t`` (module docstring).
 
     Each chunk is moved to head-major ``[B, H, C, D]`` inside the scan body, where it is in cache
     (transposing the whole ``[B, T, H, D]`` input first is slower on CPU; with B = 1 the scan
@@ -122,6 +167,7 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
     by ``_UNROLL`` chunks so that XLA sees several independent products at once.
     """
     batch, length, heads = x.q.shape[:3]
+    x, last_sign = _fold_signs(x)
     x = _pad_to_chunks(x, chunk_size)
     q, k, v = (chunk_major(a, chunk_size) for a in (x.q, x.k, x.v))  # [N, B, C, H, D]
     causal = jnp.tril(jnp.ones((chunk_size, chunk_size), bool))
@@ -169,7 +215,7 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
 
     final, o = jax.lax.scan(chunk_step, x.state, chunks, unroll=min(_UNROLL, q.shape[0]))
     o = (o if batch == 1 else jnp.moveaxis(o, 0, 1)).reshape(batch, -1, heads, o.shape[-1])
-    return o[:, :length], final
+    return o[:, :length], _unfold_signs(final, last_sign)
 
 
 def _flip(x: _Inputs) -> _Inputs:
@@ -180,7 +226,7 @@ def _flip(x: _Inputs) -> _Inputs:
         ends = jnp.concatenate([x.boundary[:, 1:], jnp.zeros_like(x.boundary[:, :1])], axis=1)
         boundary = jnp.flip(ends, axis=1)
     return x._replace(q=reverse(x.q), k=reverse(x.k), v=reverse(x.v), log_decay=None, state=jnp.zeros_like(x.state),
-                      boundary=boundary)
+                      boundary=boundary, negative=None)
 
 
 def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
@@ -213,10 +259,11 @@ def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
     """The Pallas kernels of :mod:`pallas_kernels.linear_attention` on head-major, chunk-padded inputs."""
     _require_pallas_support(x)
     batch, length = x.q.shape[:2]
+    x, last_sign = _fold_signs(x)  # the kernels see magnitudes only
     x = _pad_to_chunks(x, chunk_size)
     head_major = lambda a: None if a is None else jnp.swapaxes(a, 1, 2)  # noqa: E731
     o, final = chunked_linear_attention(*map(head_major, (x.q, x.k, x.v, x.log_decay)), x.state, scale, chunk_size)
-    return jnp.swapaxes(o, 1, 2)[:, :length], final
+    return jnp.swapaxes(o, 1, 2)[:, :length], _unfold_signs(final, last_sign)
 
 
 def _pallas_noncausal(x: _Inputs, scale: float, chunk_size: int):
@@ -235,7 +282,7 @@ _IMPLEMENTATIONS = {
 # ----------------------------------------------------------------------------- public op
 
 
-def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale):
+def _validate(q, k, v, g, g_negative, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale):
     for name, a in (("q", q), ("k", k), ("v", v)):
         require_rank("linear_attention", name, a, "B, T, H, D")
         if not jnp.issubdtype(a.dtype, jnp.floating):
@@ -247,10 +294,26 @@ def _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids
         raise ValueError(f"linear_attention: `v` must be [B, T, H, V] with [B, T, H] = {q.shape[:3]}, got {v.shape}")
     if g is not None and g.shape != (batch, length, heads):
         raise ValueError(f"linear_attention: `g` must be [B, T, H] = {(batch, length, heads)}, got {g.shape}")
+    if g_negative is not None:
+        if g_negative.shape != (batch, length, heads):
+            raise ValueError(
+                f"linear_attention: `g_negative` must be [B, T, H] = {(batch, length, heads)}, got {g_negative.shape}"
+            )
+        if g_negative.dtype != jnp.bool_:
+            raise TypeError(
+                f"linear_attention: `g_negative` must be bool (True: negative transition), got {g_negative.dtype}"
+            )
+        if normalize:
+            raise ValueError(
+                "linear_attention: normalize=True needs positive transitions; with `g_negative` the normaliser "
+                "z_t (a signed sum of keys) can cross zero"
+            )
     if g_gamma is not None and g_gamma.shape != (heads,):
         raise ValueError(f"linear_attention: `g_gamma` must be [H] = {(heads,)}, got {g_gamma.shape}")
-    if not causal and (g is not None or g_gamma is not None):
-        raise ValueError("linear_attention: gates `g` / `g_gamma` need causal=True (a decay has a direction)")
+    if not causal and (g is not None or g_gamma is not None or g_negative is not None):
+        raise ValueError(
+            "linear_attention: gates `g` / `g_negative` / `g_gamma` need causal=True (a decay has a direction)"
+        )
     value_dim = v.shape[-1] + (1 if normalize else 0)
     if initial_state is not None and initial_state.shape != (batch, heads, key_dim, value_dim):
         extra = " (V + 1: the last column is the normaliser's state)" if normalize else ""
@@ -281,6 +344,7 @@ def linear_attention(
     v: jax.Array,
     *,
     g: Optional[jax.Array] = None,
+    g_negative: Optional[jax.Array] = None,
     g_gamma: Optional[jax.Array] = None,
     scale: Optional[float] = None,
     causal: bool = True,
@@ -293,12 +357,17 @@ def linear_attention(
     dot_general: Optional[Callable] = None,
     impl: str = "auto",
 ):
-    """Linear attention ``o_t = scale q_t S_t``, ``S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``.
+    """Linear attention ``o_t = scale q_t S_t``, ``S_t = sigma_t exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``.
 
     Args:
       q, k: queries and keys (after any feature map) ``[B, T, H, K]``.
       v: values ``[B, T, H, V]``.
-      g: per-token log gates ``[B, T, H]`` (natural log, <= 0), Mamba-2 style.
+      g: per-token log gates ``[B, T, H]`` (natural log, <= 0), Mamba-2 style: with ``g_negative``
+        the log of the transition's magnitude ``log |a_t|``.
+      g_negative: ``[B, T, H]`` bool, True where the transition is negative (``sigma_t = -1``; else
+        ``sigma_t = 1``): ``a_t = -exp(g_t + g_gamma)`` there, so transitions lie in ``[-1, 1]``
+        (Grazzi et al. 2025; ``g = 0`` with True flips the state). Causal only; not with
+        ``normalize``. Without ``g`` or ``g_gamma`` the magnitude is 1. Not differentiable (a sign).
       g_gamma: constant per-head log decay ``[H]`` (RetNet / Lightning).
       scale: default ``K ** -0.5``.
       causal: causal recurrence, or every token attends to its whole segment (no gates).
@@ -319,7 +388,7 @@ def linear_attention(
       ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
       ``[B, H, K, V]`` fp32 (``(o, state)``).
     """
-    _validate(q, k, v, g, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale)
+    _validate(q, k, v, g, g_negative, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale)
     batch, length, heads, key_dim = q.shape
     scale = key_dim**-0.5 if scale is None else float(scale)
     log_decay = combined_log_decay(g, g_gamma, (batch, length, heads))
@@ -334,7 +403,7 @@ def linear_attention(
     boundary = None if segment_ids is None else segment_starts(segment_ids)
     unsupported = _pallas_unsupported(segment_ids, dot_general)
     core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)[bool(causal)]
-    inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general)
+    inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general, g_negative)
     o, final = core(inputs, scale, chunk_size)
     if normalize:
         o = o[..., :-1] / (o[..., -1:] + eps)

@@ -1,5 +1,7 @@
 """LinearAttention and MultiHeadAttention layers: step equals __call__, segments, options, errors."""
 
+from decimal import Decimal, getcontext
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxattn.nn import LinearAttention, MultiHeadAttention, TensorAttention
-from jaxattn.nn.linear_attention import FEATURE_MAP_NAMES, GATES
+from jaxattn.nn.linear_attention import FEATURE_MAP_NAMES, GATES, MIN_SIGNED_TRANSITION, signed_data_gate
 from jaxattn.ops import softmax_attention
 
 
@@ -36,6 +38,69 @@ def test_linear_attention_step_equals_call(feature_map, gate):
     x = jax.random.normal(jax.random.key(0), (2, 11, 6))
     variables = model.init(jax.random.key(1), x)
     assert relative_error(run_steps(model, variables, x), model.apply(variables, x)) < 1e-5
+
+
+def signed_model(**options):
+    return LinearAttention(num_heads=2, head_dim=4, gate="data", negative_eigenvalues=True, gate_temperature=1.0,
+                           chunk_size=4, **options)
+
+
+def test_negative_eigenvalues_step_equals_call():
+    model = signed_model(short_conv=3, output_norm=True, output_gate=True)
+    x = jax.random.normal(jax.random.key(0), (2, 11, 6))
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+    gate = nn.unbox(variables["params"]["gate"])
+    _, negative = signed_data_gate(x @ gate["kernel"] + gate["bias"], model.gate_temperature)
+    assert 0.1 < float(jnp.mean(negative)) < 0.9  # both signs occur
+    step = jax.jit(lambda carry, x_t: model.apply(variables, carry, x_t, method=model.step))
+    carry, outputs = model.init_carry(2), []
+    for t in range(x.shape[1]):
+        carry, y_t = step(carry, x[:, t])
+        outputs.append(y_t)
+    assert relative_error(jnp.stack(outputs, axis=1), jax.jit(model.apply)(variables, x)) < 1e-5
+    assert model.init_carry(2).state.shape == (2, 2, 4, 4)
+
+
+def test_signed_data_gate_is_two_sigmoid_minus_one():
+    """``(log |a|, a < 0)`` of ``a = 2 sigmoid(z)^(1/tau) - 1`` against 50-digit decimals, from ``a``
+    near -1 through 0 to ``a`` near 1, with finite gradients also where ``a = 0``."""
+    getcontext().prec = 50
+    z = np.concatenate([np.linspace(-40.0, 25.0, 66), [0.0, 1e-3, -1e-3]]).astype(np.float32)
+    for temperature in (1.0, 16.0):
+        log_magnitude, negative = signed_data_gate(jnp.asarray(z), temperature)
+        for z_i, got_log, got_negative in zip(z, np.asarray(log_magnitude), np.asarray(negative)):
+            sigmoid = 1 / (1 + (-Decimal(float(z_i))).exp())
+            a = 2 * (sigmoid.ln() / Decimal(temperature)).exp() - 1
+            want = float(max(abs(a), Decimal(MIN_SIGNED_TRANSITION)).ln())
+            if abs(a) > Decimal("1e-4"):  # nearer 0 the fp32 z itself decides |a| to few digits
+                assert got_negative == (a < 0), (z_i, temperature)
+                assert abs(got_log - want) <= 2e-5 * abs(want), (z_i, temperature, got_log, want)
+        gradient = jax.grad(lambda z: jnp.sum(signed_data_gate(z, temperature)[0]))(jnp.asarray(z))
+        assert bool(jnp.all(jnp.isfinite(gradient)))
+    # a = 0 (z = 0, tau = 1; fp32 rounding leaves |a| ~ 1e-6): at most a little above the floor, and
+    # finite, with a finite gradient.
+    log_zero, _ = signed_data_gate(jnp.zeros(()), 1.0)
+    assert np.log(MIN_SIGNED_TRANSITION) <= float(log_zero) < np.log(4 * MIN_SIGNED_TRANSITION)
+    assert np.isfinite(jax.grad(lambda z: signed_data_gate(z, 1.0)[0])(jnp.zeros(())))
+
+
+def test_negative_eigenvalues_under_a_sequence_mesh_equal_one_device():
+    """LASP-2 takes no signs: the layer folds them into q and k, the same outputs as one device."""
+    from jax.sharding import AxisType
+
+    from jaxattn.parallel import SEQUENCE_AXIS
+
+    model = signed_model()
+    x = jax.random.normal(jax.random.key(2), (2, 16, 6))
+    segment_ids = (jnp.arange(16) < jnp.array([[16], [9]])).astype(jnp.int32)
+    variables = jax.jit(model.init)(jax.random.key(3), x)
+    apply = lambda variables, x: model.apply(variables, x, segment_ids=segment_ids)  # noqa: E731
+    want = jax.jit(apply)(variables, x)
+    with jax.set_mesh(jax.make_mesh((2, 4), ("data", SEQUENCE_AXIS), axis_types=(AxisType.Auto,) * 2)):
+        compiled = jax.jit(apply).lower(variables, x).compile()
+        got = compiled(variables, x)
+    assert "all-gather" in compiled.as_text()  # LASP-2 gathers the shards' states
+    assert relative_error(got, want) < 1e-5
 
 
 @pytest.mark.parametrize("short_conv", [0, 3])
@@ -104,6 +169,10 @@ def test_option_errors():
         LinearAttention(gate="sigmoid").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="a gate needs causal=True"):
         LinearAttention(gate="decay", causal=False).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="negative_eigenvalues=True needs gate='data', got gate='decay'"):
+        LinearAttention(gate="decay", negative_eigenvalues=True).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"negative_eigenvalues=True cannot be normalised \(normalize=True\)"):
+        LinearAttention(gate="data", negative_eigenvalues=True, normalize=True).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="normalize=True needs positive features; feature_map='identity'"):
         LinearAttention(feature_map="identity", normalize=True).init(jax.random.key(0), x)
     for model in (MultiHeadAttention(causal=False), LinearAttention(causal=False)):
