@@ -16,7 +16,6 @@ RMS-normalised per head and, with ``output_gate``, multiplied by ``silu(x W_o)``
 gated norm) before the output projection.
 """
 
-import math
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.registry import SequenceMixer, register_mixer
+from jaxattn.nn.s5 import log_step_init
 from jaxattn.nn.short_conv import ShortConvolution
 from jaxattn.ops import delta_rule
 from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_delta_rule
@@ -43,20 +43,11 @@ def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def _log_uniform_init(low: float, high: float):
-    """``log(u)``, ``u`` log-uniform in ``[low, high]``."""
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, math.log(low), math.log(high))
-
-    return init
-
-
 def _softplus_inverse_init(low: float, high: float):
     """``dt_bias`` with ``softplus(dt_bias)`` log-uniform in ``[low, high]`` (Mamba-2's time steps)."""
 
     def init(key, shape, dtype=jnp.float32):
-        dt = jnp.exp(jax.random.uniform(key, shape, dtype, math.log(low), math.log(high)))
+        dt = jnp.exp(log_step_init(low, high)(key, shape, dtype))
         return dt + jnp.log(-jnp.expm1(-dt))
 
     return init
@@ -141,7 +132,7 @@ class DeltaNet(SequenceMixer):
         beta = (2.0 if self.negative_eigenvalues else 1.0) * beta.reshape(batch, length * n, heads)
         g = None
         if self.gated:
-            log_a = self.param("log_a", nn.with_logical_partitioning(_log_uniform_init(1.0, 16.0), ("heads",)), (heads,))
+            log_a = self.param("log_a", nn.with_logical_partitioning(log_step_init(1.0, 16.0), ("heads",)), (heads,))
             dt_bias = self.param("dt_bias", nn.with_logical_partitioning(_softplus_inverse_init(1e-3, 0.1), ("heads",)),
                                  (heads,))
             dt = jax.nn.softplus(dense(heads, ("embed", "heads"), "gate")(x).astype(jnp.float32) + dt_bias)

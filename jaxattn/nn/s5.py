@@ -72,7 +72,8 @@ def output_matrix_init(kind: str, v: np.ndarray):
 
 
 def log_step_init(dt_min: float, dt_max: float):
-    """``log_step [P, 1]`` uniform in ``[log dt_min, log dt_max]`` (one timescale per state)."""
+    """``log dt`` uniform in ``[log dt_min, log dt_max]`` for any shape (S5: ``log_step [P, 1]``, one
+    timescale per state; DeltaNet: its decay rates and time steps)."""
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, np.log(dt_min), np.log(dt_max))

@@ -205,6 +205,17 @@ def _time_spec(x: jax.Array, batch: int, length: int, batch_axes, feature_axis) 
                          *rest)
 
 
+def _head_major_specs(mesh, batch: int, heads: int, name: str):
+    """Specs of the ``[B, T, H, D]`` tokens, the ``[B, T, H]`` gates and the ``[B, T]`` segment ids of an
+    attention-like op: batch over the batch axes, time over ``sequence``, heads over ``tensor``
+    when it divides them."""
+    batch_axes = _batch_axes(mesh, batch, name)
+    head_axis = _divides(mesh, TENSOR_AXIS, heads)
+    tokens = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis, None)
+    gates = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis)
+    return tokens, gates, PartitionSpec(batch_axes, SEQUENCE_AXIS)
+
+
 def _shard_map(fn: Callable, mesh, in_specs, out_specs):
     # check_vma=False: the Pallas kernels cannot declare how their outputs vary over mesh axes.
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
@@ -291,11 +302,7 @@ def sequence_parallel_linear_attention(
             o = o[..., :-1] / (o[..., -1:] + eps)
         return o.astype(v.dtype)
 
-    batch_axes = _batch_axes(mesh, batch, name)
-    head_axis = _divides(mesh, TENSOR_AXIS, heads)
-    token_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis, None)
-    gate_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis)
-    id_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS)
+    token_spec, gate_spec, id_spec = _head_major_specs(mesh, batch, heads, name)
     run = _shard_map(
         shard, mesh,
         in_specs=(token_spec, token_spec, token_spec, None if log_decay is None else gate_spec,
@@ -356,11 +363,7 @@ def sequence_parallel_delta_rule(
         o = local + jnp.einsum("bthk,bhkv->bthv", reach, incoming, precision=jax.lax.Precision.HIGHEST)
         return o.astype(v.dtype)
 
-    batch_axes = _batch_axes(mesh, batch, name)
-    head_axis = _divides(mesh, TENSOR_AXIS, heads)
-    token_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis, None)
-    gate_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS, head_axis)
-    id_spec = PartitionSpec(batch_axes, SEQUENCE_AXIS)
+    token_spec, gate_spec, id_spec = _head_major_specs(mesh, batch, heads, name)
     run = _shard_map(
         shard, mesh,
         in_specs=(token_spec, token_spec, token_spec, gate_spec, None if g is None else gate_spec,

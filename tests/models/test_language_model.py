@@ -11,6 +11,7 @@ from jaxattn.models import LanguageModel, generate
 MIXERS = {
     "linear": ("linear_attention", dict(num_heads=2, head_dim=8, chunk_size=4)),
     "softmax": ("softmax_attention", dict(num_heads=2, head_dim=8, max_decode_length=32)),
+    "gated_delta": ("delta_net", dict(num_heads=2, head_dim=8, gated=True, chunk_size=4)),
 }
 
 
@@ -19,7 +20,7 @@ def make(name, vocab_size=11):
     return LanguageModel(vocab_size=vocab_size, d_model=16, num_layers=2, mixer=mixer, mixer_options=options)
 
 
-@pytest.mark.parametrize("name", ["linear", "softmax"])
+@pytest.mark.parametrize("name", ["linear", "softmax", "gated_delta"])
 def test_greedy_generation_follows_the_argmax_of_the_full_model(name):
     model = make(name)
     prompt = jax.random.randint(jax.random.key(4), (2, 3), 0, 11)

@@ -1,6 +1,6 @@
-"""DeltaNet: step equals __call__ in every configuration, the layer computes the delta rule of its
-projections (beta's range with and without negative eigenvalues), every parameter is named for
-sharding, and a classifier and a language model train and generate with it. The registry-wide
+"""DeltaNet: step equals __call__ in every configuration, beta's range with and without negative
+eigenvalues, every parameter is named for sharding, and a classifier and a language model train
+with it. The registry-wide
 causality and decoding tests run its variants too (``tests/nn/test_mixer_registry.py``)."""
 
 import flax.linen as nn
@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxattn.models import LanguageModel, SequenceClassifier, generate
+from jaxattn.models import LanguageModel, SequenceClassifier
 from jaxattn.nn import DeltaNet
 
 # (householder_steps, negative_eigenvalues, gated, short_conv, output_gate)
@@ -98,20 +98,14 @@ def test_classifier_learns_parity_of_a_short_word():
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses[::10]
 
 
-def test_language_model_trains_and_generates():
+def test_language_model_trains():
+    """Generation with it: ``tests/models/test_language_model.py``."""
     model = LanguageModel(vocab_size=11, d_model=16, num_layers=1, mixer="delta_net",
                           mixer_options=dict(num_heads=2, head_dim=8, gated=True, chunk_size=8))
     tokens = jnp.tile(jnp.arange(10)[None], (4, 2))  # a cycle to learn
     loss = lambda logits, t: optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], t[:, 1:]).mean()  # noqa: E731
-    variables, losses = train(model, tokens, tokens, loss)
+    _, losses = train(model, tokens, tokens, loss)
     assert losses[-1] < 0.5 * losses[0], losses[::10]
-    prompt = tokens[:2, :3]
-    out = generate(model, variables, prompt, max_new_tokens=3)
-    expected = prompt
-    for _ in range(3):
-        next_token = jnp.argmax(model.apply(variables, expected)[:, -1], axis=-1)
-        expected = jnp.concatenate([expected, next_token[:, None].astype(expected.dtype)], axis=1)
-    np.testing.assert_array_equal(out, expected)
 
 
 def test_bad_options_are_named():

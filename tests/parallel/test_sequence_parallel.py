@@ -159,6 +159,15 @@ def collectives(compiled_text: str) -> dict[str, list[str]]:
     return found
 
 
+def only_all_gathers(compiled_text: str, count: int) -> list[str]:
+    """The result shapes of the all-gathers in compiled HLO text, after checking that there are
+    ``count`` of them and no other collective."""
+    found = collectives(compiled_text)
+    assert len(found["all-gather"]) == count, found
+    assert not any(found[kind] for kind in found if kind != "all-gather"), found
+    return found["all-gather"]
+
+
 def compiled_layer(length, backward=False, gated=True):
     mesh = make_mesh()
     token = jax.ShapeDtypeStruct((2, length, 4, 16), jnp.float32,
@@ -173,20 +182,13 @@ def compiled_layer(length, backward=False, gated=True):
 
 
 def test_forward_has_one_all_gather_independent_of_length():
-    shapes = []
-    for length in (256, 2048):
-        found = collectives(compiled_layer(length))
-        assert len(found["all-gather"]) == 1, found
-        assert not any(found[kind] for kind in found if kind != "all-gather"), found
-        shapes.append(found["all-gather"][0])
+    shapes = [only_all_gathers(compiled_layer(length), 1)[0] for length in (256, 2048)]
     # [shards, B, H K V + H]: the states and the decays of every shard, whatever T is.
     assert shapes[0] == shapes[1] == "f32[8,2,1028]"
 
 
 def test_backward_adds_one_all_gather_and_nothing_else():
-    found = collectives(compiled_layer(512, backward=True))
-    assert len(found["all-gather"]) == 2, found  # forward states, backward cotangents
-    assert not any(found[kind] for kind in found if kind != "all-gather"), found
+    only_all_gathers(compiled_layer(512, backward=True), 2)  # forward states, backward cotangents
 
 
 # ----------------------------------------------------------------------------- layers

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
-from test_sequence_parallel import assert_close, collectives, make_mesh, normal, weighted_sum
+from test_sequence_parallel import assert_close, collectives, make_mesh, normal, only_all_gathers, weighted_sum
 
 from jaxattn.nn import DeltaNet
 from jaxattn.ops import delta_rule
@@ -67,20 +67,13 @@ def compiled_delta_rule(length, backward=False):
 
 
 def test_forward_has_one_all_gather_independent_of_length():
-    shapes = []
-    for length in (512, 4096):
-        found = collectives(compiled_delta_rule(length))
-        assert len(found["all-gather"]) == 1, found
-        assert not any(found[kind] for kind in found if kind != "all-gather"), found
-        shapes.append(found["all-gather"][0])
+    shapes = [only_all_gathers(compiled_delta_rule(length), 1)[0] for length in (512, 4096)]
     # [shards, B, H K V + H K K]: every shard's state and transition matrix, whatever T is.
     assert shapes[0] == shapes[1] == "f32[8,1,1024]"
 
 
 def test_backward_adds_one_all_gather_and_nothing_else():
-    found = collectives(compiled_delta_rule(256, backward=True))
-    assert len(found["all-gather"]) == 2, found  # forward states, backward cotangents
-    assert not any(found[kind] for kind in found if kind != "all-gather"), found
+    only_all_gathers(compiled_delta_rule(256, backward=True), 2)  # forward states, backward cotangents
 
 
 @pytest.mark.parametrize("options", [dict(gated=True, output_gate=True),
