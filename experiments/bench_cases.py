@@ -11,11 +11,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.nn import S4, S4D, S5
-from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention, tensor_attention, tensor_attention_poly
+from jaxattn.ops import delta_rule, diagonal_scan, linear_attention, softmax_attention, tensor_attention, tensor_attention_poly
 from jaxattn.ops.lmul_matmul import lmul_dot_general
 from jaxattn.ops.tensor_attention_poly import feature_rank
 
 LINEAR_ATTENTION_CHUNK = 64
+DELTA_RULE_CHUNK = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,22 @@ def _linear_attention_flops(shape: Shape) -> float:
     """Chunked: per token and head ``2C(K+V)`` (intra-chunk) + ``2KV`` (state update) + ``2KV`` (inter)."""
     d = shape.head_dim
     return shape.batch * shape.heads * shape.length * (4 * LINEAR_ATTENTION_CHUNK * d + 4 * d * d)
+
+
+def _delta_rule_inputs(shape: Shape):
+    """q, unit-norm k, v ``[B, T, H, D]`` and beta ``[B, T, H]`` in (0, 1) (DeltaNet's ranges)."""
+    q, k, v = _qkv(shape)
+    k = k / jnp.linalg.norm(k.astype(jnp.float32), axis=-1, keepdims=True).astype(k.dtype)
+    beta = jax.random.uniform(jax.random.key(3), k.shape[:3], minval=0.05, maxval=0.95).astype(shape.dtype)
+    return q, k, v, beta
+
+
+def _delta_rule_flops(shape: Shape) -> float:
+    """Chunked WY/UT form, per token and head (chunk C, K = V = D): ``2CK`` gram + ``C^2 / 3`` inverse
+    + ``2C(K+V)`` for ``u`` and ``w`` + ``2CK`` scores + ``2CV`` intra-chunk + ``6KV`` (``wS``, ``qS``,
+    state update), as multiply-adds x 2; the same count for every impl (the useful work)."""
+    c, d = DELTA_RULE_CHUNK, shape.head_dim
+    return shape.batch * shape.heads * shape.length * 2 * (5 * c * d + c * c / 3 + 3 * d * d)
 
 
 def _softmax_flops(shape: Shape) -> float:
@@ -181,6 +198,13 @@ CASES = {
         lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
         ("xla", "pallas", "triton", "reference"),
         forward_only_impls=("triton",),
+    ),
+    "delta_rule": Case(
+        _delta_rule_inputs,
+        lambda impl: lambda q, k, v, beta: delta_rule(q, k, v, beta, chunk_size=DELTA_RULE_CHUNK, impl=impl),
+        lambda shape, impl: _delta_rule_flops(shape),
+        lambda shape: (4.0 * shape.tokens_by_width + shape.batch * shape.length * shape.heads) * shape.itemsize,
+        ("xla", "reference"),
     ),
     "softmax_attention": Case(
         _qkv,

@@ -11,9 +11,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 OPS = ("linear_attention", "softmax_attention", "diagonal_scan")
 
 
-def run_bench(tmp_path, *flags, lengths="32,64"):
+def run_bench(tmp_path, *flags, lengths="32,64", ops=OPS):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", f"--ops={','.join(OPS)}", f"--lengths={lengths}", "--heads=2",
+        [sys.executable, "-m", "experiments.bench", f"--ops={','.join(ops)}", f"--lengths={lengths}", "--heads=2",
          "--repeats=1", f"--out_dir={tmp_path}", *flags],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
@@ -40,6 +40,24 @@ def test_bench_measures_every_op_impl_dtype_and_head_size(tmp_path):
     assert "| linear_attention | xla | float32 | 8 | 64 |" in markdown
     assert "| softmax_attention | bfloat16 | 16 | 64 |" in markdown  # a row of the xla / pallas table
     assert (tmp_path / "bench.png").stat().st_size > 5_000
+
+
+def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
+    """delta_rule's xla (chunked) and reference (token loop) rows, forward and forward + backward, with
+    its FLOPs counted by the chunked form's formula."""
+    from experiments.bench_cases import DELTA_RULE_CHUNK
+
+    report = run_bench(tmp_path, "--impls=xla,reference", "--head_dims=8", lengths="80",
+                       ops=("delta_rule", "linear_attention"))
+    rows = {(r["op"], r["impl"]): r for r in report["rows"]}
+    assert set(rows) == {(op, impl) for op in ("delta_rule", "linear_attention") for impl in ("xla", "reference")}
+    c, d = DELTA_RULE_CHUNK, 8
+    for impl in ("xla", "reference"):
+        row = rows["delta_rule", impl]
+        assert not row["skipped"] and row["forward_ms"] > 0 and row["forward_backward_ms"] > 0
+        flops = 2 * 80 * 2 * (5 * c * d + c * c / 3 + 3 * d * d)  # T = 80, H = 2
+        assert abs(row["forward_gflops"] - flops / (row["forward_ms"] / 1e3) / 1e9) < 1e-6 * row["forward_gflops"]
+    assert "| delta_rule | xla | float32 | 8 | 80 |" in (tmp_path / "bench.md").read_text()
 
 
 def test_bench_skips_pallas_on_cpu_without_the_interpreter_flag(tmp_path):
