@@ -21,6 +21,17 @@ import jax
 import jax.numpy as jnp
 
 _LEAF = 4  # size of the diagonal blocks inverted by the nilpotent product (see the module docstring)
+# Blocks up to this size are multiplied as a broadcast product and sum, which XLA fuses into one
+# loop; as dots, thousands of 4 x 4 and 8 x 8 products per call each cost a library call (on CPU
+# the whole 64 x 64 inverse takes 2.6x longer that way).
+_FUSED_PRODUCT_SIZE = 8
+
+
+def _product(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` over the last two axes."""
+    if a.shape[-1] <= _FUSED_PRODUCT_SIZE:
+        return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    return a @ b
 
 
 def _diagonal_blocks(m: jax.Array, size: int) -> jax.Array:
@@ -36,8 +47,8 @@ def _leaf_inverses(m: jax.Array, size: int) -> jax.Array:
     inverse = jnp.eye(size, dtype=m.dtype) - nilpotent
     power = nilpotent
     for _ in range(max(size - 1, 1).bit_length() - 1):  # powers 2, 4, .. below size
-        power = power @ power
-        inverse = inverse + inverse @ power
+        power = _product(power, power)
+        inverse = inverse + _product(inverse, power)
     return inverse
 
 
@@ -59,7 +70,7 @@ def unit_lower_triangular_inverse(m: jax.Array) -> jax.Array:
         pairs = inverse.reshape(*inverse.shape[:-3], -1, 2, size, size)
         upper, lower = pairs[..., 0, :, :], pairs[..., 1, :, :]
         coupling = _diagonal_blocks(m, 2 * size)[..., size:, :size]
-        corner = -(lower @ (coupling @ upper))
+        corner = -_product(lower, _product(coupling, upper))
         zeros = jnp.zeros_like(upper)
         inverse = jnp.concatenate([jnp.concatenate([upper, zeros], -1), jnp.concatenate([corner, lower], -1)], -2)
         size *= 2
