@@ -20,7 +20,9 @@ Implementations:
   * ``"reference"``: token by token (``lax.scan``) in fp32 at HIGHEST precision. The test oracle.
   * ``"xla"``: the chunked WY/UT form, a scan over chunks carrying one fp32 ``[K, V]`` state (see
     :func:`_chunk_terms`). Memory is linear in T.
-  There is no Pallas kernel yet: ``impl="auto"`` is ``"xla"``.
+  * ``"pallas"``: GPU (Triton) and TPU (Mosaic) kernels (:mod:`pallas_kernels.delta_rule`) on the
+    sequence of delta steps, where DeltaProduct is DeltaNet with each token's query at its last
+    step; the Pallas interpreter on CPU. No ``segment_ids`` (``"auto"`` then uses ``"xla"``).
 """
 
 from typing import NamedTuple, Optional
@@ -32,6 +34,7 @@ from jaxattn.ops.checks import require_rank
 from jaxattn.ops.chunks import chunk_major, pad_time, segment_starts
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.triangular import unit_lower_triangular_inverse
+from pallas_kernels.delta_rule import chunked_delta_rule
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _UNROLL = 2  # chunks per scan iteration of the xla path
@@ -227,7 +230,31 @@ def _chunked(x: _Inputs, scale: float, chunk_size: int):
     return o[:, : chunks.length], final
 
 
-_IMPLEMENTATIONS = {"reference": _reference, "xla": _chunked}
+def _on_last_step(a: jax.Array, steps: int) -> jax.Array:
+    """Token values ``[B, T, ...]`` as step values ``[B, T*n, ...]`` on each token's last step, zero on
+    the others."""
+    if steps == 1:
+        return a
+    spread = jnp.zeros((*a.shape[:2], steps, *a.shape[2:]), a.dtype).at[:, :, -1].set(a)
+    return spread.reshape(a.shape[0], -1, *a.shape[2:])
+
+
+def _pallas(x: _Inputs, scale: float, chunk_size: int):
+    """:func:`pallas_kernels.delta_rule.chunked_delta_rule` on the steps: queries on each token's last
+    step, its decay on the first, padded to whole chunks of steps, head-major."""
+    if x.boundary is not None:
+        raise ValueError("delta_rule: impl='pallas' does not support segment_ids; use impl='xla'")
+    batch, length, heads = x.q.shape[:3]
+    n = x.steps
+    log_decay = None if x.log_decay is None else _on_first_step(x.log_decay, n)
+    steps = (_on_last_step(x.q, n), x.k, x.v, x.beta, log_decay)
+    head_major = lambda a: None if a is None else jnp.swapaxes(pad_time(a, chunk_size), 1, 2)  # noqa: E731
+    o, final = chunked_delta_rule(*map(head_major, steps), x.state, scale, chunk_size)
+    o = jnp.swapaxes(o, 1, 2)[:, : length * n]
+    return o.reshape(batch, length, n, heads, o.shape[-1])[:, :, -1], final
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _chunked, "pallas": _pallas}
 
 
 # ----------------------------------------------------------------------------- public op
@@ -312,15 +339,18 @@ def delta_rule(
       initial_state: ``[B, H, K, V]`` (kept in fp32).
       output_final_state: also return the final state.
       segment_ids: ``[B, T]`` ints; the state resets where the id changes.
-      chunk_size: delta steps per chunk of the ``xla`` path (``chunk_size // n`` tokens, at least one).
-      impl: ``"reference"``, ``"xla"`` or ``"auto"`` (``"xla"``: there is no Pallas kernel yet).
+      chunk_size: delta steps per chunk (the ``xla`` path takes ``chunk_size // n`` whole tokens, at
+        least one; the ``pallas`` kernels need a power of two >= 16 on GPU, a multiple of 8 on TPU).
+      impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU without
+        ``segment_ids``, else xla).
 
     Returns:
       ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
       ``[B, H, K, V]`` fp32 (``(o, state)``).
     """
     inputs, scale = _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
-    core = resolve_impl("delta_rule", impl, _IMPLEMENTATIONS)
+    unsupported = None if segment_ids is None else "segment_ids"
+    core = resolve_impl("delta_rule", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)
     o, final = core(inputs, scale, chunk_size)
     o = o.astype(v.dtype)
     return (o, final) if output_final_state else o

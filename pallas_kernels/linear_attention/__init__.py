@@ -1,8 +1,8 @@
 """Chunked linear attention (the simple-GLA core) as Pallas kernels with a ``custom_vjp``.
 
 ``S_t = exp(a_t) S_{t-1} + k_t^T v_t``, ``o_t = scale q_t S_t`` per (batch, head), computed chunk by
-chunk (:mod:`.chunk_math`) by the TPU kernel (:mod:`.tpu`) or the Triton kernel (:mod:`.triton`),
-chosen by lowering platform. The backward recomputes instead of saving per-chunk states: one
+chunk (:mod:`.chunk_math`) in sweeps over the chunks (:func:`pallas_kernels.chunked.sweep`: TPU or
+Triton kernels, chosen by lowering platform). The backward recomputes instead of saving per-chunk states: one
 forward-order sweep for ``dQ`` (recomputing ``S``) and one reverse sweep for ``dK, dV`` and the
 initial state's gradient. The log decay's gradient follows from those in closed form:
 ``da_t = sum_{s >= t} (q_s . dq_s - k_s . dk_s) + <dS_T, S_T>``.
@@ -14,8 +14,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.linear_attention import chunk_math, tpu, triton
-from pallas_kernels.platform import run_on_platform
+from pallas_kernels.chunked import sweep
+from pallas_kernels.chunked.decay import chunk_cumsum
+from pallas_kernels.linear_attention import chunk_math
+
+_NAME = "linear attention"
 
 
 def _forward_body(scale):
@@ -42,29 +45,10 @@ def _dkv_body(scale):
     return body
 
 
-def _sweep(body, seq_inputs, b, carry, out_widths, *, chunk_size, reverse=False):
-    def on(backend):
-        def run(seq_inputs, b, carry, interpret):
-            options = dict(chunk_size=chunk_size, reverse=reverse, interpret=interpret)
-            return backend.sweep(body, seq_inputs, b, carry, out_widths, **options)
-
-        return run
-
-    return run_on_platform(list(seq_inputs), b, carry, tpu=on(tpu), gpu=on(triton))
-
-
-def _chunk_cumsum(log_decay: Optional[jax.Array], chunk_size: int) -> Optional[jax.Array]:
-    """``[B, H, T]`` inclusive cumulative sum of the log decay within each chunk."""
-    if log_decay is None:
-        return None
-    batch, heads, length = log_decay.shape
-    chunks = log_decay.astype(jnp.float32).reshape(batch, heads, length // chunk_size, chunk_size)
-    return jnp.cumsum(chunks, axis=-1).reshape(batch, heads, length)
-
-
 def _forward(q, k, v, log_decay, initial_state, scale, chunk_size):
-    b = _chunk_cumsum(log_decay, chunk_size)
-    (out,), final = _sweep(_forward_body(scale), (q, k, v), b, initial_state, [v.shape[-1]], chunk_size=chunk_size)
+    b = chunk_cumsum(log_decay, chunk_size)
+    (out,), final = sweep(_forward_body(scale), (q, k, v), b, initial_state, [v.shape[-1]], chunk_size=chunk_size,
+                         name=_NAME)
     return (out, final), (q, k, v, log_decay, initial_state, final)
 
 
@@ -72,10 +56,11 @@ def _backward(scale, chunk_size, residuals, cotangents):
     q, k, v, log_decay, initial_state, final = residuals
     d_out, d_final = cotangents
     d_out = d_out.astype(v.dtype)
-    b = _chunk_cumsum(log_decay, chunk_size)
-    (dq,), _ = _sweep(_dq_body(scale), (k, v, d_out), b, initial_state, [q.shape[-1]], chunk_size=chunk_size)
-    (dk, dv), d_initial = _sweep(
-        _dkv_body(scale), (q, k, v, d_out), b, d_final, [k.shape[-1], v.shape[-1]], chunk_size=chunk_size, reverse=True
+    b = chunk_cumsum(log_decay, chunk_size)
+    (dq,), _ = sweep(_dq_body(scale), (k, v, d_out), b, initial_state, [q.shape[-1]], chunk_size=chunk_size, name=_NAME)
+    (dk, dv), d_initial = sweep(
+        _dkv_body(scale), (q, k, v, d_out), b, d_final, [k.shape[-1], v.shape[-1]], chunk_size=chunk_size, name=_NAME,
+        reverse=True,
     )
     d_log_decay = None
     if log_decay is not None:

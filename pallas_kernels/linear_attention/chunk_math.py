@@ -16,52 +16,24 @@ Everything accumulates in fp32. The functions take and return arrays, so a kerne
 one call and stores.
 """
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
-import jax
 import jax.numpy as jnp
 
+from pallas_kernels.chunked.decay import ChunkDecay, decay_factors, decay_matrix
 from pallas_kernels.dot import dot
-
-_F32 = jnp.float32
-
-
-class ChunkDecay(NamedTuple):
-    """``b`` of one chunk as a column ``[C, 1]`` and a row ``[1, C]``, and ``lam = b[C-1]`` (``[1, 1]``
-    or a scalar): kernels load these in the layouts their backend handles best."""
-
-    col: jax.Array
-    row: jax.Array
-    last: jax.Array
-
-
-def decay_matrix(size: int, decay: Optional[ChunkDecay]) -> jax.Array:
-    """``W [C, C]``: ``exp(b_i - b_j)`` on and below the diagonal, 0 above."""
-    rows = jax.lax.broadcasted_iota(jnp.int32, (size, size), 0)
-    cols = jax.lax.broadcasted_iota(jnp.int32, (size, size), 1)
-    causal = rows >= cols
-    if decay is None:
-        return causal.astype(_F32)
-    return jnp.exp(jnp.where(causal, decay.col - decay.row, -jnp.inf))
-
-
-def _decays(decay: Optional[ChunkDecay]):
-    """``(e^b [C, 1], e^(lam - b) [C, 1], e^lam)``, all ones without decay."""
-    if decay is None:
-        return 1.0, 1.0, 1.0
-    return jnp.exp(decay.col), jnp.exp(decay.last - decay.col), jnp.exp(decay.last)
 
 
 def next_state(k, v, decay: Optional[ChunkDecay], state):
     """``S' = e^lam S + (K .* e^(lam - b))^T V``."""
-    _, to_end, total = _decays(decay)
+    _, to_end, total = decay_factors(decay)
     return total * state + dot((k * to_end).astype(v.dtype), v, (0, 0))
 
 
 def forward_chunk(q, k, v, decay: Optional[ChunkDecay], state, scale: float):
     """``(O [C, V] fp32, S' [K, V])`` for one chunk."""
     weights = decay_matrix(q.shape[0], decay)
-    from_start, _, _ = _decays(decay)
+    from_start, _, _ = decay_factors(decay)
     scores = (scale * dot(q, k, (1, 1)) * weights).astype(v.dtype)
     out = dot(scores, v) + scale * dot((q * from_start).astype(q.dtype), state.astype(q.dtype))
     return out, next_state(k, v, decay, state)
@@ -70,7 +42,7 @@ def forward_chunk(q, k, v, decay: Optional[ChunkDecay], state, scale: float):
 def dq_chunk(k, v, do, decay: Optional[ChunkDecay], state, scale: float):
     """``dQ [C, K]`` fp32 of one chunk given the state before it."""
     weights = decay_matrix(do.shape[0], decay)
-    from_start, _, _ = _decays(decay)
+    from_start, _, _ = decay_factors(decay)
     d_scores = (scale * dot(do, v, (1, 1)) * weights).astype(k.dtype)
     return dot(d_scores, k) + scale * dot((do * from_start).astype(do.dtype), state.astype(do.dtype), (1, 1))
 
@@ -78,7 +50,7 @@ def dq_chunk(k, v, do, decay: Optional[ChunkDecay], state, scale: float):
 def dkv_chunk(q, k, v, do, decay: Optional[ChunkDecay], d_state, scale: float):
     """``(dK [C, K], dV [C, V], dS [K, V])`` of one chunk given ``dS'``, the gradient of the state after it."""
     weights = decay_matrix(q.shape[0], decay)
-    from_start, to_end, total = _decays(decay)
+    from_start, to_end, total = decay_factors(decay)
     d_scores = (scale * dot(do, v, (1, 1)) * weights).astype(q.dtype)
     scores = (scale * dot(q, k, (1, 1)) * weights).astype(do.dtype)
     d_state_in = d_state.astype(v.dtype)

@@ -1,0 +1,76 @@
+"""Kernel runners for chunked recurrences (linear attention, the delta rule), per platform.
+
+Sequences are head-major ``[B, H, T, D]`` with T a multiple of the chunk size C, cut into
+``N = T / C`` chunks; a recurrence supplies per-chunk block math and picks one of two shapes:
+
+* :func:`sweep`: the chunks of each (batch, head) in order (or in reverse), threading a carry
+  (a ``[K, V]`` state or its gradient) through ``body(blocks, decay, carry) -> (outputs, carry)``,
+  with ``blocks`` the chunk's ``[C, D]`` rows of each sequence input and ``decay`` its
+  :class:`~pallas_kernels.chunked.decay.ChunkDecay` (None without decay). Optionally it also
+  returns the carry as the body received it at every chunk (``carry_history``), which a backward
+  pass needs where the carry cannot be run backwards.
+* :func:`chunkwise`: every chunk independently (the parallel work of a chunked algorithm):
+  inputs ``[B, H, N, r, c]``, one ``[r, c]`` block each, ``body(blocks) -> outputs``.
+
+The TPU module (Mosaic) and the Triton module run the same bodies; :func:`run_on_platform` picks
+one by lowering platform (the Triton one in the interpreter elsewhere). Outputs are fp32.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import jax
+
+from pallas_kernels.chunked import tpu, triton
+from pallas_kernels.platform import run_on_platform
+
+
+def sweep(
+    body: Callable,
+    seq_inputs: Sequence[jax.Array],
+    b: Optional[jax.Array],
+    carry: jax.Array,
+    out_widths: Sequence[int],
+    *,
+    chunk_size: int,
+    name: str,
+    reverse: bool = False,
+    carry_history: bool = False,
+):
+    """Runs ``body`` over the chunks of every (batch, head).
+
+    Args:
+      body: ``body(blocks, decay, carry) -> (outputs, carry)`` for one chunk.
+      seq_inputs: ``[B, H, T, D_i]`` arrays.
+      b: ``[B, H, T]`` in-chunk inclusive cumulative log decay, or None.
+      carry: ``[B, H, K, V]``, the carry before the first chunk visited.
+      out_widths: the widths ``w`` of the ``[C, w]`` blocks ``body`` outputs.
+      name: the kernel's name (in errors and profiles).
+      reverse: visit the chunks last to first.
+      carry_history: also return ``[B, H, N, K, V]``, the carry each chunk received.
+
+    Returns:
+      ``(outputs, final_carry)``, outputs fp32 ``[B, H, T, w]``; with ``carry_history``
+      ``(outputs, final_carry, history)``.
+    """
+    def on(backend):
+        def run(seq_inputs, b, carry, interpret):
+            return backend.sweep(body, seq_inputs, b, carry, out_widths, chunk_size=chunk_size, name=name,
+                                 reverse=reverse, carry_history=carry_history, interpret=interpret)
+
+        return run
+
+    return run_on_platform(list(seq_inputs), b, carry, tpu=on(tpu), gpu=on(triton))
+
+
+def chunkwise(body: Callable, inputs: Sequence[jax.Array], out_blocks: Sequence[tuple[int, int]], *,
+              name: str) -> list[jax.Array]:
+    """Runs ``body(blocks) -> outputs`` on every chunk: ``inputs`` ``[B, H, N, r_i, c_i]``, outputs fp32
+    ``[B, H, N, r, c]`` for each ``(r, c)`` of ``out_blocks``."""
+    def on(backend):
+        def run(inputs, interpret):
+            return backend.chunkwise(body, inputs, out_blocks, name=name, interpret=interpret)
+
+        return run
+
+    return run_on_platform(list(inputs), tpu=on(tpu), gpu=on(triton))

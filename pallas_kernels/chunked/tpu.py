@@ -1,0 +1,133 @@
+"""TPU (Mosaic) runners of chunked recurrences (contract in :mod:`pallas_kernels.chunked`).
+
+``sweep``: grid (batch, head, chunk), the chunk axis sequential, the fp32 carry in a VMEM scratch
+buffer; ``b [B, H, T]`` is passed as ``[B, H, N, C, 1]`` and ``[B, H, N, 1, C]`` so that both block
+shapes are whole trailing dimensions, as Mosaic requires for a C that is not a multiple of 128.
+``chunkwise``: grid (batch, head, chunk), all parallel, one whole ``[r, c]`` block per operand.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+from pallas_kernels.chunked.decay import ChunkDecay
+
+
+def _check_chunk_size(chunk_size: int, name: str) -> None:
+    if chunk_size % 8:
+        raise ValueError(f"{name} TPU kernel: chunk_size must be a multiple of 8, got {chunk_size}")
+
+
+def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, history):
+    seq_in, rest = refs[:num_in], refs[num_in:]
+    decay = None
+    if has_decay:
+        col, row = rest[0][...], rest[1][...]
+        decay = ChunkDecay(col, row, row[:, chunk_size - 1 : chunk_size])
+        rest = rest[2:]
+    carry_in, seq_out, rest = rest[0], rest[1 : 1 + num_out], rest[1 + num_out :]
+    carry_out, rest = rest[0], rest[1:]
+    history_out, carry = (rest[0], rest[1]) if history else (None, rest[0])
+    step = pl.program_id(2)
+
+    @pl.when(step == 0)
+    def _():
+        carry[...] = carry_in[...]
+
+    if history:
+        history_out[...] = carry[...]
+    outputs, new_carry = body([r[...] for r in seq_in], decay, carry[...])
+    for ref, value in zip(seq_out, outputs):
+        ref[...] = value.astype(ref.dtype)
+    carry[...] = new_carry
+
+    @pl.when(step == pl.num_programs(2) - 1)
+    def _():
+        carry_out[...] = new_carry
+
+
+def sweep(
+    body: Callable,
+    seq_inputs: Sequence[jax.Array],
+    b: Optional[jax.Array],
+    carry: jax.Array,
+    out_widths: Sequence[int],
+    *,
+    chunk_size: int,
+    name: str,
+    reverse: bool = False,
+    carry_history: bool = False,
+    interpret: bool = False,
+):
+    """See :func:`pallas_kernels.chunked.sweep`."""
+    batch, heads, length = seq_inputs[0].shape[:3]
+    _check_chunk_size(chunk_size, name)
+    num_chunks = length // chunk_size
+    chunk = (lambda n: num_chunks - 1 - n) if reverse else (lambda n: n)
+    seq_spec = lambda width: pl.BlockSpec((None, None, chunk_size, width), lambda i, j, n: (i, j, chunk(n), 0))  # noqa: E731
+    carry_spec = pl.BlockSpec((None, None, *carry.shape[2:]), lambda i, j, n: (i, j, 0, 0))
+    args = list(seq_inputs)
+    in_specs = [seq_spec(a.shape[-1]) for a in seq_inputs]
+    if b is not None:
+        chunks = b.reshape(batch, heads, num_chunks, chunk_size)
+        args += [chunks[..., None], chunks[..., None, :]]
+        in_specs += [
+            pl.BlockSpec((None, None, None, chunk_size, 1), lambda i, j, n: (i, j, chunk(n), 0, 0)),
+            pl.BlockSpec((None, None, None, 1, chunk_size), lambda i, j, n: (i, j, chunk(n), 0, 0)),
+        ]
+    out_specs = [seq_spec(w) for w in out_widths] + [carry_spec]
+    out_shape = [jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in out_widths]
+    out_shape.append(jax.ShapeDtypeStruct(carry.shape, jnp.float32))
+    if carry_history:
+        out_specs.append(pl.BlockSpec((None, None, None, *carry.shape[2:]), lambda i, j, n: (i, j, chunk(n), 0, 0)))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_chunks, *carry.shape[2:]), jnp.float32))
+    kernel = lambda *refs: _sweep_kernel(  # noqa: E731
+        *refs, body=body, num_in=len(seq_inputs), num_out=len(out_widths), has_decay=b is not None,
+        chunk_size=chunk_size, history=carry_history,
+    )
+    results = pl.pallas_call(
+        kernel,
+        grid=(batch, heads, num_chunks),
+        in_specs=in_specs + [carry_spec],
+        out_specs=out_specs,
+        out_shape=out_shape,
+        scratch_shapes=[pltpu.VMEM(carry.shape[2:], jnp.float32)],
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary")),
+        interpret=interpret,
+        name=f"{name.replace(' ', '_')}_sweep",
+    )(*args, carry.astype(jnp.float32))
+    outputs, rest = list(results[: len(out_widths)]), results[len(out_widths) :]
+    return (outputs, *rest)
+
+
+def chunkwise(
+    body: Callable,
+    inputs: Sequence[jax.Array],
+    out_blocks: Sequence[tuple[int, int]],
+    *,
+    name: str,
+    interpret: bool = False,
+) -> list[jax.Array]:
+    """See :func:`pallas_kernels.chunked.chunkwise`."""
+    batch, heads, num_chunks = inputs[0].shape[:3]
+    block = lambda shape: pl.BlockSpec((None, None, None, *shape), lambda i, j, n: (i, j, n, 0, 0))  # noqa: E731
+
+    def kernel(*refs):
+        outputs = body([r[...] for r in refs[: len(inputs)]])
+        for ref, value in zip(refs[len(inputs) :], outputs):
+            ref[...] = value.astype(ref.dtype)
+
+    return list(pl.pallas_call(
+        kernel,
+        grid=(batch, heads, num_chunks),
+        in_specs=[block(a.shape[3:]) for a in inputs],
+        out_specs=[block(shape) for shape in out_blocks],
+        out_shape=[jax.ShapeDtypeStruct((batch, heads, num_chunks, *shape), jnp.float32) for shape in out_blocks],
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel")),
+        interpret=interpret,
+        name=name.replace(" ", "_"),
+    )(*inputs))

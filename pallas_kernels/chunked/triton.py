@@ -1,0 +1,164 @@
+"""GPU (Triton backend) runners of chunked recurrences (contract in :mod:`pallas_kernels.chunked`).
+
+``sweep``: one program per (batch, head) loops over the chunks with the fp32 carry in registers.
+``chunkwise``: one program per (batch, head, chunk). Triton blocks need power-of-two sizes of at
+least 16, so every block axis wider than 1 is zero-padded to one (zero key and value columns add
+nothing to any product) and the chunk size must be one; outputs are cut back.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from pallas_kernels.chunked.decay import ChunkDecay
+from pallas_kernels.dot import fp32_algorithm
+from pallas_kernels.platform import triton_fp32_dot, wide_fp32
+
+_MIN_BLOCK = 16
+
+
+def _block_size(size: int) -> int:
+    return size if size == 1 else max(_MIN_BLOCK, pl.next_power_of_2(size))
+
+
+def _pad_last(a: jax.Array, axes: int = 1) -> jax.Array:
+    pads = [(0, 0)] * (a.ndim - axes) + [(0, _block_size(n) - n) for n in a.shape[a.ndim - axes :]]
+    return jnp.pad(a, pads)
+
+
+def _check_chunk_size(chunk_size: int, name: str) -> None:
+    if chunk_size < _MIN_BLOCK or chunk_size & (chunk_size - 1):
+        raise ValueError(f"{name} Triton kernel: chunk_size must be a power of two >= 16, got {chunk_size}")
+
+
+def _compiler_params(operands, num_warps: int, num_stages: Optional[int]):
+    """``num_stages`` None: 2, or 1 (no multi-buffered loads) for fp32 heads wider than 64, whose
+    blocks would not fit in shared memory."""
+    if num_stages is None:
+        num_stages = 1 if wide_fp32(operands) else 2
+    return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, num_chunks, reverse, history):
+    seq_in, rest = refs[:num_in], refs[num_in:]
+    b_ref = None
+    if has_decay:
+        b_ref, rest = rest[0], rest[1:]
+    carry_in, seq_out, carry_out = rest[0], rest[1 : 1 + num_out], rest[1 + num_out]
+    history_out = rest[2 + num_out] if history else None
+    carry_rows = carry_in.shape[0]
+
+    def step(n, carry):
+        chunk = num_chunks - 1 - n if reverse else n
+        rows = pl.ds(pl.multiple_of(chunk * chunk_size, chunk_size), chunk_size)
+        if history:
+            history_out[pl.ds(pl.multiple_of(chunk * carry_rows, carry_rows), carry_rows), :] = carry
+        decay = None
+        if has_decay:
+            b = b_ref[rows]
+            decay = ChunkDecay(b[:, None], b[None, :], b_ref[chunk * chunk_size + chunk_size - 1])
+        outputs, carry = body([r[rows, :] for r in seq_in], decay, carry)
+        for ref, value in zip(seq_out, outputs):
+            ref[rows, :] = value.astype(ref.dtype)
+        return carry
+
+    carry_out[...] = jax.lax.fori_loop(0, num_chunks, step, carry_in[...])
+
+
+def sweep(
+    body: Callable,
+    seq_inputs: Sequence[jax.Array],
+    b: Optional[jax.Array],
+    carry: jax.Array,
+    out_widths: Sequence[int],
+    *,
+    chunk_size: int,
+    name: str,
+    reverse: bool = False,
+    carry_history: bool = False,
+    interpret: bool = False,
+    num_warps: int = 4,
+    num_stages: Optional[int] = None,
+):
+    """See :func:`pallas_kernels.chunked.sweep`."""
+    batch, heads, length = seq_inputs[0].shape[:3]
+    _check_chunk_size(chunk_size, name)
+    num_chunks = length // chunk_size
+    padded_inputs = [_pad_last(a) for a in seq_inputs]
+    padded_carry = _pad_last(carry.astype(jnp.float32), axes=2)
+    carry_rows, carry_cols = padded_carry.shape[2:]
+    seq_spec = lambda width: pl.BlockSpec((None, None, length, width), lambda i, j: (i, j, 0, 0))  # noqa: E731
+    carry_spec = pl.BlockSpec((None, None, carry_rows, carry_cols), lambda i, j: (i, j, 0, 0))
+    args = list(padded_inputs)
+    in_specs = [seq_spec(a.shape[-1]) for a in padded_inputs]
+    if b is not None:
+        args.append(b)
+        in_specs.append(pl.BlockSpec((None, None, length), lambda i, j: (i, j, 0)))
+    widths = [_block_size(w) for w in out_widths]
+    out_specs = [seq_spec(w) for w in widths] + [carry_spec]
+    out_shape = [jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in widths]
+    out_shape.append(jax.ShapeDtypeStruct(padded_carry.shape, jnp.float32))
+    if carry_history:  # the carries stacked along rows: [B, H, N * K, V]
+        out_specs.append(pl.BlockSpec((None, None, num_chunks * carry_rows, carry_cols), lambda i, j: (i, j, 0, 0)))
+        out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_chunks * carry_rows, carry_cols), jnp.float32))
+    kernel = lambda *refs: _sweep_kernel(  # noqa: E731
+        *refs, body=body, num_in=len(seq_inputs), num_out=len(out_widths), has_decay=b is not None,
+        chunk_size=chunk_size, num_chunks=num_chunks, reverse=reverse, history=carry_history,
+    )
+    with fp32_algorithm(triton_fp32_dot(interpret)):
+        results = pl.pallas_call(
+            kernel,
+            grid=(batch, heads),
+            in_specs=in_specs + [carry_spec],
+            out_specs=out_specs,
+            out_shape=out_shape,
+            compiler_params=_compiler_params(seq_inputs, num_warps, num_stages),
+            interpret=interpret,
+            name=f"{name.replace(' ', '_')}_sweep",
+        )(*args, padded_carry)
+    outputs = [o[..., :w] for o, w in zip(results, out_widths)]
+    key_dim, value_dim = carry.shape[2:]
+    final = results[len(out_widths)][..., :key_dim, :value_dim]
+    if not carry_history:
+        return outputs, final
+    history = results[len(out_widths) + 1].reshape(batch, heads, num_chunks, carry_rows, carry_cols)
+    return outputs, final, history[..., :key_dim, :value_dim]
+
+
+def chunkwise(
+    body: Callable,
+    inputs: Sequence[jax.Array],
+    out_blocks: Sequence[tuple[int, int]],
+    *,
+    name: str,
+    interpret: bool = False,
+    num_warps: int = 4,
+    num_stages: Optional[int] = None,
+) -> list[jax.Array]:
+    """See :func:`pallas_kernels.chunked.chunkwise`."""
+    batch, heads, num_chunks = inputs[0].shape[:3]
+    padded = [_pad_last(a, axes=2) for a in inputs]
+    padded_blocks = [tuple(_block_size(n) for n in shape) for shape in out_blocks]
+    block = lambda shape: pl.BlockSpec((None, None, None, *shape), lambda i, j, n: (i, j, n, 0, 0))  # noqa: E731
+
+    def kernel(*refs):
+        outputs = body([r[...] for r in refs[: len(inputs)]])
+        for ref, value in zip(refs[len(inputs) :], outputs):
+            ref[...] = value.astype(ref.dtype)
+
+    with fp32_algorithm(triton_fp32_dot(interpret)):
+        outputs = pl.pallas_call(
+            kernel,
+            grid=(batch, heads, num_chunks),
+            in_specs=[block(a.shape[3:]) for a in padded],
+            out_specs=[block(shape) for shape in padded_blocks],
+            out_shape=[jax.ShapeDtypeStruct((batch, heads, num_chunks, *shape), jnp.float32) for shape in padded_blocks],
+            compiler_params=_compiler_params(inputs, num_warps, num_stages),
+            interpret=interpret,
+            name=name.replace(" ", "_"),
+        )(*padded)
+    return [o[..., :rows, :cols] for o, (rows, cols) in zip(outputs, out_blocks)]
