@@ -78,11 +78,12 @@ CASES = [(1, 1, 16, "full"), (1, 5, 16, "plain"), (1, 63, 16, "full"), (1, 64, 6
          (2, 200, 64, "plain"), (3, 1, 16, "plain"), (3, 63, 2, "full"), (3, 64, 64, "full")]
 
 
-@pytest.mark.parametrize("steps, length, chunk_size, options", CASES)
-def test_xla_matches_reference_forward_and_gradients(steps, length, chunk_size, options):
-    full = options == "full"
-    args, kwargs = make_inputs(length + steps, length, steps, gated=full, segments=full, initial_state=full,
-                               beta_max=2.0 if full else 1.0)
+def check_matches_reference(impl, steps, length, chunk_size, *, gated, segments, initial_state, beta_max,
+                            tolerance=1e-4, gradient_tolerance=1e-3):
+    """``impl`` against the reference: outputs, final state and the gradients of a loss weighing both
+    with respect to q, k, v, beta and (where given) g and the initial state."""
+    args, kwargs = make_inputs(length + steps, length, steps, gated=gated, segments=segments,
+                               initial_state=initial_state, beta_max=beta_max)
     differentiable = {"args": args, **{name: kwargs[name] for name in ("g", "initial_state") if name in kwargs}}
     fixed = {name: value for name, value in kwargs.items() if name not in differentiable}
     batch, _, heads, key_dim = args[0].shape
@@ -97,16 +98,23 @@ def test_xla_matches_reference_forward_and_gradients(steps, length, chunk_size, 
         return jax.jit(jax.value_and_grad(objective, has_aux=True))(differentiable)
 
     (_, (want_o, want_state)), want_grads = run("reference")
-    (_, (got_o, got_state)), got_grads = run("xla")
+    (_, (got_o, got_state)), got_grads = run(impl)
     assert got_o.shape == (batch, length, heads, VALUE_DIM) and got_o.dtype == jnp.float32
-    assert relative_error(got_o, want_o) < 1e-4
-    assert relative_error(got_state, want_state) < 1e-4
+    assert relative_error(got_o, want_o) < tolerance
+    assert relative_error(got_state, want_state) < tolerance
     names = ["q", "k", "v", "beta"] + [name for name in ("g", "initial_state") if name in differentiable]
     flat_got = list(got_grads["args"]) + [got_grads[name] for name in names[4:]]
     flat_want = list(want_grads["args"]) + [want_grads[name] for name in names[4:]]
     for name, got, want in zip(names, flat_got, flat_want):
         assert np.all(np.isfinite(got)), name
-        assert relative_error(got, want) < 1e-3, name
+        assert relative_error(got, want) < gradient_tolerance, name
+
+
+@pytest.mark.parametrize("steps, length, chunk_size, options", CASES)
+def test_xla_matches_reference_forward_and_gradients(steps, length, chunk_size, options):
+    full = options == "full"
+    check_matches_reference("xla", steps, length, chunk_size, gated=full, segments=full, initial_state=full,
+                            beta_max=2.0 if full else 1.0)
 
 
 def test_chunk_size_does_not_change_the_result():
@@ -177,7 +185,7 @@ def float64_final_state(k, v, beta):
     (dict(initial_state=jnp.zeros((2, HEADS, VALUE_DIM, KEY_DIM))), "`initial_state`"),
     (dict(segment_ids=jnp.zeros((2, 9), jnp.int32)), "`segment_ids`"),
     (dict(chunk_size=0), "`chunk_size`"),
-    (dict(impl="pallas"), "impl='pallas' is not one of 'auto', 'reference', 'xla'"),
+    (dict(impl="fast"), "impl='fast' is not one of 'auto', 'reference', 'xla', 'pallas'"),
 ])
 def test_bad_arguments_are_named(change, message):
     (q, k, v, beta), _ = make_inputs(7, length=8, gated=False, segments=False, initial_state=False)

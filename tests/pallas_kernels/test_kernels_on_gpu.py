@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention, tensor_attention
+from jaxattn.ops import delta_rule, diagonal_scan, linear_attention, softmax_attention, tensor_attention
 
 
 def _has_gpu() -> bool:
@@ -29,6 +29,10 @@ def _inputs(shape, count, seed=0):
     return [jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(seed), count)]
 
 
+def _unit(k):
+    return k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+
+
 def _segments(batch, length):
     """Packed sequences: segment ids rising at random points."""
     starts = jax.random.bernoulli(jax.random.key(5), 0.01, (batch, length))
@@ -40,6 +44,15 @@ CASES = {
     "linear_attention_gated": (
         lambda impl, q, k, v, g: linear_attention(q, k, v, g=-jax.nn.softplus(g), impl=impl),
         lambda: _inputs((2, 1000, 4, 64), 3) + _inputs((2, 1000, 4), 1, seed=1),
+    ),
+    "delta_rule": (
+        lambda impl, q, k, v, b: delta_rule(q, _unit(k), v, 2 * jax.nn.sigmoid(b[..., 0]), impl=impl),
+        lambda: _inputs((2, 1000, 4, 64), 4),
+    ),
+    "delta_product_gated": (
+        lambda impl, q, k, v, b: delta_rule(q[:, ::2], _unit(k), v, 2 * jax.nn.sigmoid(b[..., 0]),
+                                            g=-jax.nn.softplus(b[:, ::2, :, 1]), householder_steps=2, impl=impl),
+        lambda: _inputs((2, 1000, 4, 64), 4),
     ),
     "diagonal_scan_complex": (
         lambda impl, a, b: diagonal_scan(0.9 * jnp.tanh(a) * jnp.exp(1j * b), b + 0j, impl=impl)[0],

@@ -16,7 +16,7 @@ pytest.importorskip("libtpu", reason="the TPU compile tier needs libtpu (pip ins
 from jax.experimental.topologies import get_topology_desc  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-from jaxattn.ops import diagonal_scan, linear_attention, softmax_attention, tensor_attention  # noqa: E402
+from jaxattn.ops import delta_rule, diagonal_scan, linear_attention, softmax_attention, tensor_attention  # noqa: E402
 from jaxattn.ops.lmul_matmul import lmul_dot_general  # noqa: E402
 
 TOPOLOGIES = ["v4:1x1x1", "v5e:1x1", "v6e:1x1"]
@@ -32,6 +32,10 @@ def _softmax(q, k, v, segment_ids=None, **kwargs):
 
 def _tensor(*args, **kwargs):
     return jnp.sum(tensor_attention(*args, impl="pallas", **kwargs).astype(jnp.float32))
+
+
+def _delta(q, k, v, beta, g=None, **kwargs):
+    return jnp.sum(delta_rule(q, k, v, beta, g=g, impl="pallas", **kwargs).astype(jnp.float32))
 
 
 def _scan(a, b):
@@ -54,6 +58,13 @@ CASES = {
         lambda q, k, v, g: _linear(q, k, v, g, normalize=True), [((2, 100, 3, 60), jnp.float32)] * 3 + [((2, 100, 3), jnp.float32)]
     ),
     "linear-bf16": (_linear, [((1, 256, 2, 128), jnp.bfloat16)] * 3),
+    "delta-plain": (_delta, [((1, 256, 2, 64), jnp.float32)] * 3 + [((1, 256, 2), jnp.float32)]),
+    "delta-product-gated-odd": (
+        lambda q, k, v, beta, g: _delta(q, k, v, beta, g, householder_steps=2),
+        [((2, 100, 3, 60), jnp.float32), ((2, 200, 3, 60), jnp.float32), ((2, 200, 3, 44), jnp.float32),
+         ((2, 200, 3), jnp.float32), ((2, 100, 3), jnp.float32)],
+    ),
+    "delta-bf16": (_delta, [((1, 256, 2, 128), jnp.bfloat16)] * 3 + [((1, 256, 2), jnp.float32)]),
     "scan-real": (_scan, [((2, 600, 200), jnp.float32)] * 2),
     "scan-complex": (_scan, [((2, 600, 200), jnp.complex64)] * 2),
     "flash-causal": (_softmax, [((1, 300, 2, 64), jnp.float32)] * 3),
