@@ -31,7 +31,8 @@ _OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")
 _IMPLS = flags.DEFINE_list(
     "impls", ["xla", "pallas", "triton", "cudnn", "native", "formula", "bitwise"],
     "Implementations: xla, pallas, reference; vendor kernels: triton (raw Triton linear attention through "
-    "jax-triton), cudnn (jax.nn.dot_product_attention(implementation='cudnn')); for lmul_matmul: native (the "
+    "jax-triton), cudnn (jax.nn.dot_product_attention(implementation='cudnn')); peers outside JAX: fla "
+    "(flash-linear-attention's chunk kernels for the delta rule ops, PyTorch on a GPU, bf16); for lmul_matmul: native (the "
     "device's matmul), formula, bitwise (XLA) and pallas; for tensor_attention_poly: degree1, degree2, degree3 "
     "(the low-rank path's polynomial degree); for ssm_layer: s4d_fft, s4d_scan, s4_fft, s5_scan (a layer by FFT "
     "convolution or by the recurrence's scan). Each op runs the ones it has.",
@@ -110,6 +111,8 @@ def _skip_reason(op: str, impl: str, shape: Shape, slow: bool) -> str:
         return "needs jax-triton and a CUDA GPU"
     if impl == "cudnn" and (jax.default_backend() != "gpu" or shape.dtype == "float32"):
         return "needs a CUDA GPU and fp16/bf16"
+    if impl in case.peers and case.peers[impl].skip_reason(shape):
+        return case.peers[impl].skip_reason(shape)
     if slow:
         return "time budget"
     if case.working_set_bytes(shape, impl) > _MEMORY_GB.value * 2**30:
@@ -117,18 +120,29 @@ def _skip_reason(op: str, impl: str, shape: Shape, slow: bool) -> str:
     return ""
 
 
-def measure(op: str, impl: str, shape: Shape, peaks: dict) -> dict:
-    case = CASES[op]
+def _measure_times(case, impl: str, shape: Shape) -> dict:
+    """Forward (and forward + backward) milliseconds and peak bytes (-1: not known, for peers)."""
+    backward = _BACKWARD.value and impl not in case.forward_only_impls
+    backward = backward and 2 * case.working_set_bytes(shape, impl) <= _MEMORY_GB.value * 2**30
+    if impl in case.peers:
+        forward, both = case.peers[impl].time(shape, _REPEATS.value, backward)
+        return dict(forward_ms=1e3 * forward, forward_peak_bytes=-1, forward_backward_peak_bytes=None if both is None else -1,
+                    forward_backward_ms=None if both is None else 1e3 * both)
     args = case.make_inputs(shape)
     fn = jax.jit(case.run(impl))
-    forward = _median_seconds(fn, args, _REPEATS.value)
-    row = dict(forward_ms=1e3 * forward, forward_peak_bytes=_peak_bytes(fn, args),
+    row = dict(forward_ms=1e3 * _median_seconds(fn, args, _REPEATS.value), forward_peak_bytes=_peak_bytes(fn, args),
                forward_backward_ms=None, forward_backward_peak_bytes=None)
-    backward = _BACKWARD.value and impl not in case.forward_only_impls
-    if backward and 2 * case.working_set_bytes(shape, impl) <= _MEMORY_GB.value * 2**30:
+    if backward:
         grad_fn = _forward_backward(case.run(impl), len(args))
         row["forward_backward_ms"] = 1e3 * _median_seconds(grad_fn, args, _REPEATS.value)
         row["forward_backward_peak_bytes"] = _peak_bytes(grad_fn, args)
+    return row
+
+
+def measure(op: str, impl: str, shape: Shape, peaks: dict) -> dict:
+    case = CASES[op]
+    row = _measure_times(case, impl, shape)
+    forward = row["forward_ms"] / 1e3
     flops, moved = case.forward_flops(shape, impl), case.forward_bytes(shape)
     row.update(
         tokens_per_s=shape.batch * shape.length / forward,

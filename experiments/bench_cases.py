@@ -5,11 +5,13 @@ Sizes come in a :class:`Shape`: batch B, heads H, head size D (K = V = D), lengt
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from experiments import bench_fla
 from jaxattn.nn import S4, S4D, S5
 from jaxattn.ops import delta_rule, diagonal_scan, linear_attention, softmax_attention, tensor_attention, tensor_attention_poly
 from jaxattn.ops.lmul_matmul import lmul_dot_general
@@ -37,6 +39,15 @@ class Shape:
         return self.batch * self.length * self.heads * self.head_dim
 
 
+class Peer(NamedTuple):
+    """An implementation outside JAX (another framework's kernel), timed by its own harness:
+    ``skip_reason(shape)`` ("" to run) and ``time(shape, repeats, backward) -> (forward seconds,
+    forward + backward seconds or None)``."""
+
+    skip_reason: Callable[[Shape], str]
+    time: Callable[[Shape, int, bool], tuple]
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One op: inputs, the function per impl, forward FLOPs (of a shape and impl) and the bytes a forward must move at
@@ -50,6 +61,7 @@ class Case:
     impls: tuple[str, ...]
     working_set_bytes: Callable[[Shape, str], float] = lambda shape, impl: 0.0
     forward_only_impls: tuple[str, ...] = ()
+    peers: Mapping[str, Peer] = dataclasses.field(default_factory=dict)
 
 
 def _qkv(shape: Shape):
@@ -75,20 +87,48 @@ def _linear_attention_flops(shape: Shape) -> float:
     return shape.batch * shape.heads * shape.length * (4 * LINEAR_ATTENTION_CHUNK * d + 4 * d * d)
 
 
-def _delta_rule_inputs(shape: Shape):
-    """q, unit-norm k, v ``[B, T, H, D]`` and beta ``[B, T, H]`` in (0, 1) (DeltaNet's ranges)."""
-    q, k, v = _qkv(shape)
-    k = k / jnp.linalg.norm(k.astype(jnp.float32), axis=-1, keepdims=True).astype(k.dtype)
-    beta = jax.random.uniform(jax.random.key(3), k.shape[:3], minval=0.05, maxval=0.95).astype(shape.dtype)
-    return q, k, v, beta
+def _delta_rule_inputs(steps: int, gated: bool):
+    """q ``[B, T, H, D]``; unit-norm k and v ``[B, T n, H, D]``, beta ``[B, T n, H]`` in (0.05, 0.95)
+    (DeltaNet's ranges); with gates, log decays ``log sigmoid(x + 2)`` ``[B, T, H]``."""
+
+    def make(shape: Shape):
+        q, _, _ = _qkv(shape)
+        k, v = _qkv(dataclasses.replace(shape, length=shape.length * steps))[1:]
+        k = k / jnp.linalg.norm(k.astype(jnp.float32), axis=-1, keepdims=True).astype(k.dtype)
+        beta = jax.random.uniform(jax.random.key(3), k.shape[:3], minval=0.05, maxval=0.95).astype(shape.dtype)
+        if not gated:
+            return q, k, v, beta
+        return q, k, v, beta, jax.nn.log_sigmoid(jax.random.normal(jax.random.key(4), q.shape[:3]) + 2.0)
+
+    return make
 
 
-def _delta_rule_flops(shape: Shape) -> float:
-    """Chunked WY/UT form, per token and head (chunk C, K = V = D): ``2CK`` gram + ``C^2 / 3`` inverse
-    + ``2C(K+V)`` for ``u`` and ``w`` + ``2CK`` scores + ``2CV`` intra-chunk + ``6KV`` (``wS``, ``qS``,
-    state update), as multiply-adds x 2; the same count for every impl (the useful work)."""
+def _delta_rule_flops(shape: Shape, steps: int) -> float:
+    """Chunked WY/UT form, per delta step and head (chunk C, K = V = D): ``2CK`` gram + ``C^2 / 3``
+    inverse + ``2C(K+V)`` for ``u`` and ``w`` + ``2CK`` scores + ``2CV`` intra-chunk + ``6KV`` (``wS``,
+    ``qS``, state update), as multiply-adds x 2; the same count for every impl (the useful work)."""
     c, d = DELTA_RULE_CHUNK, shape.head_dim
-    return shape.batch * shape.heads * shape.length * 2 * (5 * c * d + c * c / 3 + 3 * d * d)
+    return shape.batch * shape.heads * shape.length * steps * 2 * (5 * c * d + c * c / 3 + 3 * d * d)
+
+
+def _delta_rule_case(steps: int, gated: bool) -> Case:
+    """DeltaNet (``steps = 1``) or DeltaProduct, gated or not; fla's chunk kernel as a peer on GPU."""
+
+    def run(impl):
+        def fn(q, k, v, beta, g=None):
+            return delta_rule(q, k, v, beta, g=g, householder_steps=steps, chunk_size=DELTA_RULE_CHUNK, impl=impl)
+
+        return fn
+
+    def moved(shape):  # q, k, v (n steps each for k, v), o, beta, g
+        steps_by_width = shape.tokens_by_width * steps
+        return (2 * shape.tokens_by_width + 2 * steps_by_width) * shape.itemsize + (
+            shape.batch * shape.length * shape.heads * (steps + gated) * shape.itemsize)
+
+    fla = Peer(lambda shape: bench_fla.skip_reason(shape.dtype),
+               lambda shape, repeats, backward: bench_fla.time_delta_rule(shape, steps, gated, repeats, backward))
+    return Case(_delta_rule_inputs(steps, gated), run, lambda shape, impl: _delta_rule_flops(shape, steps), moved,
+                ("xla", "pallas", "reference", "fla"), peers={"fla": fla})
 
 
 def _softmax_flops(shape: Shape) -> float:
@@ -199,13 +239,10 @@ CASES = {
         ("xla", "pallas", "triton", "reference"),
         forward_only_impls=("triton",),
     ),
-    "delta_rule": Case(
-        _delta_rule_inputs,
-        lambda impl: lambda q, k, v, beta: delta_rule(q, k, v, beta, chunk_size=DELTA_RULE_CHUNK, impl=impl),
-        lambda shape, impl: _delta_rule_flops(shape),
-        lambda shape: (4.0 * shape.tokens_by_width + shape.batch * shape.length * shape.heads) * shape.itemsize,
-        ("xla", "reference"),
-    ),
+    "delta_rule": _delta_rule_case(1, gated=False),
+    "gated_delta_rule": _delta_rule_case(1, gated=True),
+    "delta_product": _delta_rule_case(2, gated=False),
+    "gated_delta_product": _delta_rule_case(2, gated=True),
     "softmax_attention": Case(
         _qkv,
         lambda impl: _cudnn_attention if impl == "cudnn" else (lambda q, k, v: softmax_attention(q, k, v, impl=impl)),

@@ -42,16 +42,19 @@ def write_markdown(result: dict, path: str) -> None:
     pairs = [(measured[("xla", *_key(r))], r) for r in result["rows"]
              if r["impl"] == "pallas" and not r["skipped"] and ("xla", *_key(r)) in measured]
     if pairs:
-        lines += ["", "Time ratios, first over second (vendor: the raw Triton kernel for linear attention, cuDNN for "
-                  "softmax attention; forward only):", "",
-                  "| op | dtype | D | T | xla / pallas forward | xla / pallas fwd+bwd | pallas / vendor forward |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "Time ratios, first over second (vendor: the raw Triton kernel for linear attention and cuDNN "
+                  "for softmax attention, forward only; fla's chunk kernels for the delta rule ops):", "",
+                  "| op | dtype | D | T | xla / pallas forward | xla / pallas fwd+bwd | pallas / vendor forward "
+                  "| pallas / vendor fwd+bwd |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for xla, pallas in pairs:
-            vendor = measured.get(("triton", *_key(pallas))) or measured.get(("cudnn", *_key(pallas)))
+            vendor = next((measured[key] for key in ((impl, *_key(pallas)) for impl in ("triton", "cudnn", "fla"))
+                           if key in measured), {})
             lines.append(f"| {xla['op']} | {xla['dtype']} | {xla['head_dim']} | {xla['length']} | "
                          f"{_ratio(xla['forward_ms'], pallas['forward_ms'])} | "
                          f"{_ratio(xla['forward_backward_ms'], pallas['forward_backward_ms'])} | "
-                         f"{_ratio(pallas['forward_ms'], vendor and vendor['forward_ms'])} |")
+                         f"{_ratio(pallas['forward_ms'], vendor.get('forward_ms'))} | "
+                         f"{_ratio(pallas['forward_backward_ms'], vendor.get('forward_backward_ms'))} |")
     natives = [r for r in result["rows"] if r["impl"] == "native" and not r["skipped"]]
     if natives:
         lines += ["", "L-Matmul time relative to the native matmul of the same shape (3-bit L-Mul):", "",

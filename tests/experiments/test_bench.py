@@ -43,21 +43,28 @@ def test_bench_measures_every_op_impl_dtype_and_head_size(tmp_path):
 
 
 def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
-    """delta_rule's xla (chunked) and reference (token loop) rows, forward and forward + backward, with
-    its FLOPs counted by the chunked form's formula."""
+    """DeltaNet and gated DeltaProduct rows: xla (chunked), pallas (interpreted) and reference (token
+    loop), forward and forward + backward, with FLOPs counted per delta step by the chunked form's
+    formula; fla's rows say why they are skipped on a machine without a GPU."""
     from experiments.bench_cases import DELTA_RULE_CHUNK
 
-    report = run_bench(tmp_path, "--impls=xla,reference", "--head_dims=8", lengths="80",
-                       ops=("delta_rule", "linear_attention"))
+    ops = ("delta_rule", "gated_delta_product", "linear_attention")
+    report = run_bench(tmp_path, "--impls=xla,pallas,reference,fla", "--head_dims=8", "--interpret_pallas",
+                       lengths="80", ops=ops)
     rows = {(r["op"], r["impl"]): r for r in report["rows"]}
-    assert set(rows) == {(op, impl) for op in ("delta_rule", "linear_attention") for impl in ("xla", "reference")}
+    impls = ("xla", "pallas", "reference")
+    assert set(rows) == {(op, impl) for op in ops for impl in impls} | {(op, "fla") for op in ops[:2]}
     c, d = DELTA_RULE_CHUNK, 8
-    for impl in ("xla", "reference"):
-        row = rows["delta_rule", impl]
-        assert not row["skipped"] and row["forward_ms"] > 0 and row["forward_backward_ms"] > 0
-        flops = 2 * 80 * 2 * (5 * c * d + c * c / 3 + 3 * d * d)  # T = 80, H = 2
-        assert abs(row["forward_gflops"] - flops / (row["forward_ms"] / 1e3) / 1e9) < 1e-6 * row["forward_gflops"]
-    assert "| delta_rule | xla | float32 | 8 | 80 |" in (tmp_path / "bench.md").read_text()
+    for op, steps in (("delta_rule", 1), ("gated_delta_product", 2)):
+        assert rows[op, "fla"]["skipped"].startswith("needs")
+        for impl in impls:
+            row = rows[op, impl]
+            assert not row["skipped"] and row["forward_ms"] > 0 and row["forward_backward_ms"] > 0
+            flops = 2 * 80 * steps * 2 * (5 * c * d + c * c / 3 + 3 * d * d)  # T = 80, H = 2
+            assert abs(row["forward_gflops"] - flops / (row["forward_ms"] / 1e3) / 1e9) < 1e-6 * row["forward_gflops"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| delta_rule | xla | float32 | 8 | 80 |" in markdown
+    assert "| gated_delta_product | float32 | 8 | 80 |" in markdown  # a row of the xla / pallas table
 
 
 def test_bench_skips_pallas_on_cpu_without_the_interpreter_flag(tmp_path):

@@ -53,6 +53,25 @@ def test_delta_rule_equals_one_device(steps, gated, segments):
         assert_close(g_, w, rtol=5e-5)
 
 
+def test_pallas_kernels_as_the_local_work_equal_one_device():
+    """The Pallas kernels (interpreter on CPU) inside each of 2 shards, gated DeltaProduct."""
+    mesh = make_mesh((2,))
+    q, k, v, beta, g = delta_inputs(2)
+    options = dict(householder_steps=2, chunk_size=16)
+
+    def single(q, k, v, beta, g):
+        return weighted_sum(delta_rule(q, k, v, beta, g=g, impl="reference", **options))
+
+    def sharded(q, k, v, beta, g):
+        return weighted_sum(sequence_parallel_delta_rule(q, k, v, beta, g=g, mesh=mesh, impl="pallas", **options))
+
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1, 2, 3, 4))
+    want = jax.jit(grad(single))(q, k, v, beta, g)
+    got = jax.jit(grad(sharded))(q, k, v, beta, g)
+    for g_, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert_close(g_, w, rtol=5e-5)
+
+
 def compiled_delta_rule(length, backward=False):
     mesh = make_mesh()
     along_sequence = NamedSharding(mesh, PartitionSpec(None, SEQUENCE_AXIS))
