@@ -77,6 +77,18 @@ for stage in "$@"; do
       bench softmax_attention --ops=softmax_attention --impls=xla,pallas,cudnn --lengths=1024,4096,16384,65536 \
         --batch=1 --heads=16 --head_dims=128 --dtypes=bfloat16,float32 --repeats=5 --memory_budget_gb=40
       ;;
+    delta)  # delta rule kernels: GPU tests, then bf16 B=8 H=16 K=V=128 beside XLA and fla's chunk kernels
+      # fla-core is pure Python (einops, torch, triton are in the image); carry its wheel in .whl/
+      if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
+        $PY -m pip install -q --no-index --no-deps --target /tmp/fla_site .whl/fla_core-*.whl && export PYTHONPATH=.:/tmp/fla_site
+      fi
+      $GPU timeout 200 $PY -m pytest -m gpu tests/pallas_kernels -q -rfE --tb=short -k delta -p no:cacheprovider 2>&1 \
+        | tee "$WORK/delta_gpu_tests.log" | tail -8
+      for op in delta_rule gated_delta_rule delta_product gated_delta_product; do
+        BENCH_TIMEOUT=150 bench "$op" --ops="$op" --impls=xla,pallas,fla --lengths=4096,16384,65536 --batch=8 --heads=16 \
+          --head_dims=128 --dtypes=bfloat16 --repeats=5 --memory_budget_gb=40
+      done
+      ;;
     bench_tensor)
       bench tensor_attention --ops=tensor_attention --impls=xla,pallas --lengths=256,512,1024 --batch=1 --heads=8 \
         --head_dims=64 --dtypes=bfloat16,float32 --repeats=5
