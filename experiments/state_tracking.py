@@ -35,6 +35,8 @@ STUDIES = {
     "S3": ("delta_net", "delta_net_negative", "delta_product_negative", "softmax"),
 }
 
+SOLVED = 0.9  # a run "solves" a length when its final-letter accuracy there reaches this
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (trained models in sub-directories).")
 _GROUPS = flags.DEFINE_list("groups", list(STUDIES), f"Groups to study, of {sorted(STUDIES)}.")
 _MODELS = flags.DEFINE_list("models", None, "Only these models of each study (default: all).")
@@ -113,14 +115,20 @@ def write_markdown(result: dict, path: str) -> None:
     lines = [f"Word problems, one-layer causal taggers of width 64, trained on words of 2..{result['train_length']} "
              f"letters ({result['epochs']} epochs, {result['num_train']} words), seeds {result['seeds']} "
              "(mean ± std over seeds). Accuracy of the running product at a word's last letter:", ""]
+    far = [t for t in lengths if t >= 4 * result["train_length"]]
+    solved_header = f" runs >= {SOLVED} at T={far[0]} |" if far else ""
     for group, rows in result["studies"].items():
         chance = 1 / {"Z2": 2, "S3": 6}.get(group, np.nan)
         lines += [f"**{group}** (chance {chance:.3f})", "",
-                  "| model | parameters | " + " | ".join(f"T={t}" for t in lengths) + " |",
-                  "|---|---:|" + "---:|" * len(lengths)]
+                  "| model | parameters | " + " | ".join(f"T={t}" for t in lengths) + " |" + solved_header,
+                  "|---|---:|" + "---:|" * (len(lengths) + bool(far))]
         for model, row in rows.items():
             cells = " | ".join(_mean_spread(row["final_accuracy"][str(t)]) for t in lengths)
-            lines.append(f"| {model} | {row['num_parameters']:,} | {cells} |")
+            solved = ""
+            if far:
+                runs = row["final_accuracy"][str(far[0])]
+                solved = f" {sum(a >= SOLVED for a in runs)} of {len(runs)} |"
+            lines.append(f"| {model} | {row['num_parameters']:,} | {cells} |{solved}")
         lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
