@@ -147,16 +147,21 @@ def test_bf16_inputs_keep_an_fp32_state():
     assert relative_error(state, want_state) < 1e-4
 
 
-def test_stable_at_length_with_beta_near_two():
-    """T = 65536 steps with beta in [1.9, 2] (eigenvalues near -1): no NaN or Inf, and the chunked
-    final state stays within 1e-2 of the token-by-token one; the float64 loop says which one drifts."""
-    length, dim = 65536, 16
-    keys = jax.random.split(jax.random.key(6), 4)
+def near_reflections(length, dim=16, seed=6):
+    """One sequence, one head: unit keys and beta in [1.9, 2] (transition eigenvalues near -1)."""
+    keys = jax.random.split(jax.random.key(seed), 4)
     q = jax.random.normal(keys[0], (1, length, 1, dim))
     k = jax.random.normal(keys[1], (1, length, 1, dim))
     k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
     v = jax.random.normal(keys[2], (1, length, 1, dim))
     beta = jax.random.uniform(keys[3], (1, length, 1), minval=1.9, maxval=2.0)
+    return q, k, v, beta
+
+
+def test_stable_at_length_with_beta_near_two():
+    """T = 65536 steps with beta in [1.9, 2] (eigenvalues near -1): no NaN or Inf, and the chunked
+    final state stays within 1e-2 of the token-by-token one; the float64 loop says which one drifts."""
+    q, k, v, beta = near_reflections(65536)
     o, state = delta_rule(q, k, v, beta, output_final_state=True, impl="xla")
     _, want_state = delta_rule(q, k, v, beta, output_final_state=True, impl="reference")
     assert np.all(np.isfinite(o)) and np.all(np.isfinite(state))

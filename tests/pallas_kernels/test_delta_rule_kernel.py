@@ -12,7 +12,7 @@ from jaxattn.ops import delta_rule
 from pallas_kernels.delta_rule.chunk_math import system_inverse
 from pallas_kernels.platform import INTERPRET_ENV
 
-from tests.ops.test_delta_rule import check_matches_reference, make_inputs
+from tests.ops.test_delta_rule import check_matches_reference, make_inputs, near_reflections
 
 # (householder steps, T, options): "full" is gates, an initial state and beta in [0, 2]; "plain"
 # none of them and beta in [0, 1]. Chunks of 16 steps: T * n steps end on and off chunk edges.
@@ -66,13 +66,7 @@ def test_system_inverse_of_a_padded_chunk():
 
 def test_long_sequence_with_beta_near_two(kernel):
     """Near-reflections over many chunks and a padded last chunk: the kernels follow the reference."""
-    length, dim = 1000, 16
-    keys = jax.random.split(jax.random.key(6), 4)
-    q = jax.random.normal(keys[0], (1, length, 1, dim))
-    k = jax.random.normal(keys[1], (1, length, 1, dim))
-    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-    v = jax.random.normal(keys[2], (1, length, 1, dim))
-    beta = jax.random.uniform(keys[3], (1, length, 1), minval=1.9, maxval=2.0)
+    q, k, v, beta = near_reflections(1000)
     o, state = delta_rule(q, k, v, beta, output_final_state=True, impl="pallas", chunk_size=64)
     want, want_state = delta_rule(q, k, v, beta, output_final_state=True, impl="reference")
     assert relative_error(o, want) < 1e-4
