@@ -177,12 +177,12 @@ class _Chunks(NamedTuple):
     length: int  # T before padding
 
 
-def _on_first_step(a: jax.Array, steps: int) -> jax.Array:
-    """Token values ``[B, T, ...]`` as step values ``[B, T*n, ...]``: on each token's first step, zero
-    (False) on the others."""
+def _on_step(a: jax.Array, steps: int, step: int) -> jax.Array:
+    """Token values ``[B, T, ...]`` as step values ``[B, T*n, ...]``: on step ``step`` of each token
+    (0 the first, -1 the last), zero (False) on the others."""
     if steps == 1:
         return a
-    spread = jnp.zeros((*a.shape[:2], steps, *a.shape[2:]), a.dtype).at[:, :, 0].set(a)
+    spread = jnp.zeros((*a.shape[:2], steps, *a.shape[2:]), a.dtype).at[:, :, step].set(a)
     return spread.reshape(a.shape[0], -1, *a.shape[2:])
 
 
@@ -198,9 +198,9 @@ def _chunk(x: _Inputs, chunk_size: int) -> _Chunks:
     k, v, beta = map(per_step, (x.k, x.v, x.beta))
     cum = starts = None  # no gates, one segment
     if x.log_decay is not None:
-        cum = jnp.cumsum(per_step(_on_first_step(x.log_decay, n)), axis=-2)  # [N, B, L, H]
+        cum = jnp.cumsum(per_step(_on_step(x.log_decay, n, 0)), axis=-2)  # [N, B, L, H]
     if x.boundary is not None:
-        starts = jnp.cumsum(per_step(_on_first_step(x.boundary, n)).astype(jnp.int32), axis=-1)  # [N, B, L]
+        starts = jnp.cumsum(per_step(_on_step(x.boundary, n, 0)).astype(jnp.int32), axis=-1)  # [N, B, L]
     return _Chunks((q, k, v, beta, cum, starts), tokens, batch, length)
 
 
@@ -230,15 +230,6 @@ def _chunked(x: _Inputs, scale: float, chunk_size: int):
     return o[:, : chunks.length], final
 
 
-def _on_last_step(a: jax.Array, steps: int) -> jax.Array:
-    """Token values ``[B, T, ...]`` as step values ``[B, T*n, ...]`` on each token's last step, zero on
-    the others."""
-    if steps == 1:
-        return a
-    spread = jnp.zeros((*a.shape[:2], steps, *a.shape[2:]), a.dtype).at[:, :, -1].set(a)
-    return spread.reshape(a.shape[0], -1, *a.shape[2:])
-
-
 def _pallas(x: _Inputs, scale: float, chunk_size: int):
     """:func:`pallas_kernels.delta_rule.chunked_delta_rule` on the steps: queries on each token's last
     step, its decay on the first, padded to whole chunks of steps, head-major."""
@@ -246,8 +237,8 @@ def _pallas(x: _Inputs, scale: float, chunk_size: int):
         raise ValueError("delta_rule: impl='pallas' does not support segment_ids; use impl='xla'")
     batch, length, heads = x.q.shape[:3]
     n = x.steps
-    log_decay = None if x.log_decay is None else _on_first_step(x.log_decay, n)
-    steps = (_on_last_step(x.q, n), x.k, x.v, x.beta, log_decay)
+    log_decay = None if x.log_decay is None else _on_step(x.log_decay, n, 0)
+    steps = (_on_step(x.q, n, -1), x.k, x.v, x.beta, log_decay)
     head_major = lambda a: None if a is None else jnp.swapaxes(pad_time(a, chunk_size), 1, 2)  # noqa: E731
     o, final = chunked_delta_rule(*map(head_major, steps), x.state, scale, chunk_size)
     o = jnp.swapaxes(o, 1, 2)[:, : length * n]
