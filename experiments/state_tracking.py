@@ -13,7 +13,7 @@ word's last letter (``final``: the state after every letter) and over all its po
 (``token``), mean and spread over ``--seeds``.
 
 Writes ``state_tracking.json``, ``.md`` and ``.png`` (accuracy against test length, a panel per
-group, a curve per model). Each run trains in ``WORKDIR/GROUP/MODEL/seed_S`` and resumes there.
+group, a curve per model's mean and a thin one per run). Each run trains in ``WORKDIR/GROUP/MODEL/seed_S`` and resumes there.
 """
 
 import json
@@ -145,8 +145,10 @@ def write_plot(result: dict, path: str) -> None:
     lengths = result["test_lengths"]
     for ax, group in zip(axes[0], groups):
         for model, row in result["studies"][group].items():
-            values = np.asarray([row["final_accuracy"][str(t)] for t in lengths])
-            ax.errorbar(lengths, values.mean(1), yerr=values.std(1), marker="o", capsize=3, label=model)
+            values = np.asarray([row["final_accuracy"][str(t)] for t in lengths])  # [lengths, seeds]
+            line, = ax.plot(lengths, values.mean(1), marker="o", label=f"{model} (mean)")
+            # each run too: a mean over seeds hides whether some runs solve the task and others do not
+            ax.plot(lengths, values, color=line.get_color(), alpha=0.35, linewidth=0.8)
         ax.axvline(result["train_length"], color="gray", linestyle=":", label="longest training word")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test word length")
