@@ -46,7 +46,7 @@ def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
     """DeltaNet and gated DeltaProduct rows: xla (chunked), pallas (interpreted) and reference (token
     loop), forward and forward + backward, with FLOPs counted per delta step by the chunked form's
     formula; fla's rows say why they are skipped on a machine without a GPU."""
-    from experiments.bench_cases import DELTA_RULE_CHUNK
+    from experiments.bench_cases import delta_rule_chunk
 
     ops = ("delta_rule", "gated_delta_product", "linear_attention")
     report = run_bench(tmp_path, "--impls=xla,pallas,reference,fla", "--head_dims=8", "--interpret_pallas",
@@ -54,7 +54,7 @@ def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
     rows = {(r["op"], r["impl"]): r for r in report["rows"]}
     impls = ("xla", "pallas", "reference")
     assert set(rows) == {(op, impl) for op in ops for impl in impls} | {(op, "fla") for op in ops[:2]}
-    c, d = DELTA_RULE_CHUNK, 8
+    c, d = delta_rule_chunk(), 8
     for op, steps in (("delta_rule", 1), ("gated_delta_product", 2)):
         assert rows[op, "fla"]["skipped"].startswith("needs")
         for impl in impls:
