@@ -42,6 +42,7 @@ def test_bench_measures_every_op_impl_dtype_and_head_size(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
     """DeltaNet and gated DeltaProduct rows: xla (chunked), pallas (interpreted) and reference (token
     loop), forward and forward + backward, with FLOPs counted per delta step by the chunked form's
@@ -84,6 +85,7 @@ def test_bench_puts_lmul_matmul_beside_the_native_matmul(tmp_path):
     assert "L-Matmul time relative to the native matmul" in (tmp_path / "bench.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_times_tensor_attention_and_its_low_rank_path(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.bench", "--ops=tensor_attention,tensor_attention_poly",
@@ -105,6 +107,7 @@ def test_bench_times_tensor_attention_and_its_low_rank_path(tmp_path):
             assert abs(row["forward_gflops"] - flops / (row["forward_ms"] / 1e3) / 1e9) < 1e-6 * row["forward_gflops"]
 
 
+@pytest.mark.slow
 def test_bench_puts_the_ssm_convolutions_beside_their_scans(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.bench", "--ops=ssm_layer", "--impls=s4d_fft,s4d_scan,s4_fft,s5_scan",

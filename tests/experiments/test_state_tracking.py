@@ -23,6 +23,7 @@ def run_study(workdir):
     )
 
 
+@pytest.mark.slow
 def test_study_writes_every_group_model_seed_and_length_then_resumes(tmp_path):
     first = run_study(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -48,6 +48,7 @@ def finished_run(tmp_path_factory):
     return str(workdir), train_and_evaluate(tiny_config(), str(workdir))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch, finished_run):
     config = tiny_config()
     reference_dir, reference = finished_run
