@@ -100,8 +100,7 @@ def _backward(scale, chunk_size, residuals, cotangents):
     def body(blocks):
         q, k, v, beta, *rest = blocks
         decay_blocks, (state, d_state, do) = rest[:-3], rest[-3:]
-        grads = chunk_math.gradient_chunk(q, k, v, beta, _decay(decay_blocks), state, d_state, do, scale)
-        return grads if gated else grads[:4]
+        return chunk_math.gradient_chunk(q, k, v, beta, _decay(decay_blocks), state, d_state, do, scale)
 
     inputs = [_blocks(q, chunk_size), _blocks(k, chunk_size), _blocks(v, chunk_size), _columns(beta, chunk_size),
               *_decay_blocks(b, chunk_size), states, d_states, _blocks(d_out, chunk_size)]

@@ -65,15 +65,14 @@ def system_inverse(lower: jax.Array) -> jax.Array:
 
 class Prepared(NamedTuple):
     """A chunk's state-independent terms: ``K K^T .* Gam`` on the strict lower triangle, the system
-    ``L`` and its inverse ``A`` (all ``[C, C]``), ``U [C, V]``, ``W [C, K]``, and the right-hand sides
-    ``beta .* V``, ``beta .* e^b .* K``."""
+    ``L`` and its inverse ``A`` (all ``[C, C]``), ``U [C, V]``, ``W [C, K]``, and ``W``'s right-hand
+    side ``beta .* e^b .* K``."""
 
     gram: jax.Array
     lower: jax.Array
     inverse: jax.Array
     u: jax.Array
     w: jax.Array
-    scaled_v: jax.Array
     scaled_k: jax.Array
 
 
@@ -82,9 +81,8 @@ def _prepare(k, v, beta, decay: Optional[ChunkDecay]) -> Prepared:
     lower = beta * gram
     inverse = system_inverse(lower)
     from_start, _, _ = decay_factors(decay)
-    scaled_v = beta * v.astype(_F32)
     scaled_k = beta * from_start * k.astype(_F32)
-    return Prepared(gram, lower, inverse, dot(inverse, scaled_v), dot(inverse, scaled_k), scaled_v, scaled_k)
+    return Prepared(gram, lower, inverse, dot(inverse, beta * v.astype(_F32)), dot(inverse, scaled_k), scaled_k)
 
 
 def prepare_chunk(k, v, beta, decay: Optional[ChunkDecay]):
@@ -132,8 +130,7 @@ def gradient_chunk(q, k, v, beta, decay: Optional[ChunkDecay], state, d_state, d
     """The chunk's input gradients from ``S`` (before it), ``dS'`` (after it) and ``dO``.
 
     Returns ``dq [C, K]``, ``dk [C, K]``, ``dv [C, V]``, ``dbeta [C, 1]`` and, with gates, the
-    gradient of ``b`` as a column part ``[C, 1]`` plus a row part ``[1, C]`` (their sum is ``db``;
-    without gates both are zero). Derivation, with ``R_V = beta .* V``, ``R_K = beta .* e^b .* K``:
+    gradient of ``b`` as a column part ``[C, 1]`` plus a row part ``[1, C]`` (their sum is ``db``). Derivation, with ``R_V = beta .* V``, ``R_K = beta .* e^b .* K``:
 
     * linear attention's chunk on ``V'`` gives ``dQ``, its part of ``dK`` (``dK_lin``) and ``dV'``;
     * ``V' = U - W S``: ``dU = dV'``, ``dW = -dV' S^T``; ``X = A R``: ``dR = A^T dX``;
@@ -163,10 +160,9 @@ def gradient_chunk(q, k, v, beta, decay: Optional[ChunkDecay], state, d_state, d
     dv = beta * d_scaled_v
     d_beta = (_row_sums(d_lower * prepared.gram) + _row_sums(d_scaled_v * v.astype(_F32))
               + _row_sums(d_scaled_k * from_start * keys))
-    lower_terms = d_lower * prepared.lower
     if decay is None:
-        zeros = jnp.zeros((size, 1), _F32)
-        return dq, dk, dv, d_beta, zeros, jnp.zeros((1, size), _F32)
+        return dq, dk, dv, d_beta
+    lower_terms = d_lower * prepared.lower
     after = linear.next_state(k, pseudo, decay, state)
     through_state = jnp.where(iota((size, 1), 0) == size - 1, jnp.sum(d_state * after), 0.0)
     db_col = (_row_sums(q.astype(_F32) * dq) - _row_sums(keys * dk_linear) + _row_sums(prepared.scaled_k * d_scaled_k)
