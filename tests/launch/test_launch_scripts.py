@@ -21,7 +21,7 @@ def _stand_in(directory: pathlib.Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-@pytest.mark.parametrize("script", ["local_multiprocess.sh", "tpu_pod.sh", "slurm_gpu.sbatch"])
+@pytest.mark.parametrize("script", ["local_multiprocess.sh", "tpu_pod.sh", "slurm_gpu.sbatch", "gpu_run.sh"])
 def test_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(LAUNCH / script)], capture_output=True).returncode == 0
 

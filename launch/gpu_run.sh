@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks and benchmarks of the Pallas (Triton backend) kernels on one CUDA GPU.
 #
-#   bash results/bench_gpu_h100/gpu_run.sh STAGE [STAGE ...]   (from the repository root)
+#   bash launch/gpu_run.sh STAGE [STAGE ...]   (from the repository root)
 #
 # Stages: info, tests (compiled kernels against the reference; beside them, on CPU, the
 # interpreter and lowering tests on this jax), smoke (one short benchmark length per op), bench (the full set),
-# tune (block sizes). Logs and results are packed into $OUT/out.tar.gz (default runs/gpu_out).
+# sequence_parallel (LASP-2 with the kernels), tune_scan (the scan's rows per iteration).
+# Logs and results are packed into $OUT/out.tar.gz (default runs/gpu_out).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 OUT=${OUT:-runs/gpu_out}
@@ -62,8 +63,12 @@ for stage in "$@"; do
       BENCH_TIMEOUT=150 bench linear_attention_fp32 --ops=linear_attention --impls=pallas \
         --lengths=1024,4096,16384,65536 --batch=8 --heads=16 --head_dims=128 --dtypes=float32 --repeats=10
       ;;
+    sequence_parallel)  # LASP-2 with the compiled kernels as the local work, against the reference
+      $GPU timeout 200 $PY -m pytest -m gpu tests/parallel/test_sequence_parallel_on_gpu.py -q -rfE --tb=short \
+        -p no:cacheprovider 2>&1 | tee "$WORK/sequence_parallel_gpu_tests.log" | tail -8
+      ;;
     tune_scan)
-      $GPU timeout 150 $PY results/bench_gpu_h100/tune_scan.py 2>&1 | grep -v "^W0000\|^I0000" | tee "$WORK/tune_scan.log"
+      $GPU timeout 150 $PY -m experiments.tune_diagonal_scan 2>&1 | grep -v "^W0000\|^I0000" | tee "$WORK/tune_scan.log"
       ;;
     bench_linear)
       bench linear_attention --ops=linear_attention --impls=xla,pallas --lengths=1024,4096,16384,65536 --batch=8 \

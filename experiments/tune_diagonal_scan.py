@@ -1,7 +1,9 @@
 """Times the Triton diagonal-scan kernel (forward, real fp32) for several rows per loop iteration
 and warp counts, and checks each against the one-row loop. Run on a GPU from the repository root:
 
-    JAX_PLATFORMS=cuda,cpu PYTHONPATH=. python3 results/bench_gpu_h100/tune_scan.py
+    JAX_PLATFORMS=cuda,cpu python3 -m experiments.tune_diagonal_scan
+
+(results: ``results/bench_gpu_h100/logs/tune_scan.log``)
 """
 
 import time
