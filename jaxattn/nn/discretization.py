@@ -1,6 +1,6 @@
 """Discretisation of a diagonal continuous-time system ``x' = Lambda x + B u`` with step ``dt``.
 
-PAPERS.md section 1.4. Shapes: ``Lambda`` ``[P]`` complex, ``B`` ``[P, H]`` complex,
+docs/ssm.md#discretisation. Shapes: ``Lambda`` ``[P]`` complex, ``B`` ``[P, H]`` complex,
 ``step`` ``[P]`` positive; returns ``(Lambda_bar [P], B_bar [P, H])``.
 """
 

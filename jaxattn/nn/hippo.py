@@ -1,6 +1,6 @@
 """HiPPO-LegS and its normal-plus-low-rank (NPLR) and diagonal forms, in float64 NumPy.
 
-PAPERS.md section 1.1. float32 loses accuracy in the eigendecomposition for N >= 64, so every
+docs/ssm.md#hippo. float32 loses accuracy in the eigendecomposition for N >= 64, so every
 matrix here is built and diagonalised in float64; modules cast the results when they create
 parameters.
 """

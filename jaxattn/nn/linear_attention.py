@@ -1,6 +1,6 @@
 """Multi-head linear attention layer: projections, feature map, gate, the op, output norm and gate.
 
-PAPERS.md section 2. ``[B, L, d_model] -> [B, L, d_model]``; per head
+docs/linear_attention.md. ``[B, L, d_model] -> [B, L, d_model]``; per head
 ``o_t = phi(q_t) S_t`` with ``S_t = exp(g_t) S_{t-1} + phi(k_t)^T v_t`` (see
 :func:`jaxattn.ops.linear_attention`), where the gate is none, a constant per-head decay
 (RetNet: ``gamma_h = 1 - 2^(-5-h)``) or a data-dependent ``g_t = log sigmoid(W x_t) / tau`` (GLA).

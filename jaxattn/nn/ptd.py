@@ -1,7 +1,7 @@
 """PTD: perturb-then-diagonalise HiPPO-LegS (Yu et al., "Robustifying State-space Models for Long
 Sequences via Approximate Diagonalization"), in float64.
 
-PAPERS.md section 1.5. The HiPPO-LegS matrix ``A`` is lower triangular and far from normal: its
+docs/ssm.md#ptd. The HiPPO-LegS matrix ``A`` is lower triangular and far from normal: its
 eigenvectors have condition numbers ~1e5 .. 1e22 for N = 8 .. 128, so an SSM built on ``eig(A)`` is
 numerically meaningless. PTD finds a small complex perturbation ``E`` that makes ``A + E`` well
 conditioned to diagonalise, diagonalises it, and forces ``Re(Lambda) = -|Re(Lambda)|``.

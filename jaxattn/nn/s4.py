@@ -1,6 +1,6 @@
 """S4: the structured state space layer with a diagonal-plus-low-rank state matrix (Gu, Goel, Re 2022).
 
-PAPERS.md section 1.3. Each of the H features runs ``x' = A x + B u``, ``y = Re(C x) + D u`` with
+docs/ssm.md#s4. Each of the H features runs ``x' = A x + B u``, ``y = Re(C x) + D u`` with
 ``A = Lambda - P P^*``, initialised to HiPPO-LegS in the eigenbasis of its normal part
 (:func:`jaxattn.nn.hippo.hippo_legs_dplr`), discretised bilinearly. The layer is the convolution
 ``y = K * u + D u`` with S4's kernel (:func:`jaxattn.ops.ssm_convolution.s4_kernel`) applied by

@@ -1,6 +1,6 @@
 """S4D: the diagonal structured state space layer (Gu, Gupta, Goel, Re 2022).
 
-PAPERS.md section 1.2. Each of the H features runs its own single-input system with P = N/2
+docs/ssm.md#s4d. Each of the H features runs its own single-input system with P = N/2
 complex modes (one of each conjugate pair): ``x_k = Abar x_{k-1} + Bbar u_k``,
 ``y_k = 2 Re(C x_k) + D u_k``, ZOH ``Abar = exp(dt A)``, ``Bbar = (Abar - 1)/A B``. The layer runs
 as the convolution ``y = K * u + D u`` by FFT (:func:`jaxattn.ops.ssm_convolution.s4d_kernel`,
@@ -37,7 +37,7 @@ def s4d_spectrum(kind: str, state_size: int) -> tuple[np.ndarray, np.ndarray]:
     * ``legs``: the diagonal part of HiPPO-LegS's DPLR form and its ``B`` in that basis;
     * ``real``: ``-(n+1)`` (B = 1);
     * ``ptd``: S4-PTD, all N eigenvalues of the perturbed HiPPO-LegS (no conjugate pairs,
-      PAPERS.md 1.5) and ``B~ = V^-1 B``: ``(A [N], B [N])``.
+      docs/ssm.md#ptd) and ``B~ = V^-1 B``: ``(A [N], B [N])``.
     """
     if state_size < 2 or state_size % 2:
         raise ValueError(f"S4D: state_size must be even and >= 2 (conjugate pairs), got {state_size}")

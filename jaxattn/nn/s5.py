@@ -1,6 +1,6 @@
 """S5: one MIMO state space layer with a complex diagonal state matrix (Smith, Warrington, Linderman 2023).
 
-PAPERS.md section 1.4. Parameter names and shapes follow the S5 reference code so that its
+docs/ssm.md#s5. Parameter names and shapes follow the S5 reference code so that its
 checkpoints and hyperparameters port: ``Lambda_re [P]``, ``Lambda_im [P]``, ``B [P, H, 2]``,
 ``C [H, P, 2]`` (or ``C1``, ``C2`` when bidirectional), ``D [H]``, ``log_step [P, 1]``, where the
 trailing 2 holds (real, imaginary) parts and ``P = N/2`` with conjugate symmetry, else ``N``.
@@ -112,7 +112,7 @@ class S5(SequenceMixer):
       step_rescale: multiplies every timescale (e.g. to run at another sampling rate).
       scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan` (sequence parallel under a mesh with
         ``sequence`` shards, :func:`jaxattn.parallel.sequence.scan_states`).
-      ssm_init: ``"hippo"`` (HiPPO-N blocks, unitary ``V``) or ``"ptd"`` (S5-PTD, PAPERS.md 1.5:
+      ssm_init: ``"hippo"`` (HiPPO-N blocks, unitary ``V``) or ``"ptd"`` (S5-PTD, docs/ssm.md#ptd:
         blocks of the perturb-then-diagonalise HiPPO-LegS spectrum from
         :func:`jaxattn.nn.ptd.block_diagonal_ptd`, computed once per block size and cached on disk).
         PTD spectra are not conjugate symmetric, so ``"ptd"`` requires ``conj_sym=False``.

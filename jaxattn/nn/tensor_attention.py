@@ -1,6 +1,6 @@
 """Multi-head 2-simplicial (tensor) attention layer, with a windowed cache for decoding.
 
-PAPERS.md section 3. ``[B, L, d_model] -> [B, L, d_model]``: per head, a query attends to pairs of
+docs/tensor_attention.md. ``[B, L, d_model] -> [B, L, d_model]``: per head, a query attends to pairs of
 tokens ``(j, k)`` with weights ``softmax_{(j, k)}(scale <q_i, k1_j .* k2_k>)`` and reads
 ``v1_j .* v2_k`` (:func:`jaxattn.ops.tensor_attention`). With ``bias`` the second key and value are
 shifted, ``k2 + 1/D`` and ``v2 + 1``, so that zero ``k2``, ``v2`` projections make the layer

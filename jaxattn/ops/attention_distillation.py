@@ -1,4 +1,4 @@
-"""Hedgehog's attention distillation loss (Zhang et al. 2024; PAPERS.md section 2.2).
+"""Hedgehog's attention distillation loss (Zhang et al. 2024; docs/linear_attention.md#hedgehog).
 
 Cross-entropy between a softmax teacher's attention weights and a linear attention's normalised
 weights over the same queries and keys, averaged over batch, heads and queries:

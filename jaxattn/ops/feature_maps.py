@@ -1,4 +1,5 @@
-"""Fixed feature maps ``phi`` of linear attention, ``phi(q) phi(k)^T ~ sim(q, k)`` (PAPERS.md 2.2).
+"""Fixed feature maps ``phi`` of linear attention, ``phi(q) phi(k)^T ~ sim(q, k)``
+(docs/linear_attention.md#feature-maps).
 
 Each map acts on the last axis ``[..., D] -> [..., D']``. The trainable Hedgehog map lives in
 :mod:`jaxattn.nn.feature_maps` and ends in :func:`hedgehog_softmax` below.

@@ -1,6 +1,6 @@
 """Linear attention with optional decay: one recurrence for plain, RetNet/Lightning and Mamba-2 gates.
 
-PAPERS.md section 2.1. Per batch and head, with state ``S`` ``[K, V]`` in fp32:
+docs/linear_attention.md#one-recurrence. Per batch and head, with state ``S`` ``[K, V]`` in fp32:
 
     S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t,        o_t = scale * q_t S_t
 

@@ -1,6 +1,6 @@
 """L-Mul (Luo & Sun, "Addition is All You Need"): a floating-point product from one integer addition.
 
-PAPERS.md section 4. With ``x = (1 + x_m) 2^{x_e}`` and m-bit mantissas (operands first rounded to
+docs/lmul.md. With ``x = (1 + x_m) 2^{x_e}`` and m-bit mantissas (operands first rounded to
 m bits, round to nearest even),
 
     ``L-Mul(x, y) = (1 + x_m + y_m + 2^{-l(m)}) 2^{x_e + y_e}``, ``l(m) = m (m <= 3), 3 (m = 4), 4 (m > 4)``,

@@ -1,6 +1,6 @@
 """Convolution kernels of linear state space models, and the FFT convolution that applies them.
 
-PAPERS.md sections 1.2 and 1.3. A discrete system ``x_k = Abar x_{k-1} + Bbar u_k``,
+docs/ssm.md#the-convolution-view. A discrete system ``x_k = Abar x_{k-1} + Bbar u_k``,
 ``y_k = Re(C x_k)`` is the causal convolution ``y = K * u`` with ``K[l] = Re(C Abar^l Bbar)``;
 for ``L`` steps the kernel is computed once and applied by FFT in ``O(L log L)``.
 

@@ -1,6 +1,6 @@
 """Kronecker (tensor) attention: attention over pairs of keys (Alman & Song; 2-simplicial attention).
 
-PAPERS.md section 3. On ``[B, T, H, D]`` inputs q, k1, k2 and ``[B, T, H, Dv]`` v1, v2, per head:
+docs/tensor_attention.md. On ``[B, T, H, D]`` inputs q, k1, k2 and ``[B, T, H, Dv]`` v1, v2, per head:
 
     ``s[i, j, k] = scale sum_l q[i, l] k1[j, l] k2[k, l]``,
     ``out[i] = sum_{j, k} softmax_{(j, k)}(s[i])[j, k] (v1[j] .* v2[k])``,

@@ -1,6 +1,6 @@
 """Low-rank tensor attention (Alman & Song): polynomial features of exact monomials, linear in T.
 
-PAPERS.md section 3. ``exp(x)`` with ``x = scale sum_l q_l k1_l k2_l`` is replaced by its degree-g
+docs/tensor_attention.md#low-rank. ``exp(x)`` with ``x = scale sum_l q_l k1_l k2_l`` is replaced by its degree-g
 Taylor polynomial ``sum_{t <= g} x^t / t!``; every monomial factorises over the three tokens:
 
     ``x^t / t! = sum_{|a| = t} (scale^t / a!) q^a k1^a k2^a``  (multi-indices a over D),

@@ -1,6 +1,6 @@
 """LASP-2 sequence parallelism: linear recurrences sharded over the ``sequence`` mesh axis.
 
-PAPERS.md section 2.3. Each device holds a contiguous shard ``i`` of the sequence and runs the
+docs/sequence_parallel.md#lasp-2. Each device holds a contiguous shard ``i`` of the sequence and runs the
 recurrence on it from a zero state, which gives its local outputs and its local final state
 ``M_i``, together with the shard's transition ``A_i`` (the product of its decays). ONE all-gather
 of the packed ``(M_i, A_i)`` of every shard (its size does not depend on T) lets each device

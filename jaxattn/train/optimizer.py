@@ -1,6 +1,6 @@
 """Optimiser with the S5 parameter groups, matched on full parameter paths.
 
-PAPERS.md section 1.4: the SSM parameters (S5's ``Lambda_re``, ``Lambda_im``, ``B``, ``log_step``;
+docs/ssm.md#training-the-ssm-parameters: the SSM parameters (S5's ``Lambda_re``, ``Lambda_im``, ``B``, ``log_step``;
 S4D's ``log_A_real``, ``A_imag``; S4's ``log_Lambda_real``, ``Lambda_imag``, ``P``) get Adam at
 ``ssm_lr`` without weight decay, as the S4 and S5 reference code train them; everything else gets AdamW at ``lr`` with weight
 decay. Both follow linear warmup then cosine decay to ``min_lr_ratio`` times their peak.
