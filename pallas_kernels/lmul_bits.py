@@ -1,6 +1,6 @@
 """Bit-level L-Mul arithmetic on the (sign, magnitude) fields of binary floating-point formats.
 
-The one implementation of L-Mul's integer semantics (PAPERS.md section 4), shared by
+The one implementation of L-Mul's integer semantics (docs/lmul.md#bitwise-and-formula-semantics), shared by
 :mod:`jaxattn.ops.lmul` (element-wise, on arrays) and the L-Matmul Pallas kernels (on fields
 widened to uint32, so that the kernels need 32-bit integer arithmetic only). A value's fields are
 ``sign`` (its sign bit, in place) and ``magnitude`` (every other bit) as uint32.
