@@ -1,4 +1,4 @@
-"""The L-Mul precision study ("Addition is All You Need", PAPERS.md section 4), measured.
+"""The L-Mul precision study ("Addition is All You Need", docs/lmul.md), measured.
 
     python -m experiments.lmul_precision --workdir=runs/lmul_precision
 

@@ -2,7 +2,7 @@
 
     python -m experiments.tensor_lowrank --out_dir=results/tensor_lowrank
 
-The theory (PAPERS.md section 3): with entries of Q, K1, K2 bounded by ``R``, the logits
+The theory (docs/tensor_attention.md#low-rank): with entries of Q, K1, K2 bounded by ``R``, the logits
 ``scale sum_l q_l k1_l k2_l`` lie in ``[-L, L]``, ``L = scale D R^3``, and a degree-g polynomial
 approximates ``exp`` there well only while ``L`` is small against g; past that the error of the
 low-rank path explodes (the n^{1+o(1)} versus n^{3-o(1)} phase transition is in the entry bound).
