@@ -36,7 +36,7 @@ def model_round(v, bits, dtype):
 
 
 def model_lmul(x, y, bits, dtype, semantics="bitwise", offset="paper"):
-    """L-Mul from PAPERS.md in float64: ``(1 + frac(s)) 2^(e_x + e_y + floor(s))`` (bitwise) or
+    """L-Mul from docs/lmul.md in float64: ``(1 + frac(s)) 2^(e_x + e_y + floor(s))`` (bitwise) or
     ``(1 + s) 2^(e_x + e_y)`` rounded to the format (formula)."""
     mantissa, smallest, largest, ieee = format_constants(dtype)
     l = offset_exponent(bits, offset)  # noqa: E741
