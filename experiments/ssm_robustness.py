@@ -39,7 +39,7 @@ MODELS = {"S5": dict(ssm_init="hippo", conj_sym=True), "S5-PTD": dict(ssm_init="
 
 
 def model_config(name: str):
-    config = load_config("s5_digits", str(_EPOCHS.value))
+    config = load_config("s5_digits", f"num_epochs={_EPOCHS.value}")
     config.model.mixer_options.update(MODELS[name])
     return config
 

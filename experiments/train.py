@@ -2,6 +2,8 @@
 
     python -m experiments.train --config=experiments/configs/s5_digits.py --workdir=runs/s5_digits
 
+A config file takes an argument, ``NAME.py:[VARIANT][,key=value ...]`` in every config (e.g.
+``--config=experiments/configs/lra.py:text,model=s4d``; the grammar is in ``experiments/configs``).
 Override any field from the command line (``--config.train.num_epochs=5``); rerunning the same
 command on the same ``--workdir`` resumes from its latest checkpoint.
 
@@ -22,7 +24,7 @@ from jaxattn.parallel import distributed
 from jaxattn.train import train_and_evaluate
 from jaxattn.train.checkpoint import Preempted
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :ARG.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :[VARIANT][,key=value ...].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics, checkpoints and the summary.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()

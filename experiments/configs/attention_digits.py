@@ -1,26 +1,40 @@
 """A 4-layer bidirectional attention classifier on sequential 8x8 digits: ``attention_digits.py:MIXER``.
 
 MIXER is ``softmax_attention`` (default; rotary positions) or ``linear_attention``; 2 heads of 32,
-LayerNorm, dropout 0.1, 60 epochs (``--config.train.num_epochs``). The softmax model is the teacher
-of the Hedgehog conversion and the subject of the L-Mul precision study.
+LayerNorm, dropout 0.1, 60 epochs (``num_epochs=N``). The rest is ``s5_digits.py``'s classifier,
+optimiser and schedule. The softmax model is the teacher of the Hedgehog conversion and the
+subject of the L-Mul precision study.
+
+Argument (``experiments/configs/__init__.py``): ``attention_digits.py[:MIXER][,num_epochs=N]``.
 """
 
-from experiments.configs.s5_digits import get_config as s5_digits_config
-from jaxattn.train.config import mixer_options
+import dataclasses
+
+from experiments.configs import MixerChoice, parse_argument, s5_digits
 
 ATTENTION = dict(num_heads=2, head_dim=32, causal=False, rotary=True)
-# Linear attention normalised, as the softmax it stands in for (and Hedgehog's students) is.
-MIXER_OPTIONS = {"softmax_attention": ATTENTION, "linear_attention": dict(ATTENTION, normalize=True)}
-MIXERS = tuple(MIXER_OPTIONS)
 
 
-def get_config(arg: str = "softmax_attention"):
-    mixer = arg or "softmax_attention"
-    if mixer not in MIXERS:
-        raise ValueError(f"attention_digits: config argument must be one of {MIXERS}, got {arg!r}")
-    config = s5_digits_config("60")
-    config.model.mixer = mixer
-    config.model.mixer_options = mixer_options(mixer, **MIXER_OPTIONS[mixer])
-    config.model.norm = "layer"
-    config.model.dropout = 0.1
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mixer: MixerChoice
+    num_epochs: int = 60
+
+
+VARIANTS = {
+    "softmax_attention": Settings(MixerChoice("softmax_attention", ATTENTION)),
+    # Linear attention normalised, as the softmax it stands in for (and Hedgehog's students) is.
+    "linear_attention": Settings(MixerChoice("linear_attention", dict(ATTENTION, normalize=True))),
+}
+
+
+def build(settings: Settings):
+    config = s5_digits.build(s5_digits.Settings(num_epochs=settings.num_epochs))
+    config.model.mixer = settings.mixer.name
+    config.model.mixer_options = settings.mixer.config_options()
+    config.model.update(norm="layer", dropout=0.1)
     return config
+
+
+def get_config(arg: str = ""):
+    return build(parse_argument("attention_digits", arg, VARIANTS, "softmax_attention"))

@@ -1,27 +1,36 @@
 """Parity of a bit string with a causal S5: a state-tracking probe.
 
 The label is the XOR of 16..64 bits, read at the last real step of a unidirectional S5, so the
-state must carry one bit of memory through every token. ``:ARG`` sets the number of epochs.
+state must carry one bit of memory through every token.
+
+Argument (``experiments/configs/__init__.py``): ``s5_parity.py[:num_epochs=N]``, 20 epochs by default.
 """
 
-from jaxattn.train import default_config
-from jaxattn.train.config import mixer_options
+import dataclasses
+
+from experiments.configs import MixerChoice, experiment_config, parse_argument
+
+S5 = MixerChoice("s5", dict(state_size=32, blocks=4, causal=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    num_epochs: int = 20
+
+
+VARIANTS = {"s5": Settings()}
+
+
+def build(settings: Settings):
+    return experiment_config(
+        task="parity",
+        task_options=dict(num_train=20_000, num_validation=1_000, num_test=1_000, min_length=16, max_length=64),
+        mixer=S5,
+        model=dict(d_model=64, num_layers=2, pooling="last"),
+        optimizer=dict(lr=2e-3, ssm_lr=1e-3, weight_decay=0.01),
+        train=dict(batch_size=64, num_epochs=settings.num_epochs, log_every_steps=50, checkpoint_every_steps=500),
+    )
 
 
 def get_config(arg: str = ""):
-    config = default_config()
-    config.task.name = "parity"
-    config.task.options = dict(num_train=20_000, num_validation=1_000, num_test=1_000, min_length=16, max_length=64)
-    config.model.mixer = "s5"
-    config.model.mixer_options = mixer_options("s5", state_size=32, blocks=4, bidirectional=False)
-    config.model.d_model = 64
-    config.model.num_layers = 2
-    config.model.pooling = "last"
-    config.optimizer.lr = 2e-3
-    config.optimizer.ssm_lr = 1e-3
-    config.optimizer.weight_decay = 0.01
-    config.train.batch_size = 64
-    config.train.num_epochs = int(arg) if arg else 20
-    config.train.log_every_steps = 50
-    config.train.checkpoint_every_steps = 500
-    return config
+    return build(parse_argument("s5_parity", arg, VARIANTS, "s5"))

@@ -17,44 +17,47 @@ and beta also depend on the letters before it, and the transition is no longer a
 letter alone (measured: DeltaNet with beta in [0, 2] reaches 0.92 on parity at the training length
 and chance at 4x with a width-4 convolution, 1.0 at 8x without). No weight decay: it pulls beta away
 from the ends 0 and 2 that an exact reflection needs.
+
+Argument (``experiments/configs/__init__.py``): ``state_tracking.py[:MODEL]``, ``delta_net_negative``
+by default.
 """
 
-from jaxattn.train import default_config
-from jaxattn.train.config import mixer_options
+import dataclasses
+
+from experiments.configs import MixerChoice, experiment_config, parse_argument
 
 _HEADS = dict(num_heads=2, head_dim=32, short_conv=0)
 _GATED = dict(_HEADS, feature_map="identity", gate="data", gate_temperature=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mixer: MixerChoice
+
+
 VARIANTS = {
-    "delta_net": ("delta_net", _HEADS),
-    "delta_net_negative": ("delta_net", dict(_HEADS, negative_eigenvalues=True)),
-    "delta_product_negative": ("delta_net", dict(_HEADS, householder_steps=2, negative_eigenvalues=True)),
-    "gated": ("linear_attention", _GATED),
-    "gated_negative": ("linear_attention", dict(_GATED, negative_eigenvalues=True)),
-    "softmax": ("softmax_attention", dict(_HEADS, rotary=True, max_decode_length=1024)),
+    "delta_net": Settings(MixerChoice("delta_net", _HEADS)),
+    "delta_net_negative": Settings(MixerChoice("delta_net", dict(_HEADS, negative_eigenvalues=True))),
+    "delta_product_negative": Settings(
+        MixerChoice("delta_net", dict(_HEADS, householder_steps=2, negative_eigenvalues=True))),
+    "gated": Settings(MixerChoice("linear_attention", _GATED)),
+    "gated_negative": Settings(MixerChoice("linear_attention", dict(_GATED, negative_eigenvalues=True))),
+    "softmax": Settings(MixerChoice("softmax_attention", dict(_HEADS, rotary=True, max_decode_length=1024))),
 }
 
 
-def get_config(arg: str = "delta_net_negative"):
-    if arg not in VARIANTS:
-        raise ValueError(f"state_tracking: config argument must be one of {sorted(VARIANTS)}, got {arg!r}")
-    mixer, options = VARIANTS[arg]
-    config = default_config()
-    config.task.name = "word_problem"
-    config.task.options = dict(group="Z2", train_length=32, min_train_length=2, test_lengths=(32,),
-                               num_train=10_000, num_validation=500, num_test_per_length=500, seed=0)
-    config.model.kind = "language_model"
-    config.model.mixer = mixer
-    config.model.mixer_options = mixer_options(mixer, **options)
-    config.model.d_model = 64
-    config.model.num_layers = 1
-    config.model.dropout = 0.0
-    config.optimizer.lr = 3e-3
-    config.optimizer.ssm_lr = 3e-3
-    config.optimizer.weight_decay = 0.0
-    config.optimizer.warmup_epochs = 0.5
-    config.train.batch_size = 64
-    config.train.num_epochs = 20
-    config.train.log_every_steps = 100
-    config.train.eval_every_steps = 1000
-    config.train.checkpoint_every_steps = 500
-    return config
+def build(settings: Settings):
+    return experiment_config(
+        task="word_problem",
+        task_options=dict(group="Z2", train_length=32, min_train_length=2, test_lengths=(32,), num_train=10_000,
+                          num_validation=500, num_test_per_length=500, seed=0),
+        mixer=settings.mixer,
+        model=dict(kind="language_model", d_model=64, num_layers=1, dropout=0.0),
+        optimizer=dict(lr=3e-3, ssm_lr=3e-3, weight_decay=0.0, warmup_epochs=0.5),
+        train=dict(batch_size=64, num_epochs=20, log_every_steps=100, eval_every_steps=1000,
+                   checkpoint_every_steps=500),
+    )
+
+
+def get_config(arg: str = ""):
+    return build(parse_argument("state_tracking", arg, VARIANTS, "delta_net_negative"))

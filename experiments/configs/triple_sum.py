@@ -10,40 +10,38 @@ separation of Sanford et al. is about one layer) with
 
 The attention layers have equal parameter counts (to 0.2 %); everything around them is the same.
 Neither uses positions: the labels do not depend on the order of the tokens.
+
+Argument (``experiments/configs/__init__.py``): ``triple_sum.py[:MIXER]``, ``tensor`` by default.
 """
 
-from jaxattn.train import default_config
-from jaxattn.train.config import mixer_options
+import dataclasses
+
+from experiments.configs import MixerChoice, experiment_config, parse_argument
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mixer: MixerChoice
+
 
 VARIANTS = {
-    "softmax": ("softmax_attention", dict(num_heads=3, head_dim=32, causal=False, rotary=False)),
-    "tensor": ("tensor_attention", dict(num_heads=2, head_dim=32, causal=False)),
-    "tensor_bias": ("tensor_attention", dict(num_heads=2, head_dim=32, causal=False, bias=True)),
+    "softmax": Settings(MixerChoice("softmax_attention", dict(num_heads=3, head_dim=32, causal=False, rotary=False))),
+    "tensor": Settings(MixerChoice("tensor_attention", dict(num_heads=2, head_dim=32, causal=False))),
+    "tensor_bias": Settings(MixerChoice("tensor_attention", dict(num_heads=2, head_dim=32, causal=False, bias=True))),
 }
 
 
-def get_config(arg: str = "tensor"):
-    if arg not in VARIANTS:
-        raise ValueError(f"triple_sum: config argument must be one of {sorted(VARIANTS)}, got {arg!r}")
-    mixer, options = VARIANTS[arg]
-    config = default_config()
-    config.task.name = "triple_sum"
-    config.task.options = dict(num_train=50_000, num_validation=2_000, num_test=2_000, seq_len=8, modulus=48, seed=0)
-    config.model.mixer = mixer
-    config.model.mixer_options = mixer_options(mixer, **options)
-    config.model.d_model = 64
-    config.model.num_layers = 1
-    config.model.norm = "layer"
-    config.model.pooling = "none"
-    config.model.activation = "full_glu"
-    config.model.dropout = 0.0
-    config.optimizer.lr = 3e-3
-    config.optimizer.ssm_lr = 3e-3
-    config.optimizer.weight_decay = 0.01
-    config.optimizer.warmup_epochs = 0.5
-    config.train.batch_size = 64
-    config.train.num_epochs = 10
-    config.train.log_every_steps = 50
-    config.train.eval_every_steps = 1_000
-    config.train.checkpoint_every_steps = 500
-    return config
+def build(settings: Settings):
+    return experiment_config(
+        task="triple_sum",
+        task_options=dict(num_train=50_000, num_validation=2_000, num_test=2_000, seq_len=8, modulus=48, seed=0),
+        mixer=settings.mixer,
+        model=dict(d_model=64, num_layers=1, norm="layer", pooling="none", activation="full_glu", dropout=0.0),
+        optimizer=dict(lr=3e-3, ssm_lr=3e-3, weight_decay=0.01, warmup_epochs=0.5),
+        train=dict(batch_size=64, num_epochs=10, log_every_steps=50, eval_every_steps=1_000,
+                   checkpoint_every_steps=500),
+    )
+
+
+def get_config(arg: str = ""):
+    return build(parse_argument("triple_sum", arg, VARIANTS, "tensor"))

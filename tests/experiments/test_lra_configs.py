@@ -1,4 +1,4 @@
-"""The LRA configs: every TASK,MODEL[,local] argument validates, and every task and every model
+"""The LRA configs: every TASK,model=MODEL[,local=true] argument validates, and every task and every model
 trains a smoke step (the model and optimiser as published, made small: width 16, one layer, small
 states) on fixture files in the release layout: one training step on the loader's first batch.
 A config is a task's settings plus a model's, so six pairs that cover each task once and each model
@@ -23,17 +23,29 @@ LAYERS = {"s4": "s4", "s4d": "s4d", "s5": "s5", "s4_ptd": "s4d", "s5_ptd": "s5"}
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("local", [False, True])
 def test_every_argument_gives_a_valid_config(task, model, local):
-    config = load_config("lra", f"{task},{model}" + (",local" if local else ""))
+    config = load_config("lra", f"{task},model={model}" + (",local=true" if local else ""))
     validate_config(config)
     assert config.model.mixer == LAYERS[model]
     assert config.task.name == f"lra_{task}" or (local and task in ("listops", "pathfinder", "pathx"))
     assert (config.model.d_model == 64) == local
 
 
-def test_bad_arguments_are_refused():
-    for arg in ("listops", "listops,mamba", "chess,s5", "listops,s5,laptop"):
-        with pytest.raises(ValueError, match="TASK,MODEL"):
-            load_config("lra", arg)
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("listops,model=mamba", r"lra: model='mamba' must be one of \('s4', 's4d', 's5', 's4_ptd', 's5_ptd'\)"),
+        ("chess,model=s5", r"lra: unknown variant 'chess'; variants: listops, text, retrieval, image, pathfinder, pathx"),
+        ("listops,mamba", r"lra: 'mamba' is not key=value"),  # the old positional spelling
+        ("listops,model=s5,local=laptop", r"lra: local='laptop' must be a bool \(true or false\)"),
+    ],
+)
+def test_bad_arguments_are_refused(arg, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("lra", arg)
+
+
+def test_the_default_argument_is_listops_with_s5():
+    assert load_config("lra", "").to_dict() == load_config("lra", "listops,model=s5,local=false").to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +78,7 @@ SMOKE_PAIRS = [(task, MODELS[i % len(MODELS)]) for i, task in enumerate(TASKS)]
 @pytest.mark.slow
 @pytest.mark.parametrize("task, model", SMOKE_PAIRS)
 def test_every_task_and_model_trains_a_smoke_step(release, task, model):
-    config = small(load_config("lra", f"{task},{model}"))
+    config = small(load_config("lra", f"{task},model={model}"))
     config.task.options.data_dir = str(release)
     experiment = build_experiment(config)
     train_step = make_train_step(experiment.model, experiment.tx, experiment.shardings, experiment.mesh)

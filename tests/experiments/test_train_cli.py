@@ -17,7 +17,7 @@ from jaxattn.train.metrics import read_metrics
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "experiments" / "configs"
 TINY_DIGITS = [
-    f"--config={CONFIGS / 's5_digits.py'}:2",
+    f"--config={CONFIGS / 's5_digits.py'}:num_epochs=2",
     "--config.model.d_model=32",
     "--config.model.num_layers=1",
     "--config.train.log_every_steps=5",
@@ -54,6 +54,21 @@ def deterministic(records):
 )
 def test_bad_flags_fail_at_start_up_naming_the_field(tmp_path, flag, message):
     result = run_cli(tmp_path, f"--config={CONFIGS / 's5_digits.py'}", flag, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "checkpoints").exists(), "nothing may start before the config is valid"
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("lra.py:listops,modle=s4", "lra: unknown key 'modle'; keys: task, model, local"),
+        ("lra.py:listops,s4,local", "lra: 's4' is not key=value"),
+        ("s5_digits.py:num_epochs=ten", "s5_digits: num_epochs='ten' must be of type int"),
+    ],
+)
+def test_bad_config_argument_fails_at_start_up_naming_it(tmp_path, argument, message):
+    result = run_cli(tmp_path, f"--config={CONFIGS / argument}", timeout=120)
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "checkpoints").exists(), "nothing may start before the config is valid"
@@ -108,7 +123,7 @@ def shrink(config, **task_options):
         # The published model on expressions of 50..200 tokens, not LRA's 500..2000.
         ("s5_listops", "", dict(num_train=100, num_validation=50, num_test=50, cache_dir=None, min_length=50,
                                 max_length=200)),
-        ("s5_listops", "local", dict(num_train=64, num_validation=32, num_test=32)),
+        ("s5_listops", "local=true", dict(num_train=64, num_validation=32, num_test=32)),
         ("s5_parity", "", dict(num_train=128, num_validation=64, num_test=64)),
         ("recall", "softmax", dict(num_train=128, num_validation=64, num_test=64)),
         ("recall", "hedgehog", dict(num_train=128, num_validation=64, num_test=64)),

@@ -9,7 +9,7 @@ from jaxattn.train import default_config, validate_config
 
 @pytest.mark.parametrize(
     "name, arg",
-    [("s5_digits", ""), ("s5_listops", ""), ("s5_listops", "local"), ("s5_parity", "")]
+    [("s5_digits", ""), ("s5_listops", ""), ("s5_listops", "local=true"), ("s5_parity", "")]
     + [("recall", variant) for variant in ("softmax", "linear", "hedgehog", "based", "decay", "gated")]
     + [("triple_sum", variant) for variant in ("softmax", "tensor", "tensor_bias")],
 )

@@ -18,7 +18,7 @@ from jaxattn.train.metrics import read_metrics
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "launch" / "local_multiprocess.sh"
 TINY_DIGITS = [
-    f"--config={REPO / 'experiments' / 'configs' / 's5_digits.py'}:3",
+    f"--config={REPO / 'experiments' / 'configs' / 's5_digits.py'}:num_epochs=3",
     "--config.model.d_model=16",
     "--config.model.num_layers=1",
     "--config.optimizer.warmup_epochs=0.2",
