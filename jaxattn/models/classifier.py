@@ -27,7 +27,7 @@ class SequenceClassifier(nn.Module):
       d_model: H, the width of every block.
       num_layers: number of residual mixer blocks.
       mixer: registered mixer name (see :mod:`jaxattn.nn.registry`), e.g. ``"s5"``.
-      mixer_options: keyword arguments of the mixer (e.g. ``state_size``, ``bidirectional``).
+      mixer_options: keyword arguments of the mixer (e.g. ``state_size``, ``causal``).
       vocab_size: embed token ids when set; otherwise inputs are real features.
       norm, prenorm, activation, dropout: see :class:`jaxattn.nn.blocks.MixerBlock`.
       pooling: ``"mean"`` (over real steps), ``"last"`` (the last real step) or ``"none"`` (per-position

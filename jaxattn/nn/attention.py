@@ -72,9 +72,6 @@ class MultiHeadAttention(SequenceMixer):
         o, extra = attend(q, k, v)
         return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra, history
 
-    def noncausal_options(self) -> dict:
-        return {} if self.causal else {"causal": False}
-
     @property
     def decode_capacity(self) -> int:
         return self.max_decode_length

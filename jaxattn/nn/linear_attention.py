@@ -156,9 +156,6 @@ class LinearAttention(SequenceMixer):
             raise ValueError(f"LinearAttention: normalize=True needs positive features; feature_map="
                              f"{self.feature_map!r} is signed, so the normaliser can cross zero")
 
-    def noncausal_options(self) -> dict:
-        return {} if self.causal else {"causal": False}
-
     @property
     def feature_dim(self) -> int:
         """Size of ``phi(q)``: the key dimension of the state."""

@@ -29,9 +29,13 @@ class SequenceMixer(nn.Module):
       decode token by token (``features``: H, the model width, which mixers with a state per
       feature need). ``step`` equals ``__call__`` position by position for the first
       :attr:`decode_capacity` tokens; past them it returns NaN, never a plausible wrong value.
+    * ``causal: bool = True``: the one option that says causal or bidirectional, in every mixer that
+      has both forms (``causal=False``: each output sees the whole segment; for SSMs a forward and
+      a reverse recurrence). A mixer that is causal by construction has no such option.
     * :meth:`noncausal_options`: the options, as configured, that let an output see later tokens
-      (empty: causal). Causal consumers (:class:`jaxattn.models.LanguageModel`, ``step``) call
-      :meth:`require_causal` instead of checking option names.
+      (empty: causal); by default ``{"causal": False}`` when the ``causal`` option is off. Causal
+      consumers (:class:`jaxattn.models.LanguageModel`, ``step``) call :meth:`require_causal`
+      instead of checking option names.
     * ``VARIANTS``: named option sets, the documented configurations (each mixer's docstring says
       what they are). The registry tests run the defaults and every variant.
     """
@@ -39,8 +43,14 @@ class SequenceMixer(nn.Module):
     VARIANTS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def noncausal_options(self) -> dict[str, Any]:
-        """``{option: value}`` of the settings that make this mixer see later tokens; ``{}`` if causal."""
-        raise NotImplementedError(f"{type(self).__name__} must declare noncausal_options()")
+        """``{option: value}`` of the settings that make this mixer see later tokens; ``{}`` if causal.
+
+        Reads the ``causal`` option; a mixer without one overrides this (a mixer that is always
+        causal returns ``{}``), so that no mixer is taken as causal by omission.
+        """
+        if "causal" not in mixer_fields(type(self)):
+            raise NotImplementedError(f"{type(self).__name__} has no `causal` option: it must declare noncausal_options()")
+        return {} if self.causal else {"causal": False}
 
     @property
     def is_causal(self) -> bool:

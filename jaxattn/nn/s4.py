@@ -38,27 +38,25 @@ class S4(SequenceMixer):
         and returns NaN after them, as ``__call__`` refuses longer inputs. None: the input's length,
         and no ``step``.
       dt_min, dt_max: range of the initial timescales (log-uniform, one per feature).
-      bidirectional: add an anti-causal kernel read out by ``C_reverse``.
+      causal: True (the default) for the causal kernel alone; False for the bidirectional layer,
+        which adds an anti-causal kernel read out by ``C_reverse``.
       kernel_impl: ``impl`` of :func:`jaxattn.ops.ssm_convolution.s4_kernel`.
 
     ``segment_ids`` mark padding (tokens outside the segment of a sequence's first token get zero
     inputs and outputs), exact for one sequence followed by padding; a convolution cannot restart
     at packed-sequence boundaries.
 
-    ``VARIANTS``: ``l_max`` (a 16-tap kernel, decodable) and ``bidirectional``.
+    ``VARIANTS``: ``l_max`` (a 16-tap kernel, decodable) and ``bidirectional`` (``causal=False``).
     """
 
-    VARIANTS = {"l_max": dict(l_max=16), "bidirectional": dict(bidirectional=True)}
+    VARIANTS = {"l_max": dict(l_max=16), "bidirectional": dict(causal=False)}
 
     state_size: int = 64
     l_max: Optional[int] = None
     dt_min: float = 1e-3
     dt_max: float = 1e-1
-    bidirectional: bool = False
+    causal: bool = True
     kernel_impl: str = "auto"
-
-    def noncausal_options(self) -> dict:
-        return {"bidirectional": True} if self.bidirectional else {}
 
     @property
     def decode_capacity(self) -> int:
@@ -70,7 +68,7 @@ class S4(SequenceMixer):
         lam0, p0, b0, _ = hippo_legs_dplr(self.state_size)
         lam, vectors, cs, step, d = per_feature_ssm(
             self, features, lam0, {"P": p0, "B": b0}, a_names=("log_Lambda_real", "Lambda_imag"),
-            bidirectional=self.bidirectional, dt_min=self.dt_min, dt_max=self.dt_max,
+            causal=self.causal, dt_min=self.dt_min, dt_max=self.dt_max,
         )
         return lam, vectors["P"], vectors["B"], cs, step, d
 

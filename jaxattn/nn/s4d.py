@@ -67,7 +67,8 @@ class S4D(SequenceMixer):
         conjugate pairs and reads ``Re(C x)`` instead of ``2 Re(C x)``).
       spectrum: the initial ``A`` and ``B``: ``"lin"``, ``"inv"``, ``"legs"`` or ``"real"`` (:func:`s4d_spectrum`).
       dt_min, dt_max: range of the initial timescales (log-uniform, one per feature).
-      bidirectional: add an anti-causal kernel read out by ``C_reverse``: ``y_t`` also sums
+      causal: True (the default) for the causal kernel alone; False for the bidirectional layer,
+        which adds an anti-causal kernel read out by ``C_reverse``: ``y_t`` also sums
         ``K'[s - t - 1] u_s`` over ``s > t``.
       mode: ``"convolution"`` (FFT, padded to 2L) or ``"recurrence"`` (``diagonal_scan``).
       scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan` in the recurrence (sequence parallel
@@ -78,22 +79,19 @@ class S4D(SequenceMixer):
     taken as padding (zero inputs and outputs): exact for one sequence followed by padding, the
     classifier's layout; packed sequences need ``mode="recurrence"``.
 
-    ``VARIANTS``: ``recurrence``, ``bidirectional`` and ``lin`` (S4D-Lin's spectrum).
+    ``VARIANTS``: ``recurrence``, ``bidirectional`` (``causal=False``) and ``lin`` (S4D-Lin's spectrum).
     """
 
-    VARIANTS = {"recurrence": dict(mode="recurrence"), "bidirectional": dict(bidirectional=True),
+    VARIANTS = {"recurrence": dict(mode="recurrence"), "bidirectional": dict(causal=False),
                 "lin": dict(spectrum="lin")}
 
     state_size: int = 64
     spectrum: str = "legs"
     dt_min: float = 1e-3
     dt_max: float = 1e-1
-    bidirectional: bool = False
+    causal: bool = True
     mode: str = "convolution"
     scan_impl: str = "auto"
-
-    def noncausal_options(self) -> dict:
-        return {"bidirectional": True} if self.bidirectional else {}
 
     @property
     def _pairs_factor(self) -> float:
@@ -108,7 +106,7 @@ class S4D(SequenceMixer):
             raise ValueError(f"S4D: mode={self.mode!r} is not one of {MODES}")
         lam0, b0 = s4d_spectrum(self.spectrum, self.state_size)
         lam, vectors, cs, step, d = per_feature_ssm(self, features, lam0, {"B": b0}, a_names=("log_A_real", "A_imag"),
-                                                    bidirectional=self.bidirectional, dt_min=self.dt_min,
+                                                    causal=self.causal, dt_min=self.dt_min,
                                                     dt_max=self.dt_max)
         return lam, vectors["B"], step, cs, d
 
@@ -144,7 +142,7 @@ class S4D(SequenceMixer):
         else:
             states, last = diagonal_scan(transitions(False), bu, h0=h0, impl=self.scan_impl)
         y = self._pairs_factor * jnp.einsum("blhp,hp->blh", states, cs[0]).real
-        if self.bidirectional:
+        if not self.causal:
             # r_t = sum_{s >= t} Abar^{s-t} Bbar u_s; the output reads r_{t+1} (kernel lags from s = t + 1).
             states = scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl)
             after = jnp.concatenate([states[:, 1:], jnp.zeros_like(states[:, :1])], axis=1)

@@ -2,8 +2,9 @@
 
 docs/ssm.md#s5. Parameter names and shapes follow the S5 reference code so that its
 checkpoints and hyperparameters port: ``Lambda_re [P]``, ``Lambda_im [P]``, ``B [P, H, 2]``,
-``C [H, P, 2]`` (or ``C1``, ``C2`` when bidirectional), ``D [H]``, ``log_step [P, 1]``, where the
-trailing 2 holds (real, imaginary) parts and ``P = N/2`` with conjugate symmetry, else ``N``.
+``C [H, P, 2]`` (or ``C1``, ``C2`` when bidirectional: ``causal=False``), ``D [H]``,
+``log_step [P, 1]``, where the trailing 2 holds (real, imaginary) parts and ``P = N/2`` with
+conjugate symmetry, else ``N``.
 """
 
 from typing import Optional
@@ -105,7 +106,8 @@ class S5(SequenceMixer):
       blocks: J, number of HiPPO-N blocks of size N/J in the initial spectrum.
       conj_sym: keep one of each conjugate pair of eigenvalues.
       discretization: ``"zoh"`` or ``"bilinear"``.
-      bidirectional: add a reverse scan read out by ``C2`` (``C1`` reads the forward one).
+      causal: True (the default) for the forward scan alone; False for the bidirectional layer,
+        which adds a reverse scan read out by ``C2`` (``C1`` reads the forward one).
       clip_eigs: force ``Re(Lambda) <= -1e-4`` (stable for any learning rate).
       C_init: ``"trunc_standard_normal"``, ``"lecun_normal"`` or ``"complex_normal"``.
       dt_min, dt_max: range of the initial timescales.
@@ -117,12 +119,12 @@ class S5(SequenceMixer):
         :func:`jaxattn.nn.ptd.block_diagonal_ptd`, computed once per block size and cached on disk).
         PTD spectra are not conjugate symmetric, so ``"ptd"`` requires ``conj_sym=False``.
 
-    ``VARIANTS``: ``bidirectional``, ``bilinear`` (bilinear discretisation, no conjugate symmetry)
-    and ``blocks`` (four HiPPO blocks, clipped eigenvalues).
+    ``VARIANTS``: ``bidirectional`` (``causal=False``), ``bilinear`` (bilinear discretisation, no
+    conjugate symmetry) and ``blocks`` (four HiPPO blocks, clipped eigenvalues).
     """
 
     VARIANTS = {
-        "bidirectional": dict(bidirectional=True),
+        "bidirectional": dict(causal=False),
         "bilinear": dict(discretization="bilinear", conj_sym=False),
         "blocks": dict(blocks=4, clip_eigs=True),
     }
@@ -131,7 +133,7 @@ class S5(SequenceMixer):
     blocks: int = 1
     conj_sym: bool = True
     discretization: str = "zoh"
-    bidirectional: bool = False
+    causal: bool = True
     clip_eigs: bool = False
     C_init: str = "trunc_standard_normal"
     dt_min: float = 1e-3
@@ -139,9 +141,6 @@ class S5(SequenceMixer):
     step_rescale: float = 1.0
     scan_impl: str = "auto"
     ssm_init: str = "hippo"
-
-    def noncausal_options(self) -> dict:
-        return {"bidirectional": True} if self.bidirectional else {}
 
     @property
     def num_states(self) -> int:
@@ -169,7 +168,7 @@ class S5(SequenceMixer):
         """Creates (at init) or reads the parameters; returns the discretised system.
 
         Returns:
-          ``(Lambda_bar [P], B_bar [P, H], C~ list of [H, P] (two when bidirectional), D [H])``.
+          ``(Lambda_bar [P], B_bar [P, H], C~ list of [H, P] (two when not causal), D [H])``.
         """
         self._check_options()
         if self.ssm_init == "ptd":
@@ -181,7 +180,7 @@ class S5(SequenceMixer):
         lambda_im = self._param("Lambda_im", lambda *_: jnp.asarray(lam0.imag, jnp.float32), (p,), ("ssm_state",))
         b = self._param("B", input_matrix_init(v_inv), (p, features, 2), ("ssm_state", "embed", None))
         c_init = output_matrix_init(self.C_init, v)
-        c_names = ("C1", "C2") if self.bidirectional else ("C",)
+        c_names = ("C",) if self.causal else ("C1", "C2")
         cs = [self._param(name, c_init, (features, p, 2), ("embed", "ssm_state", None)) for name in c_names]
         d = self._param("D", jax.nn.initializers.normal(1.0), (features,), ("embed",))
         log_step = self._param("log_step", log_step_init(self.dt_min, self.dt_max), (p, 1), ("ssm_state", None))
@@ -216,7 +215,7 @@ class S5(SequenceMixer):
 
         states = scan_states(transitions(False), bu, impl=self.scan_impl)
         y = self._read_out(cs[0], states)
-        if self.bidirectional:
+        if not self.causal:
             states_rev = scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl)
             y = y + self._read_out(cs[1], states_rev)
         return (y + d * x).astype(x.dtype)

@@ -2,7 +2,7 @@
 
 Each of the H features has its own P modes: ``A`` stored as ``log(-Re A)`` and ``Im A`` ``[H, P]``
 (so ``Re A`` stays negative, the system stable, whatever the optimiser does), complex vectors as
-``[H, P, 2]`` (real, imaginary), ``C`` (and ``C_reverse`` when bidirectional) complex normal, ``D``
+``[H, P, 2]`` (real, imaginary), ``C`` (and ``C_reverse`` when not causal) complex normal, ``D``
 ``[H]`` and ``log_step [H]`` log-uniform in ``[log dt_min, log dt_max]``, every initial value the
 same for all features.
 """
@@ -30,7 +30,7 @@ def _as_complex(pairs: jax.Array) -> jax.Array:
 
 
 def per_feature_ssm(module: nn.Module, features: int, lam0: np.ndarray, vectors: dict, *, a_names: tuple[str, str],
-                    bidirectional: bool, dt_min: float, dt_max: float):
+                    causal: bool, dt_min: float, dt_max: float):
     """Creates (at init) or reads ``module``'s parameters.
 
     Args:
@@ -48,7 +48,7 @@ def per_feature_ssm(module: nn.Module, features: int, lam0: np.ndarray, vectors:
     a_imag = param(a_names[1], _constant(lam0.imag), shape, _AXES)
     pairs = {name: param(name, _constant(np.stack([value.real, value.imag], -1)), (*shape, 2), (*_AXES, None))
              for name, value in vectors.items()}
-    c_names = ("C", "C_reverse") if bidirectional else ("C",)
+    c_names = ("C",) if causal else ("C", "C_reverse")
     cs = [param(name, _complex_normal, (*shape, 2), (*_AXES, None)) for name in c_names]
     d = param("D", nn.initializers.normal(1.0), (features,), ("embed",))
     log_step = param("log_step", log_step_init(dt_min, dt_max), (features,), ("embed",))

@@ -10,7 +10,7 @@ from jaxattn.models import SequenceClassifier
 from jaxattn.nn import MIXERS, MixerBlock, SequenceMixer, register_mixer
 from jaxattn.nn.blocks import ACTIVATIONS, last_step, masked_mean
 
-S5_OPTIONS = dict(state_size=8, blocks=2, bidirectional=True)
+S5_OPTIONS = dict(state_size=8, blocks=2, causal=False)
 
 
 def make(**kwargs):

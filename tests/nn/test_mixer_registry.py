@@ -52,6 +52,26 @@ def test_every_mixer_has_the_face_and_known_variants():
         assert "VARIANTS" not in mixer_fields(cls) and make_mixer(name, mixer_options(name)).is_causal, name
 
 
+def test_one_option_says_causal_or_bidirectional():
+    """Every mixer with a bidirectional form spells it ``causal=False``, and every non-causal variant
+    is that option; a mixer without the option must declare its causality itself."""
+    for name, cls in MIXERS.items():
+        assert "bidirectional" not in mixer_fields(cls), name
+        if "causal" in mixer_fields(cls):
+            assert make_mixer(name, {"causal": False}).noncausal_options() == {"causal": False}, name
+    noncausal = [make_mixer(name, options_of(name, variant)) for name, variant in CASES
+                 if (name, variant) not in CAUSAL_CASES]
+    assert {type(mixer).__name__ for mixer in noncausal} >= {"S4", "S4D", "S5", "MultiHeadAttention"}
+    assert all(mixer.noncausal_options() == {"causal": False} for mixer in noncausal)
+
+    class Undeclared(SequenceMixer):
+        def __call__(self, x, *, segment_ids=None, train=False):
+            return x
+
+    with pytest.raises(NotImplementedError, match="Undeclared has no `causal` option"):
+        Undeclared().is_causal
+
+
 @pytest.mark.parametrize("name,variant", CASES, ids=ids)
 def test_causal_model_never_sees_later_tokens(name, variant):
     options = options_of(name, variant)

@@ -18,10 +18,10 @@ def test_step_equals_call():
 
 
 def test_shorter_inputs_use_the_first_taps_and_padding_is_inert():
-    model = S4(state_size=8, l_max=20, bidirectional=True, dt_min=0.01, dt_max=0.5)
+    model = S4(state_size=8, l_max=20, causal=False, dt_min=0.01, dt_max=0.5)
     x = jax.random.normal(jax.random.key(2), (1, 20, 5))
     variables = model.init(jax.random.key(3), x)
-    causal = model.clone(bidirectional=False)
+    causal = model.clone(causal=True)
     causal_variables = {"params": {k: v for k, v in variables["params"].items() if k != "C_reverse"}}
     np.testing.assert_allclose(causal.apply(causal_variables, x[:, :11]), causal.apply(causal_variables, x)[:, :11],
                                rtol=1e-4, atol=1e-5)

@@ -29,10 +29,10 @@ def test_spectra():
 
 
 @pytest.mark.parametrize("init", SPECTRA)
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_convolution_equals_recurrence(init, bidirectional):
+@pytest.mark.parametrize("causal", [True, False])
+def test_convolution_equals_recurrence(init, causal):
     x = jax.random.normal(jax.random.key(0), (2, 23, 5))
-    conv = S4D(state_size=8, spectrum=init, bidirectional=bidirectional, dt_min=0.01, dt_max=0.5)
+    conv = S4D(state_size=8, spectrum=init, causal=causal, dt_min=0.01, dt_max=0.5)
     variables = conv.init(jax.random.key(1), x)
     y_conv = conv.apply(variables, x)
     y_rec = conv.clone(mode="recurrence").apply(variables, x)
@@ -49,12 +49,12 @@ def test_step_equals_call(spectrum):
         model.init_carry(2)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_segments(bidirectional):
+@pytest.mark.parametrize("causal", [True, False])
+def test_segments(causal):
     """Recurrence: packed sequences are independent. Convolution: a sequence followed by padding
     equals the sequence alone."""
     x = jax.random.normal(jax.random.key(4), (1, 12, 5))
-    model = S4D(state_size=8, bidirectional=bidirectional, dt_min=0.01, dt_max=0.5, mode="recurrence")
+    model = S4D(state_size=8, causal=causal, dt_min=0.01, dt_max=0.5, mode="recurrence")
     variables = model.init(jax.random.key(5), x)
     packed = model.apply(variables, x, segment_ids=jnp.array([[0] * 5 + [1] * 7]))
     np.testing.assert_allclose(packed[:, :5], model.apply(variables, x[:, :5]), rtol=1e-5, atol=1e-5)

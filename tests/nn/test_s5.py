@@ -11,7 +11,7 @@ from jaxattn.nn.hippo import block_diagonal_hippo
 from tests.nn.test_attention_layers import run_steps
 
 
-def oracle_s5(params, x, *, conj_sym, discretization, bidirectional, step_rescale=1.0):
+def oracle_s5(params, x, *, conj_sym, discretization, causal, step_rescale=1.0):
     """S5 written out from the paper one token at a time, in float64 (jax.numpy, so differentiable).
 
     x: [B, L, H] -> y: [B, L, H].
@@ -26,7 +26,7 @@ def oracle_s5(params, x, *, conj_sym, discretization, bidirectional, step_rescal
     else:
         lam_bar = (1 + dt * lam / 2) / (1 - dt * lam / 2)
         b_bar = (dt / (1 - dt * lam / 2))[:, None] * b_tilde
-    names = ("C1", "C2") if bidirectional else ("C",)
+    names = ("C",) if causal else ("C1", "C2")
     cs = [f64(params[n][..., 0]) + 1j * f64(params[n][..., 1]) for n in names]
     x = f64(x)
     length = x.shape[1]
@@ -41,17 +41,17 @@ def oracle_s5(params, x, *, conj_sym, discretization, bidirectional, step_rescal
 
     factor = 2.0 if conj_sym else 1.0
     y = factor * jnp.real(run(range(length)) @ cs[0].T)
-    if bidirectional:
+    if not causal:
         y = y + factor * jnp.real(run(range(length - 1, -1, -1)) @ cs[1].T)
     return y + f64(params["D"]) * x
 
 
 CASES = [
-    dict(conj_sym=True, discretization="zoh", bidirectional=False),
-    dict(conj_sym=False, discretization="zoh", bidirectional=False),
-    dict(conj_sym=True, discretization="bilinear", bidirectional=False),
-    dict(conj_sym=False, discretization="bilinear", bidirectional=True),
-    dict(conj_sym=True, discretization="zoh", bidirectional=True),
+    dict(conj_sym=True, discretization="zoh", causal=True),
+    dict(conj_sym=False, discretization="zoh", causal=True),
+    dict(conj_sym=True, discretization="bilinear", causal=True),
+    dict(conj_sym=False, discretization="bilinear", causal=False),
+    dict(conj_sym=True, discretization="zoh", causal=False),
 ]
 
 
@@ -87,7 +87,7 @@ def test_gradients_match_float64_oracle(case):
 
 
 def test_step_rescale_scales_every_timescale():
-    case = dict(conj_sym=True, discretization="zoh", bidirectional=False)
+    case = dict(conj_sym=True, discretization="zoh", causal=True)
     model, params, x = init_s5(case, step_rescale=0.25)
     with jax.enable_x64(True):
         expected = oracle_s5(params, x, step_rescale=0.25, **case)
@@ -97,16 +97,16 @@ def test_step_rescale_scales_every_timescale():
 @pytest.mark.parametrize("conj_sym", [True, False])
 @pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
 def test_step_equals_call(conj_sym, discretization):
-    case = dict(conj_sym=conj_sym, discretization=discretization, bidirectional=False)
+    case = dict(conj_sym=conj_sym, discretization=discretization, causal=True)
     model, params, x = init_s5(case, length=17)
     steps = run_steps(model, {"params": params}, x)
     np.testing.assert_allclose(np.asarray(steps), np.asarray(model.apply({"params": params}, x)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_segments_are_independent(bidirectional):
+@pytest.mark.parametrize("causal", [True, False])
+def test_segments_are_independent(causal):
     """A packed pair of sequences gives the same outputs as each sequence alone."""
-    case = dict(conj_sym=True, discretization="zoh", bidirectional=bidirectional)
+    case = dict(conj_sym=True, discretization="zoh", causal=causal)
     model, params, x = init_s5(case, length=12)
     segment_ids = jnp.array([[1] * 5 + [2] * 7, [1] * 12])
     packed = model.apply({"params": params}, x, segment_ids=segment_ids)
@@ -119,7 +119,7 @@ def test_segments_are_independent(bidirectional):
 
 
 def test_clip_eigs_bounds_the_real_part():
-    case = dict(conj_sym=True, discretization="zoh", bidirectional=False)
+    case = dict(conj_sym=True, discretization="zoh", causal=True)
     model, params, x = init_s5(case, clip_eigs=True)
     unstable = dict(params, Lambda_re=jnp.abs(params["Lambda_re"]))
     clipped = dict(params, Lambda_re=jnp.full_like(params["Lambda_re"], -1e-4))
@@ -181,7 +181,7 @@ def test_bad_inputs_raise_clear_errors():
         S5(state_size=6, blocks=2).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="multiple of blocks"):
         S5(state_size=6, blocks=4).init(jax.random.key(0), x)
-    model = S5(state_size=4, bidirectional=True)
+    model = S5(state_size=4, causal=False)
     params = model.init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="bidirectional"):
+    with pytest.raises(ValueError, match="causal=False"):
         model.apply(params, model.init_carry(2), x[:, 0], method=S5.step)

@@ -197,8 +197,8 @@ def test_backward_adds_one_all_gather_and_nothing_else():
 LAYERS = {
     "linear_attention_gated": lambda: LinearAttention(num_heads=2, head_dim=4, gate="data", chunk_size=4),
     "linear_attention_noncausal": lambda: LinearAttention(num_heads=2, head_dim=4, causal=False),
-    "s5_bidirectional": lambda: S5(state_size=4, blocks=2, bidirectional=True),
-    "s4d_recurrence_bidirectional": lambda: S4D(state_size=4, mode="recurrence", bidirectional=True),
+    "s5_bidirectional": lambda: S5(state_size=4, blocks=2, causal=False),
+    "s4d_recurrence_bidirectional": lambda: S4D(state_size=4, mode="recurrence", causal=False),
 }
 
 

@@ -30,7 +30,7 @@ def train(num_devices):
         # Post-norm: with pre-norm BatchNorm everywhere the encoder bias has an exactly zero
         # gradient, and Adam would turn its rounding noise into full-size, device-dependent steps.
         num_classes=4, d_model=16, num_layers=2, norm="batch", prenorm=False, dropout=0.1,
-        mixer_options=dict(state_size=8, blocks=2, bidirectional=True),
+        mixer_options=dict(state_size=8, blocks=2, causal=False),
     )
     tx = make_optimizer(lr=1e-2, ssm_lr=5e-3, weight_decay=0.05, warmup_steps=1, total_steps=4)
     batches = random_batches(4)

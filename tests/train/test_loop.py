@@ -19,7 +19,7 @@ def tiny_config():
     config.model.num_layers = 2
     config.model.dropout = 0.1
     config.model.norm = "batch"
-    config.model.mixer_options = mixer_options("s5", state_size=8, blocks=2, bidirectional=True, dt_max=1.0)
+    config.model.mixer_options = mixer_options("s5", state_size=8, blocks=2, causal=False, dt_max=1.0)
     config.optimizer.lr = 1e-2
     config.optimizer.ssm_lr = 1e-2
     config.optimizer.warmup_epochs = 0.5

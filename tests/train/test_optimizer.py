@@ -13,7 +13,7 @@ from jaxattn.train.optimizer import make_optimizer, parameter_groups, parameter_
 @pytest.fixture(scope="module")
 def params():
     model = SequenceClassifier(
-        num_classes=3, d_model=8, num_layers=2, mixer_options=dict(state_size=4, bidirectional=True)
+        num_classes=3, d_model=8, num_layers=2, mixer_options=dict(state_size=4, causal=False)
     )
     return nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 5, 2))))["params"]
 
