@@ -46,6 +46,13 @@ class MixerChoice:
         return mixer_options(self.name, **self.options)
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochSettings:
+    """The settings of a config whose one knob is the number of training epochs (``num_epochs=N``)."""
+
+    num_epochs: int
+
+
 def argument_keys(settings_type: type) -> dict[str, Any]:
     """The fields of ``settings_type`` a ``key=value`` may set, with their types."""
     hints = typing.get_type_hints(settings_type)

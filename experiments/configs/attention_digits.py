@@ -10,7 +10,7 @@ Argument (``experiments/configs/__init__.py``): ``attention_digits.py[:MIXER][,n
 
 import dataclasses
 
-from experiments.configs import MixerChoice, parse_argument, s5_digits
+from experiments.configs import EpochSettings, MixerChoice, parse_argument, s5_digits
 
 ATTENTION = dict(num_heads=2, head_dim=32, causal=False, rotary=True)
 
@@ -29,7 +29,7 @@ VARIANTS = {
 
 
 def build(settings: Settings):
-    config = s5_digits.build(s5_digits.Settings(num_epochs=settings.num_epochs))
+    config = s5_digits.build(EpochSettings(num_epochs=settings.num_epochs))
     config.model.mixer = settings.mixer.name
     config.model.mixer_options = settings.mixer.config_options()
     config.model.update(norm="layer", dropout=0.1)

@@ -8,22 +8,13 @@ LayerNorm it plateaus near 96 %.
 Argument (``experiments/configs/__init__.py``): ``s5_digits.py[:num_epochs=N]``, 60 epochs by default.
 """
 
-import dataclasses
-
-from experiments.configs import MixerChoice, experiment_config, parse_argument
+from experiments.configs import EpochSettings, MixerChoice, experiment_config, parse_argument
 
 S5 = MixerChoice("s5", dict(state_size=32, blocks=4, causal=False, C_init="lecun_normal", dt_min=1e-3, dt_max=1.0))
+VARIANTS = {"s5": EpochSettings(num_epochs=60)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    num_epochs: int = 60
-
-
-VARIANTS = {"s5": Settings()}
-
-
-def build(settings: Settings):
+def build(settings: EpochSettings):
     return experiment_config(
         task="digits", task_options={}, mixer=S5,
         model=dict(d_model=64, num_layers=4, norm="batch", activation="half_glu1", dropout=0.2),

@@ -6,22 +6,13 @@ state must carry one bit of memory through every token.
 Argument (``experiments/configs/__init__.py``): ``s5_parity.py[:num_epochs=N]``, 20 epochs by default.
 """
 
-import dataclasses
-
-from experiments.configs import MixerChoice, experiment_config, parse_argument
+from experiments.configs import EpochSettings, MixerChoice, experiment_config, parse_argument
 
 S5 = MixerChoice("s5", dict(state_size=32, blocks=4, causal=True))
+VARIANTS = {"s5": EpochSettings(num_epochs=20)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    num_epochs: int = 20
-
-
-VARIANTS = {"s5": Settings()}
-
-
-def build(settings: Settings):
+def build(settings: EpochSettings):
     return experiment_config(
         task="parity",
         task_options=dict(num_train=20_000, num_validation=1_000, num_test=1_000, min_length=16, max_length=64),
