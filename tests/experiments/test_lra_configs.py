@@ -34,7 +34,8 @@ def test_every_argument_gives_a_valid_config(task, model, local):
     "arg, message",
     [
         ("listops,model=mamba", r"lra: model='mamba' must be one of \('s4', 's4d', 's5', 's4_ptd', 's5_ptd'\)"),
-        ("chess,model=s5", r"lra: unknown variant 'chess'; variants: listops, text, retrieval, image, pathfinder, pathx"),
+        ("chess,model=s5",
+         r"lra: unknown variant 'chess'; variants: listops, text, retrieval, image, pathfinder, pathx"),
         ("listops,mamba", r"lra: 'mamba' is not key=value"),  # the old positional spelling
         ("listops,model=s5,local=laptop", r"lra: local='laptop' must be a bool \(true or false\)"),
     ],
