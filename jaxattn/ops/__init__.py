@@ -1,16 +1,50 @@
-"""Pure functions on arrays, one public function per operation (``impl=`` selects the path)."""
+"""Pure functions on arrays, one public function per operation, all importable from here.
+
+Operations with more than one way to compute them take ``impl=`` (``"reference"``, ``"xla"``,
+``"pallas"`` where there are kernels, ``"auto"``), resolved by one rule in
+:mod:`jaxattn.ops.dispatch`; ``"reference"`` is the obviously correct test oracle. Element-wise
+definitions (:func:`lmul`, :func:`round_mantissa`, :func:`zero_order_hold`,
+:func:`bilinear_transform`, the ``feature_maps``) and the distillation loss are their own reference
+and take no ``impl``. The op contract is in docs/ops.md.
+"""
 
 from jaxattn.ops import feature_maps
 from jaxattn.ops.attention_distillation import attention_distillation_loss
 from jaxattn.ops.delta_rule import delta_rule
 from jaxattn.ops.diagonal_scan import diagonal_scan
+from jaxattn.ops.discretization import bilinear_transform, zero_order_hold
 from jaxattn.ops.linear_attention import linear_attention
 from jaxattn.ops.lmul import lmul, round_mantissa
+from jaxattn.ops.lmul_matmul import lmul_dot_general
+from jaxattn.ops.rotary import apply_rotary
+from jaxattn.ops.short_conv import causal_conv1d
 from jaxattn.ops.softmax_attention import softmax_attention
+from jaxattn.ops.ssm_convolution import (
+    fft_convolution, padded_fft_convolution, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel,
+)
 from jaxattn.ops.tensor_attention import tensor_attention
 from jaxattn.ops.tensor_attention_poly import tensor_attention_poly
 
 __all__ = [
-    "attention_distillation_loss", "delta_rule", "diagonal_scan", "feature_maps", "linear_attention", "lmul", "round_mantissa",
-    "softmax_attention", "tensor_attention", "tensor_attention_poly",
+    "apply_rotary",
+    "attention_distillation_loss",
+    "bilinear_transform",
+    "causal_conv1d",
+    "delta_rule",
+    "diagonal_scan",
+    "feature_maps",
+    "fft_convolution",
+    "linear_attention",
+    "lmul",
+    "lmul_dot_general",
+    "padded_fft_convolution",
+    "round_mantissa",
+    "s4_c_tilde",
+    "s4_discrete_system",
+    "s4_kernel",
+    "s4d_kernel",
+    "softmax_attention",
+    "tensor_attention",
+    "tensor_attention_poly",
+    "zero_order_hold",
 ]

@@ -20,7 +20,20 @@ from jaxattn.ops.softmax_attention import softmax_attention_weights
 def attention_distillation_loss(
     q: jax.Array, k: jax.Array, phi_q: jax.Array, phi_k: jax.Array, *, causal: bool = True, scale=None, eps: float = 1e-6
 ) -> jax.Array:
-    """Scalar loss; zero only if the linear weights equal the teacher's (its entropy aside)."""
+    """Scalar loss; zero only if the linear weights equal the teacher's (its entropy aside).
+
+    Args:
+      q, k: the teacher's queries and keys ``[B, T, H, D]``.
+      phi_q, phi_k: the student's positive features ``[B, T, H, F]``.
+      causal: both attend to ``j <= i`` only.
+      scale: the teacher's, default ``D ** -0.5``.
+      eps: keeps the student's normaliser and log finite.
+
+    Example::
+
+        q = k = jnp.ones((2, 16, 4, 8))  # [B, T, H, D]
+        loss = attention_distillation_loss(q, k, jax.nn.elu(q) + 1, jax.nn.elu(k) + 1)
+    """
     for name, a, layout in (("q", q, "B, T, H, D"), ("k", k, "B, T, H, D"), ("phi_q", phi_q, "B, T, H, F"),
                             ("phi_k", phi_k, "B, T, H, F")):
         require_rank("attention_distillation_loss", name, a, layout)

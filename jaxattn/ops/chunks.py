@@ -1,18 +1,12 @@
 """Time-axis plumbing shared by the chunked recurrences (linear attention, the delta rule).
 
 Sequences are ``[B, T, ...]``. A chunked path pads T to a multiple of the chunk length, views
-the sequence as ``[N, B, C, ...]`` (one scan step per chunk) and marks segment starts of packed
-sequences once, here.
+the sequence as ``[N, B, C, ...]`` (one scan step per chunk). Segment boundaries of packed
+sequences come from :mod:`jaxattn.ops.segments`.
 """
 
 import jax
 import jax.numpy as jnp
-
-
-def segment_starts(segment_ids: jax.Array) -> jax.Array:
-    """``[B, T]`` bool: True where the id changes from the previous token (never at ``t = 0``)."""
-    return jnp.concatenate([jnp.zeros_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
-                           axis=1)
 
 
 def pad_time(a, multiple: int):

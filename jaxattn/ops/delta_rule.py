@@ -30,9 +30,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
-from jaxattn.ops.chunks import chunk_major, pad_time, segment_starts
+from jaxattn.ops.checks import require_floating, require_positive_int, require_rank, require_scale, require_segment_ids
+from jaxattn.ops.chunks import chunk_major, pad_time
 from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.segments import same_segment, segment_index, segment_starts
 from jaxattn.ops.triangular import unit_lower_triangular_inverse
 from pallas_kernels.delta_rule import chunked_delta_rule
 
@@ -130,7 +131,7 @@ def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _Chunk
         mask = jnp.broadcast_to(mask, (*k.shape[:2], *mask.shape[2:]))
         return weights(mask, log_decay)
 
-    same = starts[:, :, None] == starts[:, None, :]  # [B, L, L]
+    same = same_segment(starts, starts)  # [B, L, L]
     strict = jnp.tril(jnp.ones((length, length), bool), -1)
     gram = jnp.einsum("bhik,bhjk->bhij", k, k) * weights((strict & same)[:, None],
                                                          lambda: cum[..., None] - cum[:, :, None, :])
@@ -144,7 +145,7 @@ def _chunk_terms(q, k, v, beta, cum, starts, scale: float, steps: int) -> _Chunk
     last_steps = jnp.arange(tokens) * steps + steps - 1  # [C] the step each token's output reads
     cum_out = lambda: cum[:, :, last_steps, None]  # noqa: E731  [B, H, C, 1]
     starts_out = starts[:, last_steps]  # [B, C]
-    reads = (jnp.arange(length)[None, :] <= last_steps[:, None]) & (starts_out[:, :, None] == starts[:, None, :])
+    reads = (jnp.arange(length)[None, :] <= last_steps[:, None]) & same_segment(starts_out, starts)
     scores = scale * jnp.einsum("bhik,bhjk->bhij", q, k) * weights(reads[:, None],
                                                                    lambda: cum_out() - cum[:, :, None, :])
     queries = scale * q * decays((starts_out == 0)[:, None, :, None], cum_out)
@@ -203,7 +204,7 @@ def _chunk(x: _Inputs, chunk_size: int) -> _Chunks:
     if x.log_decay is not None:
         cum = jnp.cumsum(per_step(_on_step(x.log_decay, n, 0)), axis=-2)  # [N, B, L, H]
     if x.boundary is not None:
-        starts = jnp.cumsum(per_step(_on_step(x.boundary, n, 0)).astype(jnp.int32), axis=-1)  # [N, B, L]
+        starts = segment_index(per_step(_on_step(x.boundary, n, 0)), axis=-1)  # [N, B, L]
     return _Chunks((q, k, v, beta, cum, starts), tokens, batch, length)
 
 
@@ -262,8 +263,7 @@ def validate_arguments(q, k, v, beta, g, scale, householder_steps, initial_state
     for arg, a, layout in (("q", q, "B, T, H, K"), ("k", k, "B, T*n, H, K"), ("v", v, "B, T*n, H, V"),
                            ("beta", beta, "B, T*n, H")):
         require_rank(name, arg, a, layout)
-        if not jnp.issubdtype(a.dtype, jnp.floating):
-            raise TypeError(f"{name}: `{arg}` must be floating point, got {a.dtype}")
+        require_floating(name, arg, a)
     batch, length, heads, key_dim = q.shape
     steps = (batch, length * n, heads)
     per_step = f" (householder_steps={n} rows per token)" if n > 1 else ""
@@ -276,17 +276,13 @@ def validate_arguments(q, k, v, beta, g, scale, householder_steps, initial_state
     if g is not None:
         if g.shape != (batch, length, heads):
             raise ValueError(f"{name}: `g` must be [B, T, H] = {(batch, length, heads)} (one per token), got {g.shape}")
-        if not jnp.issubdtype(g.dtype, jnp.floating):
-            raise TypeError(f"{name}: `g` must be floating point, got {g.dtype}")
+        require_floating(name, "g", g)
     state_shape = (batch, heads, key_dim, v.shape[-1])
     if initial_state is not None and initial_state.shape != state_shape:
         raise ValueError(f"{name}: `initial_state` must be [B, H, K, V] = {state_shape}, got {initial_state.shape}")
-    if segment_ids is not None and segment_ids.shape != (batch, length):
-        raise ValueError(f"{name}: `segment_ids` must be [B, T] = {(batch, length)}, got {segment_ids.shape}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"{name}: `chunk_size` must be a positive int, got {chunk_size!r}")
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise TypeError(f"{name}: `scale` must be a Python number, got {type(scale).__name__}")
+    require_segment_ids(name, segment_ids, (batch, length))
+    require_positive_int(name, "chunk_size", chunk_size)
+    require_scale(name, scale)
 
 
 def _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size):
@@ -342,6 +338,12 @@ def delta_rule(
     Returns:
       ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
       ``[B, H, K, V]`` fp32 (``(o, state)``).
+
+    Example::
+
+        q, v = jnp.ones((2, 64, 4, 16)), jnp.ones((2, 64, 4, 16))  # [B, T, H, K], [B, T, H, V]
+        k = jnp.full((2, 64, 4, 16), 0.25)  # unit keys (||k|| = 1)
+        o = delta_rule(q, k, v, jnp.full((2, 64, 4), 0.5))  # beta [B, T, H]; o [2, 64, 4, 16]
     """
     inputs, scale = _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
     unsupported = None if segment_ids is None else "segment_ids"

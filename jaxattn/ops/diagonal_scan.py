@@ -120,6 +120,11 @@ def diagonal_scan(
       ``(h, h_last)``: every state ``[B, T, ...]`` and the state after the last step processed
       ``[B, ...]`` (``h[:, -1]``, or ``h[:, 0]`` when ``reverse``), in the promoted dtype of
       ``a``, ``b`` and ``h0``.
+
+    Example::
+
+        a, b = jnp.full((2, 100, 8), 0.9), jnp.ones((2, 100, 8))  # [B, T, D]
+        h, h_last = diagonal_scan(a, b)  # h [2, 100, 8]: an exponential moving sum
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
     h0 = None if h0 is None else jnp.asarray(h0)

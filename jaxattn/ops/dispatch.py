@@ -1,12 +1,19 @@
 """Choosing an implementation behind an op's ``impl=`` argument.
 
-Every public op in :mod:`jaxattn.ops` maps implementation names to functions. ``"auto"`` picks
-the Pallas kernels on GPU and TPU when the op has them and they support the call, and the XLA
-path otherwise (on CPU, Pallas runs only in the interpreter, which is for testing).
+Every public op in :mod:`jaxattn.ops` maps implementation names to functions and resolves ``impl``
+here, by two rules that hold for every op:
+
+* ``"auto"`` picks the Pallas kernels on GPU and TPU when the op has them and they support the call,
+  and the XLA path otherwise (on CPU, Pallas runs only in the interpreter, which is for testing).
+* A custom ``dot_general`` (an L-Matmul, fp8 products) changes what the op computes; ``impl`` only
+  changes how fast. So the arithmetic wins: the call runs on the implementations that route their
+  products through a ``dot_general`` (the op's ``takes_dot_general``), and an ``impl`` that cannot
+  (``"auto"``, or an explicit kernel) gives way to the fastest of them, said once in the log. Layers
+  pass their arithmetic and their ``impl`` straight through; none decides this itself.
 """
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Optional, TypeVar
 
 import jax
@@ -14,34 +21,65 @@ from absl import logging
 
 F = TypeVar("F", bound=Callable)
 _ACCELERATORS = ("gpu", "tpu")
+_FASTEST_FIRST = ("pallas", "xla", "reference")
 
 
 @functools.cache
-def _log_fallback_once(op_name: str, reason: str) -> None:
-    logging.info("%s: impl='auto' uses the XLA path: %s", op_name, reason)
+def _log_once(op_name: str, message: str) -> None:
+    logging.info("%s: %s", op_name, message)
+
+
+def is_custom_dot_general(dot_general: Optional[Callable]) -> bool:
+    """Whether ``dot_general`` replaces the exact product (None and ``lax.dot_general`` do not)."""
+    return dot_general is not None and dot_general is not jax.lax.dot_general
+
+
+def _for_dot_general(op_name: str, impl: str, takes_dot_general: Sequence[str]) -> str:
+    """The implementation a custom ``dot_general`` runs on, given the requested ``impl``."""
+    if impl in takes_dot_general:
+        return impl
+    chosen = next(name for name in _FASTEST_FIRST if name in takes_dot_general)
+    _log_once(op_name, f"a custom dot_general runs on impl={chosen!r} (impl={impl!r} cannot take one)")
+    return chosen
 
 
 def resolve_impl(
-    op_name: str, impl: str, implementations: Mapping[str, F], *, pallas_unsupported: Optional[str] = None
+    op_name: str,
+    impl: str,
+    implementations: Mapping[str, F],
+    *,
+    pallas_unsupported: Optional[str] = None,
+    dot_general: Optional[Callable] = None,
+    takes_dot_general: Sequence[str] = (),
 ) -> F:
-    """Returns ``implementations[impl]``, resolving ``"auto"`` to ``"pallas"`` or ``"xla"``.
+    """Returns ``implementations[impl]``, resolving ``"auto"`` and a custom ``dot_general`` (module docstring).
 
     Args:
+      op_name: the public op, for messages.
+      impl: ``"auto"`` or a key of ``implementations``.
+      implementations: name -> function; ``"reference"`` is always one.
       pallas_unsupported: why the Pallas path cannot take this call (e.g. ``"segment_ids"``), or None.
         ``"auto"`` then uses XLA and says so once in the log.
+      dot_general: the product the caller asked for (None: the exact one).
+      takes_dot_general: the implementations whose products go through ``dot_general``.
 
     Raises:
-      ValueError: naming the op and the implementations it has, for an unknown ``impl``.
+      ValueError: naming the op and the implementations it has, for an unknown ``impl``; for a
+        custom ``dot_general`` on an op none of whose implementations takes one.
     """
+    if impl != "auto" and impl not in implementations:
+        known = ", ".join(repr(name) for name in ("auto", *implementations))
+        raise ValueError(f"{op_name}: impl={impl!r} is not one of {known}")
+    if is_custom_dot_general(dot_general):
+        if not takes_dot_general:
+            raise ValueError(f"{op_name}: takes no custom dot_general")
+        return implementations[_for_dot_general(op_name, impl, takes_dot_general)]
     if impl == "auto":
-        impl = "xla"
+        impl = "xla" if "xla" in implementations else "reference"
         if "pallas" in implementations and jax.default_backend() in _ACCELERATORS:
             if pallas_unsupported is None:
                 impl = "pallas"
             else:
-                _log_fallback_once(op_name, f"the Pallas kernel does not support {pallas_unsupported}")
-    try:
-        return implementations[impl]
-    except KeyError:
-        known = ", ".join(repr(name) for name in ("auto", *implementations))
-        raise ValueError(f"{op_name}: impl={impl!r} is not one of {known}") from None
+                _log_once(op_name, f"impl='auto' uses the XLA path: the Pallas kernel does not support "
+                                   f"{pallas_unsupported}")
+    return implementations[impl]

@@ -38,9 +38,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
-from jaxattn.ops.chunks import chunk_major, pad_time, segment_starts
+from jaxattn.ops.checks import require_floating, require_positive_int, require_rank, require_scale, require_segment_ids
+from jaxattn.ops.chunks import chunk_major, pad_time
 from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.segments import ends_from_starts, same_segment, segment_index, segment_starts
 from pallas_kernels.linear_attention import chunked_linear_attention
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -88,18 +89,11 @@ def _reference_causal(x: _Inputs, scale: float, chunk_size: int):
     return jnp.moveaxis(o, 0, 1), final
 
 
-def _segment_index(boundary: Optional[jax.Array], shape) -> jax.Array:
-    """``[B, T]`` running count of segment starts (equal counts = same segment)."""
-    if boundary is None:
-        return jnp.zeros(shape, jnp.int32)
-    return jnp.cumsum(boundary.astype(jnp.int32), axis=1)
-
-
 def _reference_noncausal(x: _Inputs, scale: float, chunk_size: int):
     """Dense: ``o_i = scale q_i (S_0 [i in first segment] + sum_{j in segment(i)} k_j^T v_j)``."""
     q, k, v = (a.astype(jnp.float32) for a in (x.q, x.k, x.v))
-    segment = _segment_index(x.boundary, q.shape[:2])
-    same = segment[:, :, None] == segment[:, None, :]
+    segment = jnp.zeros(q.shape[:2], jnp.int32) if x.boundary is None else segment_index(x.boundary, axis=1)
+    same = same_segment(segment, segment)
     scores = x.einsum("bihk,bjhk->bhij", q, k, precision=_HIGHEST) * same[:, None]
     o = x.einsum("bhij,bjhv->bihv", scores, v, precision=_HIGHEST)
     first = (segment == 0).astype(jnp.float32)[:, :, None, None]
@@ -183,7 +177,7 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
         if x.boundary is None:
             starts = jnp.zeros(q.shape[:-2], jnp.int32)
         else:
-            starts = jnp.cumsum(chunk_major(x.boundary, chunk_size).astype(jnp.int32), axis=-1)  # [N, B, C]
+            starts = segment_index(chunk_major(x.boundary, chunk_size), axis=-1)  # [N, B, C]
         chunks = (q, k, v, cum, starts)
 
     def chunk_step(state, chunk):
@@ -199,7 +193,7 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
             return state + update, unbatched(jnp.swapaxes(o, 1, 2))
         cum_c, starts_c = chunk[3:]
         cum_h = jnp.swapaxes(cum_c, 1, 2)[..., None]  # [B, H, C, 1]
-        mask = causal & (starts_c[:, :, None] == starts_c[:, None, :])  # [B, C, C]
+        mask = causal & same_segment(starts_c, starts_c)  # [B, C, C]
         # Mask before exp: masked pairs get -inf, never inf - inf.
         log_weights = jnp.where(mask[:, None], cum_h - jnp.swapaxes(cum_h, 2, 3), -jnp.inf)
         o = x.einsum("bhij,bhjv->bhiv", scores * jnp.exp(log_weights), v_c)
@@ -221,10 +215,7 @@ def _chunked_causal(x: _Inputs, scale: float, chunk_size: int):
 def _flip(x: _Inputs) -> _Inputs:
     """The time-reversed inputs (segment starts move to the last token of each segment)."""
     reverse = lambda a: None if a is None else jnp.flip(a, axis=1)  # noqa: E731
-    boundary = None
-    if x.boundary is not None:
-        ends = jnp.concatenate([x.boundary[:, 1:], jnp.zeros_like(x.boundary[:, :1])], axis=1)
-        boundary = jnp.flip(ends, axis=1)
+    boundary = None if x.boundary is None else jnp.flip(ends_from_starts(x.boundary), axis=1)
     return x._replace(q=reverse(x.q), k=reverse(x.k), v=reverse(x.v), log_decay=None, state=jnp.zeros_like(x.state),
                       boundary=boundary, negative=None)
 
@@ -242,17 +233,9 @@ def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
     return forward + jnp.flip(backward, axis=1) - own, final
 
 
-def _pallas_unsupported(segment_ids, dot_general) -> Optional[str]:
-    """Why the Pallas kernels cannot take a call (None: they can)."""
-    if segment_ids is not None:
-        return "segment_ids"
-    return None if dot_general is None or dot_general is jax.lax.dot_general else "a dot_general"
-
-
 def _require_pallas_support(x: _Inputs) -> None:
-    reason = _pallas_unsupported(x.boundary, x.dot_general)
-    if reason:
-        raise ValueError(f"linear_attention: impl='pallas' does not support {reason}; use impl='xla'")
+    if x.boundary is not None:
+        raise ValueError("linear_attention: impl='pallas' does not support segment_ids; use impl='xla'")
 
 
 def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
@@ -285,8 +268,7 @@ _IMPLEMENTATIONS = {
 def _validate(q, k, v, g, g_negative, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale):
     for name, a in (("q", q), ("k", k), ("v", v)):
         require_rank("linear_attention", name, a, "B, T, H, D")
-        if not jnp.issubdtype(a.dtype, jnp.floating):
-            raise TypeError(f"linear_attention: `{name}` must be floating point, got {a.dtype}")
+        require_floating("linear_attention", name, a)
     if k.shape != q.shape:
         raise ValueError(f"linear_attention: `k` must have the shape of `q` {q.shape}, got {k.shape}")
     batch, length, heads, key_dim = q.shape
@@ -321,12 +303,20 @@ def _validate(q, k, v, g, g_negative, g_gamma, causal, normalize, initial_state,
             f"linear_attention: `initial_state` must be [B, H, K, V] = {(batch, heads, key_dim, value_dim)}{extra}, "
             f"got {initial_state.shape}"
         )
-    if segment_ids is not None and segment_ids.shape != (batch, length):
-        raise ValueError(f"linear_attention: `segment_ids` must be [B, T] = {(batch, length)}, got {segment_ids.shape}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"linear_attention: `chunk_size` must be a positive int, got {chunk_size!r}")
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise TypeError(f"linear_attention: `scale` must be a Python number, got {type(scale).__name__}")
+    require_segment_ids("linear_attention", segment_ids, (batch, length))
+    require_positive_int("linear_attention", "chunk_size", chunk_size)
+    require_scale("linear_attention", scale)
+
+
+def with_normalizer_column(v: jax.Array) -> jax.Array:
+    """``[B, T, H, V] -> [B, T, H, V + 1]``: a last column of ones, whose recurrence is the
+    normaliser's ``z_t`` (``scale q_t z_t`` is then the output's last column)."""
+    return jnp.concatenate([v, jnp.ones((*v.shape[:3], 1), v.dtype)], axis=-1)
+
+
+def normalized(o: jax.Array, eps: float) -> jax.Array:
+    """``o[..., :V] / (o[..., V] + eps)`` for the outputs of :func:`with_normalizer_column` values."""
+    return o[..., :-1] / (o[..., -1:] + eps)
 
 
 def combined_log_decay(g: Optional[jax.Array], g_gamma: Optional[jax.Array], shape) -> Optional[jax.Array]:
@@ -380,32 +370,38 @@ def linear_attention(
       segment_ids: ``[B, T]`` ints; the state resets where the id changes.
       chunk_size: tokens per chunk of the ``xla`` path.
       dot_general: replaces ``lax.dot_general`` in every product of q, k, v and the state (e.g. an
-        L-Matmul, :func:`jaxattn.ops.lmul_matmul.lmul_dot_general`); reference and xla paths only.
+        L-Matmul, :func:`jaxattn.ops.lmul_dot_general`); it runs on the reference and xla paths
+        (``impl="pallas"`` or ``"auto"`` then use xla: :mod:`jaxattn.ops.dispatch`).
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU where it
         supports the inputs, else xla).
 
     Returns:
       ``o [B, T, H, V]`` in ``v``'s dtype, and with ``output_final_state`` the final state
       ``[B, H, K, V]`` fp32 (``(o, state)``).
+
+    Example::
+
+        q = k = v = jnp.ones((2, 128, 4, 32))  # [B, T, H, D]
+        g = jnp.full((2, 128, 4), -0.1)  # log decays [B, T, H]
+        o, state = linear_attention(q, k, v, g=g, output_final_state=True)  # [2, 128, 4, 32], [2, 4, 32, 32]
     """
     _validate(q, k, v, g, g_negative, g_gamma, causal, normalize, initial_state, segment_ids, chunk_size, scale)
     batch, length, heads, key_dim = q.shape
     scale = key_dim**-0.5 if scale is None else float(scale)
     log_decay = combined_log_decay(g, g_gamma, (batch, length, heads))
-    values = v
-    if normalize:
-        values = jnp.concatenate([v, jnp.ones((*v.shape[:3], 1), v.dtype)], axis=-1)
+    values = with_normalizer_column(v) if normalize else v
     state = (
         jnp.zeros((batch, heads, key_dim, values.shape[-1]), jnp.float32)
         if initial_state is None
         else initial_state.astype(jnp.float32)
     )
     boundary = None if segment_ids is None else segment_starts(segment_ids)
-    unsupported = _pallas_unsupported(segment_ids, dot_general)
-    core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)[bool(causal)]
+    core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS,
+                        pallas_unsupported=None if segment_ids is None else "segment_ids",
+                        dot_general=dot_general, takes_dot_general=("reference", "xla"))[bool(causal)]
     inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general, g_negative)
     o, final = core(inputs, scale, chunk_size)
     if normalize:
-        o = o[..., :-1] / (o[..., -1:] + eps)
+        o = normalized(o, eps)
     o = o.astype(v.dtype)
     return (o, final) if output_final_state else o

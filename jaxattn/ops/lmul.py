@@ -48,6 +48,10 @@ def round_mantissa(x: jax.Array, bits: int) -> jax.Array:
 
     A carry renormalises the exponent; a value that rounds past the largest finite one becomes Inf
     (e4m3: the largest finite value with ``bits`` mantissa bits). NaN and Inf are unchanged.
+
+    Example::
+
+        round_mantissa(jnp.array([1.0625, 1.1875]), 3)  # [1.0, 1.25] (ties to even)
     """
     x = jnp.asarray(x)
     _check_bits(bits, float_format(x.dtype), "round_mantissa")
@@ -120,6 +124,14 @@ def lmul(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset: str = 
       semantics: ``"bitwise"`` (the integer adder, canonical) or ``"formula"`` (the paper's formula).
       offset: ``"paper"`` (``2^{-l(m)}``) or ``"wide"`` (``2^{-4}``).
       backward: ``"straight_through"`` (``dx = g y``, ``dy = g x``) or ``"lmul"`` (those products by L-Mul).
+
+    Returns:
+      ``x * y`` by L-Mul, broadcast, in the operands' dtype.
+
+    Example::
+
+        x, y = jnp.array([1.5, -3.0]), jnp.array([2.25, 0.5])
+        lmul(x, y, mantissa_bits=3)  # close to x * y = [3.375, -1.5]
     """
     if backward not in BACKWARDS:
         raise ValueError(f"lmul: backward={backward!r} is not one of {BACKWARDS}")

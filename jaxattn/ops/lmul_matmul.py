@@ -10,6 +10,9 @@ mantissa_bits=3)``. Every contraction is brought to a batched ``[G, M, K] x [G, 
   * ``semantics="bitwise"``: element products by the integer adder, as K rank-1 updates of the
     ``[G, M, N]`` accumulator (``impl="xla"``: memory of the output only), or the Pallas kernel.
 
+``impl="reference"`` is the definition itself: every element product by :func:`jaxattn.ops.lmul`
+(``[G, M, K, N]`` of them, the test oracle), summed in fp32.
+
 The gradient is straight-through by default (that of the exact product: ``dA = G B^T``,
 ``dB = A^T G``, ordinary matmuls), or ``backward="lmul"``: those two products as L-Matmuls.
 """
@@ -20,7 +23,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.lmul import BACKWARDS, validate_arguments
+from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.lmul import BACKWARDS, lmul_forward, validate_arguments
 from pallas_kernels.lmul_bits import (
     U32, MatmulOperand, fields, float_format, matmul_operand, offset_exponent, power_of_two_part, prepare_operand,
     product_values, special_products,
@@ -71,14 +75,37 @@ def _with_special_products(out, a, b):
     return jax.lax.cond(special(a) | special(b), lambda: out + special_products(a, b, matmul), lambda: out)
 
 
-def _matmul_forward(a, b, options):
-    mantissa_bits, semantics, offset, backward, impl = options
+def _reference_matmul(a, b, mantissa_bits, semantics, offset):
+    """``sum_k L-Mul(a[g, m, k], b[g, k, n])``: every element product by :func:`lmul_forward` in the
+    operands' format, summed in fp32 (Inf and NaN as the element-wise L-Mul has them)."""
+    products = lmul_forward(a[..., None], b[:, None], mantissa_bits=mantissa_bits, semantics=semantics, offset=offset)
+    return jnp.sum(products.astype(jnp.float32), axis=2)
+
+
+def _xla_matmul(a, b, mantissa_bits, semantics, offset):
     if semantics == "formula":
         return _formula_matmul(a, b, mantissa_bits, offset)
     l = offset_exponent(mantissa_bits, offset)  # noqa: E741
     a, b = prepare_operand(a, mantissa_bits), prepare_operand(b, mantissa_bits)
-    out = pallas_lmul_matmul(a, b, l=l) if impl == "pallas" else _bitwise_matmul_xla(a, b, l)
-    return _with_special_products(out, a, b)
+    return _with_special_products(_bitwise_matmul_xla(a, b, l), a, b)
+
+
+def _pallas_matmul(a, b, mantissa_bits, semantics, offset):
+    """The Pallas kernel for the bitwise product; the formula is ordinary matrix products already
+    (those of the xla path)."""
+    if semantics == "formula":
+        return _formula_matmul(a, b, mantissa_bits, offset)
+    l = offset_exponent(mantissa_bits, offset)  # noqa: E741
+    a, b = prepare_operand(a, mantissa_bits), prepare_operand(b, mantissa_bits)
+    return _with_special_products(pallas_lmul_matmul(a, b, l=l), a, b)
+
+
+_IMPLEMENTATIONS = {"reference": _reference_matmul, "xla": _xla_matmul, "pallas": _pallas_matmul}
+
+
+def _matmul_forward(a, b, options):
+    mantissa_bits, semantics, offset, backward, implementation = options
+    return implementation(a, b, mantissa_bits, semantics, offset)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -103,7 +130,6 @@ def _matmul_bwd(options, residuals, g):
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
-IMPLS = ("auto", "xla", "pallas")
 
 
 def lmul_dot_general(
@@ -125,18 +151,27 @@ def lmul_dot_general(
     The operands are promoted to one floating format, in which the L-Mul happens (fp32, bf16,
     fp16 or fp8); ``precision`` and ``out_sharding`` are accepted for signature compatibility and
     ignored. The result has ``preferred_element_type``, else the operands' dtype.
-    ``impl``: ``"xla"``, ``"pallas"`` (bitwise only) or ``"auto"`` (pallas on GPU/TPU).
+
+    Args:
+      lhs, rhs, dimension_numbers: as :func:`jax.lax.dot_general` (any batch and contracting axes).
+      mantissa_bits, semantics, offset, backward: as :func:`jaxattn.ops.lmul`.
+      impl: ``"reference"`` (every element product by :func:`jaxattn.ops.lmul`, memory
+        ``G M K N``), ``"xla"``, ``"pallas"`` (the kernel for ``semantics="bitwise"``; the formula is
+        matrix products on every path but the reference) or ``"auto"`` (pallas on GPU and TPU).
+
+    Example::
+
+        a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+        c = lmul_dot_general(a, b, (((1,), (0,)), ((), ())), mantissa_bits=3)  # [8, 4]
+        dense = nn.Dense(4, dot_general=functools.partial(lmul_dot_general, mantissa_bits=3))
     """
     del precision, out_sharding
     if backward not in BACKWARDS:
         raise ValueError(f"lmul_dot_general: backward={backward!r} is not one of {BACKWARDS}")
-    if impl not in IMPLS:
-        raise ValueError(f"lmul_dot_general: impl={impl!r} is not one of {IMPLS}")
+    implementation = resolve_impl("lmul_dot_general", impl, _IMPLEMENTATIONS)
     dtype = jnp.result_type(lhs, rhs)
     lhs, rhs = jnp.asarray(lhs, dtype), jnp.asarray(rhs, dtype)
     validate_arguments(lhs, rhs, mantissa_bits, semantics, offset, "lmul_dot_general")
-    if impl == "auto":
-        impl = "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
     lhs_free = [d for d in range(lhs.ndim) if d not in (*lhs_contract, *lhs_batch)]
     rhs_free = [d for d in range(rhs.ndim) if d not in (*rhs_contract, *rhs_batch)]
@@ -145,6 +180,6 @@ def lmul_dot_general(
     groups, rows, depth, cols = size(lhs, lhs_batch), size(lhs, lhs_free), size(lhs, lhs_contract), size(rhs, rhs_free)
     a = jnp.transpose(lhs, (*lhs_batch, *lhs_free, *lhs_contract)).reshape(groups, rows, depth)
     b = jnp.transpose(rhs, (*rhs_batch, *rhs_contract, *rhs_free)).reshape(groups, depth, cols)
-    out = _matmul(a, b, (mantissa_bits, semantics, offset, backward, impl))
+    out = _matmul(a, b, (mantissa_bits, semantics, offset, backward, implementation))
     out = out.reshape(*batch_shape, *[lhs.shape[d] for d in lhs_free], *[rhs.shape[d] for d in rhs_free])
     return out.astype(preferred_element_type or dtype)

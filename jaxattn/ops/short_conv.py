@@ -2,7 +2,13 @@
 their global state (H3, Based, GLA in fla: "short conv").
 
 ``y_t = sum_{w=0}^{W-1} kernel[w] * x_{t-w}`` per channel, with inputs before the sequence taken
-from ``history`` (zeros by default) and, with ``segment_ids``, no tap reaching into another segment.
+from ``history`` (zeros by default) and, with ``segment_ids``, no tap reaching into another segment
+(taps from ``history`` belong to the first token's segment).
+
+Implementations:
+  * ``"reference"``: the dense ``[T, T + W - 1]`` banded matrix of the kernel, masked to the
+    token's segment, times the history-padded sequence (quadratic in T: the test oracle).
+  * ``"xla"``: one shifted multiply-add per tap (``W`` passes over the sequence).
 """
 
 from typing import Optional
@@ -10,37 +16,77 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
+from jaxattn.ops.checks import require_floating, require_rank, require_segment_ids
+from jaxattn.ops.dispatch import resolve_impl
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _reference(padded, kernel, segments, segment_ids):
+    """``padded [B, W-1+T, C]``; ``segments`` ``[B, W-1+T]`` ids of the padded tokens or None."""
+    width, length = kernel.shape[0], padded.shape[1] - kernel.shape[0] + 1
+    lag = jnp.arange(length)[:, None] + width - 1 - jnp.arange(padded.shape[1])[None, :]  # [T, W-1+T]: t - s
+    band = jnp.where(((lag >= 0) & (lag < width))[..., None], kernel[jnp.clip(lag, 0, width - 1)], 0.0)
+    band = jnp.broadcast_to(band, (padded.shape[0], *band.shape))  # [B, T, W-1+T, C]
+    if segments is not None:
+        band = band * (segment_ids[:, :, None] == segments[:, None, :])[..., None].astype(band.dtype)
+    return jnp.einsum("btsc,bsc->btc", band, padded, precision=_HIGHEST)
+
+
+def _xla(padded, kernel, segments, segment_ids):
+    width, length = kernel.shape[0], padded.shape[1] - kernel.shape[0] + 1
+    y = jnp.zeros((padded.shape[0], length, padded.shape[2]), padded.dtype)
+    for w in range(width):
+        tap = padded[:, width - 1 - w : width - 1 - w + length]
+        if segments is not None:
+            same = segments[:, width - 1 - w : width - 1 - w + length] == segment_ids
+            tap = tap * same[..., None].astype(padded.dtype)
+        y = y + kernel[w] * tap
+    return y
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _xla}
 
 
 def causal_conv1d(
-    x: jax.Array, kernel: jax.Array, *, history: Optional[jax.Array] = None, segment_ids: Optional[jax.Array] = None
+    x: jax.Array, kernel: jax.Array, *, history: Optional[jax.Array] = None, segment_ids: Optional[jax.Array] = None,
+    impl: str = "auto",
 ) -> tuple[jax.Array, jax.Array]:
-    """``x [B, T, C]``, ``kernel [W, C]``, ``history [B, W-1, C]`` -> ``(y [B, T, C], new history)``.
+    """``y_t = sum_w kernel[w] x_{t-w}`` per channel; returns ``(y, new history)``.
 
-    The new history holds the last ``W - 1`` inputs (for token-by-token decoding).
+    Args:
+      x: ``[B, T, C]``.
+      kernel: ``[W, C]``, ``W >= 1`` taps (``kernel[0]`` weighs the token itself).
+      history: ``[B, W-1, C]``, the inputs before the sequence (zeros when None).
+      segment_ids: ``[B, T]`` ints: no tap reaches into another segment.
+      impl: ``"reference"``, ``"xla"`` or ``"auto"`` (xla).
+
+    Returns:
+      ``(y [B, T, C]`` in the promoted dtype of ``x`` and ``kernel``, ``history [B, W-1, C])``, the last ``W - 1`` inputs (for
+      token-by-token decoding).
+
+    Example::
+
+        x, kernel = jnp.ones((2, 16, 8)), jnp.ones((4, 8)) / 4  # [B, T, C], [W, C]
+        y, history = causal_conv1d(x, kernel)  # a moving average over 4 tokens
     """
-    require_rank("causal_conv1d", "x", x, "B, T, C")
-    require_rank("causal_conv1d", "kernel", kernel, "W, C")
-    if kernel.shape[1] != x.shape[-1]:
-        raise ValueError(f"causal_conv1d: need x [B, T, C] and kernel [W, C]; got {x.shape} and {kernel.shape}")
+    name = "causal_conv1d"
+    require_rank(name, "x", x, "B, T, C")
+    require_rank(name, "kernel", kernel, "W, C")
+    require_floating(name, "x", x)
+    if kernel.shape[1] != x.shape[-1] or kernel.shape[0] < 1:
+        raise ValueError(f"{name}: `kernel` must be [W, C] with W >= 1 and C = {x.shape[-1]} (x [B, T, C] = "
+                         f"{x.shape}), got {kernel.shape}")
     width = kernel.shape[0]
     batch, length, channels = x.shape
     if history is None:
         history = jnp.zeros((batch, width - 1, channels), x.dtype)
     if history.shape != (batch, width - 1, channels):
-        raise ValueError(f"causal_conv1d: history must be [B, W-1, C] = {(batch, width - 1, channels)}, got {history.shape}")
-    if segment_ids is not None and segment_ids.shape != (batch, length):
-        raise ValueError(f"causal_conv1d: `segment_ids` must be [B, T] = {(batch, length)}, got {segment_ids.shape}")
+        raise ValueError(f"{name}: `history` must be [B, W-1, C] = {(batch, width - 1, channels)}, got {history.shape}")
+    require_segment_ids(name, segment_ids, (batch, length))
+    convolve = resolve_impl(name, impl, _IMPLEMENTATIONS)
     padded = jnp.concatenate([history.astype(x.dtype), x], axis=1)
+    segments = None
     if segment_ids is not None:
-        # Taps from before the sequence belong to the first token's segment.
         segments = jnp.concatenate([jnp.broadcast_to(segment_ids[:, :1], (batch, width - 1)), segment_ids], axis=1)
-    y = jnp.zeros_like(x)
-    for w in range(width):
-        tap = padded[:, width - 1 - w : width - 1 - w + length]
-        if segment_ids is not None:
-            same = segments[:, width - 1 - w : width - 1 - w + length] == segment_ids
-            tap = tap * same[..., None].astype(x.dtype)
-        y = y + kernel[w] * tap
-    return y, padded[:, padded.shape[1] - (width - 1) :]
+    return convolve(padded, kernel, segments, segment_ids), padded[:, padded.shape[1] - (width - 1) :]

@@ -1,4 +1,4 @@
-"""Softmax attention, the baseline every efficient mixer is compared with (PAPERS.md section 5).
+"""Softmax attention, the baseline every efficient mixer is compared with (docs/softmax_attention.md).
 
 ``o_i = sum_j softmax_j(scale q_i . k_j + mask) v_j`` on ``[B, T, H, D]``; causal masks ``j > i``;
 ``segment_ids`` mask pairs in different segments; ``kv_lengths`` mask keys past each row's length.
@@ -16,8 +16,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
-from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.checks import require_floating, require_lengths, require_rank, require_scale, require_segment_ids
+from jaxattn.ops.dispatch import is_custom_dot_general, resolve_impl
+from jaxattn.ops.segments import same_segment
 from pallas_kernels.flash_attention import flash_attention
 
 
@@ -31,7 +32,7 @@ def _mask(length_q: int, length_k: int, causal: bool, segment_ids, kv_lengths) -
     if causal:
         mask = jnp.tril(jnp.ones((length_q, length_k), bool), k=length_k - length_q)[None, None]
     if segment_ids is not None:
-        mask = _combine(mask, (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None])
+        mask = _combine(mask, same_segment(segment_ids, segment_ids)[:, None])
     if kv_lengths is not None:
         mask = _combine(mask, (jnp.arange(length_k)[None, :] < kv_lengths[:, None])[:, None, None, :])
     return mask
@@ -93,25 +94,43 @@ def softmax_attention(
 ) -> jax.Array:
     """Softmax attention ``[B, Tq, H, D] x [B, Tk, H, D] x [B, Tk, H, Dv] -> [B, Tq, H, Dv]``.
 
-    Queries are aligned with the last ``Tq`` keys (a KV cache): with ``causal``, query ``i`` sees
-    keys ``j <= i + Tk - Tq``. ``segment_ids [B, T]`` needs ``Tq == Tk``. ``kv_lengths [B]``: only
-    the first ``kv_lengths[b]`` keys are valid (a partly filled cache, or right padding).
-    ``dot_general`` (e.g. an L-Matmul) replaces the products ``q k^T`` and ``P v``; the softmax stays
-    fp32; it runs the explicit (reference) path.
+    Args:
+      q: queries ``[B, Tq, H, D]``; k: keys ``[B, Tk, H, D]``; v: values ``[B, Tk, H, Dv]``.
+      scale: default ``D ** -0.5``.
+      causal: queries are aligned with the last ``Tq`` keys (a KV cache): query ``i`` sees keys
+        ``j <= i + Tk - Tq``.
+      segment_ids: ``[B, T]`` ints (packed sequences, ``Tq == Tk``): pairs of one segment only.
+      kv_lengths: ``[B]`` ints in ``[0, Tk]``: only the first ``kv_lengths[b]`` keys are valid (a
+        partly filled cache, or right padding).
+      dot_general: replaces the products ``q k^T`` and ``P v`` (e.g. an L-Matmul); the softmax stays
+        fp32. It runs on the explicit (reference) path whatever ``impl`` (:mod:`jaxattn.ops.dispatch`).
+      impl: ``"reference"``, ``"xla"`` (:func:`jax.nn.dot_product_attention`), ``"pallas"`` or
+        ``"auto"`` (pallas on GPU and TPU without ``kv_lengths``, else xla).
+
+    Returns:
+      ``o [B, Tq, H, Dv]`` in ``v``'s dtype.
+
+    Example::
+
+        q = k = v = jnp.ones((2, 16, 4, 32))  # [B, T, H, D]
+        o = softmax_attention(q, k, v, causal=True)  # [2, 16, 4, 32]
     """
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        require_rank("softmax_attention", name, a, "B, T, H, D")
+    name = "softmax_attention"
+    for arg, a in (("q", q), ("k", k), ("v", v)):
+        require_rank(name, arg, a, "B, T, H, D")
+        require_floating(name, arg, a)
     if k.shape[:3] != v.shape[:3] or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"softmax_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape}")
-    if segment_ids is not None and (q.shape[1] != k.shape[1] or segment_ids.shape != q.shape[:2]):
-        raise ValueError(f"softmax_attention: `segment_ids` must be [B, T] = {q.shape[:2]} with Tq == Tk")
-    if kv_lengths is not None and kv_lengths.shape != (k.shape[0],):
-        raise ValueError(f"softmax_attention: `kv_lengths` must be [B] = {(k.shape[0],)}, got {kv_lengths.shape}")
+        raise ValueError(f"{name}: incompatible shapes: need q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv]; "
+                         f"got q {q.shape}, k {k.shape}, v {v.shape}")
+    if segment_ids is not None and q.shape[1] != k.shape[1]:
+        raise ValueError(f"{name}: `segment_ids` need Tq == Tk, got Tq = {q.shape[1]} and Tk = {k.shape[1]}")
+    require_segment_ids(name, segment_ids, q.shape[:2])
+    if kv_lengths is not None:
+        require_lengths(name, "kv_lengths", kv_lengths, k.shape[0], k.shape[1])
+    require_scale(name, scale)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if dot_general is not None:
-        if impl not in ("auto", "reference"):
-            raise ValueError(f"softmax_attention: a dot_general runs the explicit path; impl={impl!r} cannot take it")
-        return _reference(q, k, v, scale, causal, segment_ids, kv_lengths, dot_general).astype(v.dtype)
     unsupported = "kv_lengths" if kv_lengths is not None else None
-    attend = resolve_impl("softmax_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)
-    return attend(q, k, v, scale, causal, segment_ids, kv_lengths).astype(v.dtype)
+    attend = resolve_impl(name, impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported,
+                          dot_general=dot_general, takes_dot_general=("reference",))
+    products = {"dot_general": dot_general} if is_custom_dot_general(dot_general) else {}
+    return attend(q, k, v, scale, causal, segment_ids, kv_lengths, **products).astype(v.dtype)

@@ -27,8 +27,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
+from jaxattn.ops.checks import require_floating, require_nonempty, require_rank, require_scale, require_segment_ids
 from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.segments import same_segment
 from pallas_kernels.tensor_attention import tensor_attention as pallas_tensor_attention
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -54,8 +55,7 @@ def pair_mask(length_q: int, length_k: int, causal: bool, window, q_start=0, j_s
         keep = keep & (j > i - window[0]) & (k > i - window[1])
     if segments is not None:
         of_q, of_j, of_k = segments
-        of_q = of_q[:, :, None, None]
-        keep = keep[None] & (of_q == of_j[:, None, :, None]) & (of_q == of_k[:, None, None, :])
+        keep = keep[None] & same_segment(of_q, of_j)[..., None] & same_segment(of_q, of_k)[:, :, None, :]
     return keep
 
 
@@ -287,9 +287,19 @@ def tensor_attention(
       segment_ids: ``[B, T]`` ints (packed sequences): a query sees only pairs of its own segment.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (the Pallas kernels on GPU and TPU
         where they take the call, else ``"xla"``; the kernels have no ``segment_ids``).
+
+    Returns:
+      ``[B, T, H, Dv]`` in ``v1``'s dtype.
+
+    Example::
+
+        q = k1 = k2 = v1 = v2 = jnp.ones((2, 32, 4, 16))  # [B, T, H, D]
+        o = tensor_attention(q, k1, k2, v1, v2, window=(8, 8))  # [2, 32, 4, 16]
     """
     for name, a in (("q", q), ("k1", k1), ("k2", k2), ("v1", v1), ("v2", v2)):
         require_rank("tensor_attention", name, a, "B, T, H, D")
+        require_floating("tensor_attention", name, a)
+    require_nonempty("tensor_attention", "q", q.shape[1])
     if k1.shape != q.shape or k2.shape != q.shape:
         raise ValueError(f"tensor_attention: q, k1, k2 must share a shape; got {q.shape}, {k1.shape}, {k2.shape}")
     if v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:
@@ -297,8 +307,8 @@ def tensor_attention(
                          f"got {v1.shape}, {v2.shape}")
     if window is not None and (len(window) != 2 or min(window) < 1):
         raise ValueError(f"tensor_attention: `window` must be two positive ints (w1, w2), got {window!r}")
-    if segment_ids is not None and segment_ids.shape != q.shape[:2]:
-        raise ValueError(f"tensor_attention: `segment_ids` must be [B, T] = {q.shape[:2]}, got {segment_ids.shape}")
+    require_segment_ids("tensor_attention", segment_ids, q.shape[:2])
+    require_scale("tensor_attention", scale)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     window = None if window is None else (int(window[0]), int(window[1]))
     unsupported = None if segment_ids is None else "segment_ids"

@@ -15,6 +15,9 @@ Causal: the sums become prefix sums, computed chunk by chunk (a scan over chunks
 ``[r, Dv + 1]`` sums, cumulative sums inside a chunk). The approximation converges to exact
 attention as g grows when the logits are bounded; ``r`` grows as ``D^g / g!``, so this is for small
 D and low degree.
+
+Implementations: ``"reference"`` forms the ``[T, T, T]`` polynomial weights ``U1_i . (U2_j .* U3_k)``
+explicitly (cubic in T, the test oracle); ``"xla"`` uses the Khatri-Rao identity above, chunked.
 """
 
 import functools
@@ -25,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattn.ops.checks import require_rank
+from jaxattn.ops.checks import require_positive_int, require_rank, require_scale
+from jaxattn.ops.dispatch import resolve_impl
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -75,11 +79,52 @@ def _with_ones(v):
     return jnp.concatenate([v, jnp.ones((*v.shape[:-1], 1), v.dtype)], axis=-1)
 
 
-def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal: bool = True, chunk_size: int = 64):
-    """Degree-``degree`` low-rank approximation of :func:`jaxattn.ops.tensor_attention` on
-    ``[B, T, H, D]`` q, k1, k2 and ``[B, T, H, Dv]`` v1, v2; returns ``[B, T, H, Dv]`` fp32."""
-    if not isinstance(degree, int) or degree < 1:
-        raise ValueError(f"tensor_attention_poly: `degree` must be a positive int, got {degree!r}")
+def _reference(u1, u2, u3, w1, w2, causal, chunk_size):
+    """The explicit weights ``U1_i . (U2_j .* U3_k)`` (pairs ``j, k <= i`` when causal) against
+    ``W1_j .* W2_k``: numerator and normaliser ``[B, T, H, Dv + 1]``."""
+    del chunk_size
+    weights = jnp.einsum("bihr,bjhr,bkhr->bhijk", u1, u2, u3, precision=_HIGHEST)
+    if causal:
+        position = jnp.arange(u1.shape[1])
+        weights = weights * ((position[None, :, None] <= position[:, None, None])
+                             & (position[None, None, :] <= position[:, None, None]))
+    return jnp.einsum("bhijk,bjhd,bkhd->bihd", weights, w1, w2, precision=_HIGHEST)
+
+
+def _xla(u1, u2, u3, w1, w2, causal, chunk_size):
+    if causal:
+        return _causal(u1, u2, u3, w1, w2, chunk_size)
+    s1 = jnp.einsum("bthr,bthd->bhrd", u2, w1, precision=_HIGHEST)
+    s2 = jnp.einsum("bthr,bthd->bhrd", u3, w2, precision=_HIGHEST)
+    return jnp.einsum("bthr,bhrd->bthd", u1, s1 * s2, precision=_HIGHEST)
+
+
+_IMPLEMENTATIONS = {"reference": _reference, "xla": _xla}
+
+
+def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal: bool = True, chunk_size: int = 64,
+                          impl: str = "auto"):
+    """Degree-``degree`` low-rank approximation of :func:`jaxattn.ops.tensor_attention`.
+
+    Args:
+      q, k1, k2: ``[B, T, H, D]``; v1, v2: ``[B, T, H, Dv]``.
+      degree: g >= 1, the Taylor degree (feature rank ``C(D + g, g)``).
+      scale: default ``D ** -0.5``.
+      causal: pairs ``j, k <= i`` only.
+      chunk_size: tokens per chunk of the causal xla path.
+      impl: ``"reference"`` (explicit weights, cubic in T), ``"xla"`` or ``"auto"`` (xla).
+
+    Returns:
+      ``[B, T, H, Dv]`` fp32.
+
+    Example::
+
+        q = k1 = k2 = v1 = v2 = jnp.ones((2, 16, 4, 8))  # [B, T, H, D]
+        o = tensor_attention_poly(q, k1, k2, v1, v2, degree=2)  # [2, 16, 4, 8]
+    """
+    require_positive_int("tensor_attention_poly", "degree", degree)
+    require_positive_int("tensor_attention_poly", "chunk_size", chunk_size)
+    require_scale("tensor_attention_poly", scale)
     for name, a in (("q", q), ("k1", k1), ("k2", k2), ("v1", v1), ("v2", v2)):
         require_rank("tensor_attention_poly", name, a, "B, T, H, D")
     if k1.shape != q.shape or k2.shape != q.shape or v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:
@@ -88,12 +133,8 @@ def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal:
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     u1, u2, u3 = _features(*(a.astype(jnp.float32) for a in (q, k1, k2)), degree, scale)  # [B, T, H, r]
     w1, w2 = _with_ones(v1.astype(jnp.float32)), _with_ones(v2.astype(jnp.float32))  # ones: the normaliser
-    if not causal:
-        s1 = jnp.einsum("bthr,bthd->bhrd", u2, w1, precision=_HIGHEST)
-        s2 = jnp.einsum("bthr,bthd->bhrd", u3, w2, precision=_HIGHEST)
-        num_den = jnp.einsum("bthr,bhrd->bthd", u1, s1 * s2, precision=_HIGHEST)
-    else:
-        num_den = _causal(u1, u2, u3, w1, w2, chunk_size)
+    attend = resolve_impl("tensor_attention_poly", impl, _IMPLEMENTATIONS)
+    num_den = attend(u1, u2, u3, w1, w2, bool(causal), chunk_size)
     return num_den[..., :-1] / num_den[..., -1:]
 
 

@@ -44,9 +44,9 @@ from jax.sharding import PartitionSpec
 
 from jaxattn.ops import delta_rule, diagonal_scan, linear_attention
 from jaxattn.ops.checks import require_rank
-from jaxattn.ops.chunks import segment_starts
+from jaxattn.ops.segments import segment_index, segment_starts
 from jaxattn.ops.delta_rule import validate_arguments as validate_delta_rule_arguments
-from jaxattn.ops.linear_attention import combined_log_decay
+from jaxattn.ops.linear_attention import combined_log_decay, normalized, with_normalizer_column
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 
 
@@ -271,9 +271,8 @@ def sequence_parallel_linear_attention(
     einsum = functools.partial(jnp.einsum, _dot_general=dot_general or jax.lax.dot_general)
 
     def shard(q, k, v, log_decay, segment_ids):
-        values = v
-        if normalize:  # the normaliser is one more value column: its state travels with the rest
-            values = jnp.concatenate([v, jnp.ones((*v.shape[:3], 1), v.dtype)], axis=-1)
+        # The normaliser is one more value column: its state travels with the rest.
+        values = with_normalizer_column(v) if normalize else v
         o, state = linear_attention(
             q, k, values, g=log_decay, scale=scale, causal=causal, output_final_state=True, segment_ids=segment_ids,
             chunk_size=chunk_size, dot_general=dot_general, impl=impl,
@@ -290,7 +289,7 @@ def sequence_parallel_linear_attention(
             # only if, besides, no segment starts in it.
             starts = segment_starts(segment_ids)
             continues = _continues_previous_shard(segment_ids, mesh)  # [B]
-            before_start = jnp.cumsum(starts, axis=1) == 0  # [B, T]
+            before_start = segment_index(starts, axis=1) == 0  # [B, T]
             query_weight = query_weight * (before_start & continues[:, None])[..., None]
             transition = transition * (continues & before_start[:, -1])[:, None]
         transition = transition[..., None, None]  # [B, H, 1, 1]
@@ -299,7 +298,7 @@ def sequence_parallel_linear_attention(
         o = o + scale * einsum("bthk,bhkv->bthv", q * query_weight[..., None].astype(q.dtype), incoming,
                                preferred_element_type=jnp.float32)
         if normalize:
-            o = o[..., :-1] / (o[..., -1:] + eps)
+            o = normalized(o, eps)
         return o.astype(v.dtype)
 
     token_spec, gate_spec, id_spec = _head_major_specs(mesh, batch, heads, name)
