@@ -202,26 +202,36 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("name", LAYERS)
-def test_layers_under_a_sequence_mesh_equal_one_device(name):
-    """The mixers switch to LASP-2 by themselves inside ``jax.set_mesh`` with sequence shards."""
-    layer = LAYERS[name]()
+def assert_layer_under_a_sequence_mesh_equals_one_device(layer, segment_ids):
+    """Loss and gradients (parameters and input) of ``layer`` on ``x [2, 32, 8]`` under a
+    (data 2, sequence 4) mesh equal those on one device, and the sharded program gathers shard states."""
     x = normal(8, (2, 32, 8))
-    segment_ids = None if name == "linear_attention_noncausal" else (jnp.arange(32) < jnp.array([[32], [19]])).astype(int)
     params = jax.jit(functools.partial(layer.init, segment_ids=segment_ids))(jax.random.key(0), x)
 
     def loss(params, x):
         return weighted_sum(layer.apply(params, x, segment_ids=segment_ids))
 
     want = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
-    mesh = make_mesh((2, 4), ("data", SEQUENCE_AXIS))
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(make_mesh((2, 4), ("data", SEQUENCE_AXIS))):
         assert sequence_axis_size() == 4
         compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, x).compile()
         got = compiled(params, x)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert_close(g, w, rtol=5e-5)
     assert collectives(compiled.as_text())["all-gather"], "the sharded layer should gather shard states"
+
+
+def two_packed_rows():
+    """Segment ids ``[2, 32]``: the first row one segment, the second 19 tokens of
+    segment 1 then 13 of segment 0."""
+    return (jnp.arange(32) < jnp.array([[32], [19]])).astype(int)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_layers_under_a_sequence_mesh_equal_one_device(name):
+    """The mixers switch to LASP-2 by themselves inside ``jax.set_mesh`` with sequence shards."""
+    segment_ids = None if name == "linear_attention_noncausal" else two_packed_rows()
+    assert_layer_under_a_sequence_mesh_equals_one_device(LAYERS[name](), segment_ids)
 
 
 def test_errors():

@@ -8,12 +8,20 @@ import jax
 import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
-from test_sequence_parallel import assert_close, collectives, make_mesh, normal, only_all_gathers, weighted_sum
+from test_sequence_parallel import (
+    assert_close,
+    assert_layer_under_a_sequence_mesh_equals_one_device,
+    make_mesh,
+    normal,
+    only_all_gathers,
+    two_packed_rows,
+    weighted_sum,
+)
 
 from jaxattn.nn import DeltaNet
 from jaxattn.ops import delta_rule
 from jaxattn.parallel.mesh import SEQUENCE_AXIS
-from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_delta_rule
+from jaxattn.parallel.sequence import sequence_parallel_delta_rule
 
 BATCH, LENGTH, HEADS, KEY_DIM, VALUE_DIM = 2, 32, 2, 4, 3
 
@@ -99,21 +107,7 @@ def test_backward_adds_one_all_gather_and_nothing_else():
                                      dict(householder_steps=2, negative_eigenvalues=True)], ids=["gated", "product"])
 def test_delta_net_under_a_sequence_mesh_equals_one_device(options):
     layer = DeltaNet(num_heads=2, head_dim=4, chunk_size=4, **options)
-    x = normal(8, (2, 32, 8))
-    segment_ids = (jnp.arange(32) < jnp.array([[32], [19]])).astype(int)
-    params = jax.jit(functools.partial(layer.init, segment_ids=segment_ids))(jax.random.key(0), x)
-
-    def loss(params, x):
-        return weighted_sum(layer.apply(params, x, segment_ids=segment_ids))
-
-    want = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
-    with jax.set_mesh(make_mesh((2, 4), ("data", SEQUENCE_AXIS))):
-        assert sequence_axis_size() == 4
-        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, x).compile()
-        got = compiled(params, x)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert_close(g, w, rtol=5e-5)
-    assert collectives(compiled.as_text())["all-gather"], "the sharded layer should gather shard states"
+    assert_layer_under_a_sequence_mesh_equals_one_device(layer, two_packed_rows())
 
 
 def test_errors_name_the_argument():
