@@ -114,6 +114,26 @@ def test_listops_bad_token_and_missing_files(tmp_path):
         load_task("lra_listops")
 
 
+def test_tsv_rows_check_the_header_skip_blank_lines_and_name_the_line(tmp_path):
+    from jaxattn.data.lra.common import read_tsv_rows
+
+    def fill_row(row, fields):
+        target = int(fields[1])
+        row[:len(fields[0])] = np.frombuffer(fields[0], np.uint8)
+        return target, len(fields[0])
+
+    path = tmp_path / "rows.tsv"
+    path.write_bytes(b"Text\tLabel\r\nab\t1\r\n\nc\t0")  # CRLF, a blank line, no final newline
+    rows = read_tsv_rows(str(path), seq_len=3, dtype=np.uint8, fill_row=fill_row, header=b"Text\tLabel")
+    np.testing.assert_array_equal(rows["inputs"], [[97, 98, 0], [99, 0, 0]])
+    np.testing.assert_array_equal(rows["targets"], [1, 0])
+    np.testing.assert_array_equal(rows["lengths"], [2, 1])
+    with pytest.raises(ValueError, match=r"rows.tsv: expected the header 'Other'"):
+        read_tsv_rows(str(path), seq_len=3, dtype=np.uint8, fill_row=fill_row, header=b"Other")
+    with pytest.raises(ValueError, match=r"rows.tsv:1: invalid literal"):  # without a header, line 1 is data
+        read_tsv_rows(str(path), seq_len=3, dtype=np.uint8, fill_row=fill_row)
+
+
 # ---------------------------------------------------------------------------------------------- Text (IMDB)
 
 

@@ -1,4 +1,5 @@
-"""Shared pieces of the LRA loaders: finding release files, input dtypes, byte tokens, splits, progress.
+"""Shared pieces of the LRA loaders: finding release files, input dtypes, byte tokens, TSV rows, splits,
+progress.
 
 Token conventions shared by every LRA task here: 0 is padding and real tokens are >= 1, so byte
 ``b`` becomes token ``b + 1`` (ids 1..256, as LRA's byte encoder) and a pixel intensity ``v``
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from absl import logging
@@ -121,6 +122,46 @@ class Progress:
 
     def finish(self, done: int) -> None:
         logging.info("%s: %d done in %.1f s", self._what, done, time.monotonic() - self._start)
+
+
+def read_tsv_rows(path: str, *, seq_len: int, dtype: np.dtype,
+                  fill_row: Callable[[np.ndarray, list[bytes]], tuple[int, int]],
+                  header: bytes | None = None) -> dict[str, np.ndarray]:
+    """Reads a tab-separated file of one example a line into padded token rows.
+
+    ``fill_row(inputs_row, fields)`` writes the tokens of one line's tab-separated ``fields`` into
+    its zero ``inputs_row [seq_len]`` and returns ``(target, length)``; a ValueError it raises is
+    re-raised naming the file and line. Blank lines are skipped, and ``header``, when given, must be
+    the first line.
+
+    Returns:
+      "inputs" [N, seq_len] of ``dtype``, "targets" int32 [N], "lengths" int32 [N], N the lines filled.
+    """
+    num_rows = max(count_lines(path) - (header is not None), 0)
+    inputs = np.zeros((num_rows, seq_len), dtype=dtype)
+    targets = np.zeros(num_rows, dtype=np.int32)
+    lengths = np.zeros(num_rows, dtype=np.int32)
+    progress = Progress(f"Reading {path}", num_rows)
+    row = 0
+    with open(path, "rb") as file:
+        if header is not None:
+            found = file.readline().rstrip(b"\r\n")
+            if found != header:
+                raise ValueError(f"{path}: expected the header {header.decode()!r}, got {found[:80]!r}")
+        for line_number, line in enumerate(file, start=1 + (header is not None)):
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            try:
+                targets[row], lengths[row] = fill_row(inputs[row], line.split(b"\t"))
+            except ValueError as error:
+                raise ValueError(f"{path}:{line_number}: {error}") from None
+            row += 1
+            if row % 1000 == 0:
+                progress.update(row)
+    progress.finish(row)
+    # Blank lines were skipped, so fewer rows may have been filled than counted.
+    return {"inputs": inputs[:row], "targets": targets[:row], "lengths": lengths[:row]}
 
 
 def token_task(name: str, *, num_classes: int, seq_len: int, vocab_size: int,

@@ -25,8 +25,8 @@ import os
 import numpy as np
 
 from jaxattn.data.listops import NUM_CLASSES, TOKEN_IDS, VOCAB_SIZE
-from jaxattn.data.lra.common import (LRA_RELEASE_SOURCE, Progress, count_lines, find_release_path,
-                                     require_data_dir, resolve_input_dtype, token_task)
+from jaxattn.data.lra.common import (LRA_RELEASE_SOURCE, find_release_path, read_tsv_rows, require_data_dir,
+                                     resolve_input_dtype, token_task)
 from jaxattn.data.tasks import TaskSpec, register_task
 
 SUBDIR = "listops-1000"
@@ -50,44 +50,23 @@ def read_listops_tsv(path: str, *, max_length: int, dtype: np.dtype) -> dict[str
       ValueError: on a missing header, a malformed row or a token outside the ListOps vocabulary
         (the message names the file and line).
     """
-    num_rows = max(count_lines(path) - 1, 0)
-    inputs = np.zeros((num_rows, max_length), dtype=dtype)
-    targets = np.zeros(num_rows, dtype=np.int32)
-    lengths = np.zeros(num_rows, dtype=np.int32)
-    progress = Progress(f"Reading {path}", num_rows)
-    row = 0
-    with open(path, "rb") as file:
-        header = file.readline().rstrip(b"\r\n")
-        if header != HEADER:
-            raise ValueError(f"{path}: expected the header {HEADER.decode()!r}, got {header[:80]!r}")
-        for line_number, line in enumerate(file, start=2):
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            fields = line.split(b"\t")
-            try:
-                if len(fields) != 2:
-                    raise ValueError(f"expected 2 tab-separated fields, got {len(fields)}")
-                tokens = tokenize(fields[0])[:max_length]
-                target = int(fields[1])
-                if not 0 <= target < NUM_CLASSES:
-                    raise ValueError(f"target {target} outside 0..{NUM_CLASSES - 1}")
-                if not tokens:
-                    raise ValueError("empty expression")
-            except KeyError as error:
-                raise ValueError(f"{path}:{line_number}: token {error.args[0]!r} is not in the ListOps "
-                                 f"vocabulary {sorted(t.decode() for t in _BYTE_TOKEN_IDS)}") from None
-            except ValueError as error:
-                raise ValueError(f"{path}:{line_number}: {error}") from None
-            inputs[row, :len(tokens)] = tokens
-            targets[row] = target
-            lengths[row] = len(tokens)
-            row += 1
-            if row % 1000 == 0:
-                progress.update(row)
-    progress.finish(row)
-    # Blank lines were skipped, so fewer rows may have been filled than counted.
-    return {"inputs": inputs[:row], "targets": targets[:row], "lengths": lengths[:row]}
+    def fill_row(inputs_row: np.ndarray, fields: list[bytes]) -> tuple[int, int]:
+        if len(fields) != 2:
+            raise ValueError(f"expected 2 tab-separated fields, got {len(fields)}")
+        try:
+            tokens = tokenize(fields[0])[:max_length]
+        except KeyError as error:
+            raise ValueError(f"token {error.args[0]!r} is not in the ListOps vocabulary "
+                             f"{sorted(t.decode() for t in _BYTE_TOKEN_IDS)}") from None
+        target = int(fields[1])
+        if not 0 <= target < NUM_CLASSES:
+            raise ValueError(f"target {target} outside 0..{NUM_CLASSES - 1}")
+        if not tokens:
+            raise ValueError("empty expression")
+        inputs_row[:len(tokens)] = tokens
+        return target, len(tokens)
+
+    return read_tsv_rows(path, seq_len=max_length, dtype=dtype, fill_row=fill_row, header=HEADER)
 
 
 @register_task("lra_listops")

@@ -29,8 +29,8 @@ import os
 
 import numpy as np
 
-from jaxattn.data.lra.common import (BYTE_VOCAB_SIZE, LRA_RELEASE_SOURCE, Progress, check_choice, count_lines,
-                                     encode_bytes, find_release_path, require_data_dir, resolve_input_dtype,
+from jaxattn.data.lra.common import (BYTE_VOCAB_SIZE, LRA_RELEASE_SOURCE, check_choice, encode_bytes,
+                                     find_release_path, read_tsv_rows, require_data_dir, resolve_input_dtype,
                                      token_task)
 from jaxattn.data.tasks import TaskSpec, register_task
 
@@ -61,39 +61,21 @@ def read_pairs(path: str, *, max_length: int, layout: str, dtype: np.dtype) -> d
         (the message names the file and line).
     """
     check_choice("layout", layout, LAYOUTS)
-    num_rows = count_lines(path)
     seq_len = 2 * max_length + (layout == "concat")
-    inputs = np.zeros((num_rows, seq_len), dtype=dtype)
-    targets = np.zeros(num_rows, dtype=np.int32)
-    lengths = np.zeros(num_rows, dtype=np.int32)
-    progress = Progress(f"Reading {path}", num_rows)
-    row = 0
-    with open(path, "rb") as file:
-        for line_number, line in enumerate(file, start=1):
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            fields = line.split(b"\t")
-            try:
-                if len(fields) != _NUM_FIELDS:
-                    raise ValueError(f"expected {_NUM_FIELDS} tab-separated fields "
-                                     f"(label, id1, id2, text1, text2), got {len(fields)}")
-                targets[row] = _parse_label(fields[0])
-            except ValueError as error:
-                raise ValueError(f"{path}:{line_number}: {error}") from None
-            first = encode_bytes(inputs[row], fields[3], max_length)
-            if layout == "concat":
-                inputs[row, first] = SEP_TOKEN
-                second = encode_bytes(inputs[row, first + 1:], fields[4], max_length)
-                lengths[row] = first + 1 + second
-            else:
-                encode_bytes(inputs[row, max_length:], fields[4], max_length)
-                lengths[row] = seq_len
-            row += 1
-            if row % 1000 == 0:
-                progress.update(row)
-    progress.finish(row)
-    return {"inputs": inputs[:row], "targets": targets[:row], "lengths": lengths[:row]}
+
+    def fill_row(inputs_row: np.ndarray, fields: list[bytes]) -> tuple[int, int]:
+        if len(fields) != _NUM_FIELDS:
+            raise ValueError(f"expected {_NUM_FIELDS} tab-separated fields "
+                             f"(label, id1, id2, text1, text2), got {len(fields)}")
+        target = _parse_label(fields[0])
+        first = encode_bytes(inputs_row, fields[3], max_length)
+        if layout == "halves":
+            encode_bytes(inputs_row[max_length:], fields[4], max_length)
+            return target, seq_len
+        inputs_row[first] = SEP_TOKEN
+        return target, first + 1 + encode_bytes(inputs_row[first + 1:], fields[4], max_length)
+
+    return read_tsv_rows(path, seq_len=seq_len, dtype=dtype, fill_row=fill_row)
 
 
 @register_task("lra_retrieval")
