@@ -18,9 +18,8 @@ import os
 from collections.abc import Iterator
 
 import numpy as np
-from absl import logging
 
-from jaxattn.data.split_cache import cache_path, load_splits, save_splits
+from jaxattn.data.split_cache import cached_splits, check_split_sizes
 from jaxattn.data.tasks import SPLIT_NAMES, TaskSpec, register_task
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
@@ -195,26 +194,16 @@ def build_listops_task(*, num_train: int = 96_000, num_validation: int = 2_000, 
                               max_args=max_args, subtree_probability=subtree_probability)
     _check_generation_options(**generation_options)
     sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    for split, size in sizes.items():
-        if size < 0:
-            raise ValueError(f"num_{split} must be >= 0, got {size}")
-    path = None
-    if cache_dir is not None:
-        path = cache_path(cache_dir, "listops", {"format": _CACHE_FORMAT_VERSION, **generation_options,
-                                                 **{f"num_{s}": n for s, n in sizes.items()}, "seed": seed})
-    if path is not None and os.path.exists(path):
-        splits = load_splits(path)
-    else:
-        logging.info(
-            "Generating ListOps: %s expressions of %d..%d tokens%s", sizes, min_length, max_length,
-            f", cached in {path}" if path else " (set cache_dir to keep them)",
-        )
-        splits = {
-            split: generate_listops(sizes[split], rng=np.random.default_rng((seed, split_number)),
-                                    **generation_options)
-            for split_number, split in enumerate(SPLIT_NAMES)
-        }
-        if path is not None:
-            save_splits(path, splits)
+    check_split_sizes(sizes, minimum=0)
+    cache_options = {"format": _CACHE_FORMAT_VERSION, **generation_options,
+                     **{f"num_{s}": n for s, n in sizes.items()}, "seed": seed}
+
+    def generate():
+        return {split: generate_listops(sizes[split], rng=np.random.default_rng((seed, split_number)),
+                                        **generation_options)
+                for split_number, split in enumerate(SPLIT_NAMES)}
+
+    splits = cached_splits(cache_dir, "listops", cache_options, generate,
+                           announce=f"Generating ListOps: {sizes} expressions of {min_length}..{max_length} tokens")
     return TaskSpec(name="listops", num_classes=NUM_CLASSES, seq_len=max_length, vocab_size=VOCAB_SIZE,
                     feature_dim=None, splits=splits)

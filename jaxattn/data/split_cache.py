@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
+from absl import logging
 
 
 def cache_path(cache_dir: str | os.PathLike, name: str, options: dict) -> str:
@@ -46,3 +48,29 @@ def load_splits(path: str) -> dict[str, dict[str, np.ndarray]]:
             split, key = name.split("/")
             splits.setdefault(split, {})[key] = archive[name]
     return splits
+
+
+def cached_splits(cache_dir: str | os.PathLike | None, name: str, options: dict,
+                  make_splits: Callable[[], dict[str, dict[str, np.ndarray]]], *,
+                  announce: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """``make_splits()``, kept in ``cache_dir`` (when given) under :func:`cache_path` of ``options``.
+
+    A file already there is loaded instead of making the splits again. ``announce``, when given, is
+    logged (with where the result will be kept) before the splits are made.
+    """
+    path = None if cache_dir is None else cache_path(cache_dir, name, options)
+    if path is not None and os.path.exists(path):
+        return load_splits(path)
+    if announce is not None:
+        logging.info("%s%s", announce, f", cached in {path}" if path else " (set cache_dir to keep them)")
+    splits = make_splits()
+    if path is not None:
+        save_splits(path, splits)
+    return splits
+
+
+def check_split_sizes(sizes: dict[str, int], *, minimum: int) -> None:
+    """ValueError naming ``num_<split>`` for a split of fewer than ``minimum`` examples."""
+    for split, size in sizes.items():
+        if size < minimum:
+            raise ValueError(f"num_{split} must be >= {minimum}, got {size}")

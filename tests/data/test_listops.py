@@ -134,6 +134,11 @@ def test_unreachable_length_bounds_raise_instead_of_looping():
     assert time.perf_counter() - start < 5
 
 
+def test_negative_split_size_is_named():
+    with pytest.raises(ValueError, match="num_validation must be >= 0, got -1"):
+        load_task("listops", **{**SMALL_OPTIONS, "num_validation": -1})
+
+
 def test_unknown_task_and_option_are_named():
     with pytest.raises(ValueError, match="listops"):
         load_task("no_such_task")

@@ -132,6 +132,8 @@ def test_bad_options_raise():
     with pytest.raises(ValueError, match="too crowded"):
         generate_pathfinder(2, resolution=8, path_length=14, dash_length=4, dash_gap=2, max_attempts=1)
     assert time.perf_counter() - start < 10
+    with pytest.raises(ValueError, match="num_test must be >= 1, got 0"):
+        load_task("pathfinder_generated", num_train=2, num_validation=2, num_test=0)
 
 
 def test_generation_speed():

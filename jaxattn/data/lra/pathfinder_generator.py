@@ -49,12 +49,11 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import logging
 
 from jaxattn.data.lra.common import Progress, check_choice
 from jaxattn.data.lra.pathfinder_release import FEATURE_MEAN, FEATURE_STD
 from jaxattn.data.lra.pixels import image_splits, image_task
-from jaxattn.data.split_cache import cache_path, load_splits, save_splits
+from jaxattn.data.split_cache import cached_splits, check_split_sizes
 from jaxattn.data.tasks import SPLIT_NAMES, TaskSpec, register_task
 
 INK = 255
@@ -369,24 +368,18 @@ def build_pathfinder_generated_task(*, num_train: int = 160_000, num_validation:
                             max_turn=max_turn)
     make_geometry(**geometry_options)  # validate before any work
     sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    for split, size in sizes.items():
-        if size < 1:
-            raise ValueError(f"num_{split} must be >= 1, got {size}")
-    path = None
-    if cache_dir is not None:
-        path = cache_path(cache_dir, "pathfinder_generated",
-                          {"format": _CACHE_FORMAT_VERSION, "seed": seed, **sizes, **geometry_options})
-    if path is not None and os.path.exists(path):
-        generated = load_splits(path)
-    else:
-        logging.info("Generating Pathfinder: %s images of %d x %d%s", sizes, resolution, resolution,
-                     f", cached in {path}" if path else " (set cache_dir to keep them)")
+    check_split_sizes(sizes, minimum=1)
+
+    def generate():
         generated = {}
         for index, split in enumerate(SPLIT_NAMES):
             arrays = generate_pathfinder(sizes[split], seed=(seed, index), **geometry_options)
             generated[split] = {"pixels": arrays["images"].reshape(sizes[split], -1), "labels": arrays["labels"]}
-        if path is not None:
-            save_splits(path, generated)
+        return generated
+
+    generated = cached_splits(cache_dir, "pathfinder_generated",
+                              {"format": _CACHE_FORMAT_VERSION, "seed": seed, **sizes, **geometry_options}, generate,
+                              announce=f"Generating Pathfinder: {sizes} images of {resolution} x {resolution}")
     splits = {}
     for split, arrays in generated.items():
         rows = np.arange(len(arrays["labels"]))

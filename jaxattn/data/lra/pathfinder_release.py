@@ -32,7 +32,7 @@ from absl import logging
 from jaxattn.data.lra.common import (LRA_RELEASE_SOURCE, Progress, check_choice, check_fraction, find_release_path,
                                      require_data_dir, seeded_split)
 from jaxattn.data.lra.pixels import image_splits, image_task
-from jaxattn.data.split_cache import cache_path, load_splits, save_splits
+from jaxattn.data.split_cache import cached_splits
 from jaxattn.data.tasks import TaskSpec, register_task
 
 DIFFICULTIES = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
@@ -118,19 +118,16 @@ def load_pathfinder_pixels(data_dir: str, *, resolution: int, difficulty: str, m
     folder = DIFFICULTIES.get(difficulty, difficulty)
     check_choice("difficulty", folder, tuple(DIFFICULTIES) + tuple(DIFFICULTIES.values()))
     difficulty_dir = find_release_path(data_dir, folder, subdir=f"pathfinder{resolution}", source=LRA_RELEASE_SOURCE)
-    path = None
-    if cache_dir is not None:
-        path = cache_path(cache_dir, "pathfinder", {"format": _CACHE_FORMAT_VERSION, "resolution": resolution,
-                                                    "difficulty_dir": os.path.abspath(difficulty_dir),
-                                                    "max_images": max_images})
-        if os.path.exists(path):
-            arrays = load_splits(path)["all"]
-            return arrays["pixels"], arrays["labels"]
-    paths, labels = read_metadata(difficulty_dir, max_images=max_images)
-    pixels, labels = read_images(paths, labels, resolution=resolution)
-    if path is not None:
-        save_splits(path, {"all": {"pixels": pixels, "labels": labels}})
-    return pixels, labels
+
+    def decode():
+        paths, labels = read_metadata(difficulty_dir, max_images=max_images)
+        pixels, labels = read_images(paths, labels, resolution=resolution)
+        return {"all": {"pixels": pixels, "labels": labels}}
+
+    arrays = cached_splits(cache_dir, "pathfinder", {"format": _CACHE_FORMAT_VERSION, "resolution": resolution,
+                                                     "difficulty_dir": os.path.abspath(difficulty_dir),
+                                                     "max_images": max_images}, decode)["all"]
+    return arrays["pixels"], arrays["labels"]
 
 
 def build_pathfinder_task(name: str, *, data_dir, resolution: int, difficulty: str, inputs: str,
