@@ -21,6 +21,11 @@ propagate (Inf x 0 = NaN), overflow gives Inf (the largest finite value for e4m3
 Inf), and subnormal inputs and results flush to zero. Formats: fp32, bf16, fp16, fp8 e4m3fn and
 e5m2. Bit operations have no derivative: :func:`lmul` carries a ``custom_vjp`` (straight-through:
 the exact product's gradient; or ``backward="lmul"``: L-Mul in the backward products too).
+
+Implementations (``impl=``, resolved by :mod:`jaxattn.ops.dispatch`): ``"xla"`` (the default, by
+``"auto"``) works on the bit fields (:mod:`pallas_kernels.lmul_bits`, shared with the L-Matmul
+kernels); ``"reference"`` evaluates the definition above with float64 arithmetic
+(:mod:`jaxattn.ops.lmul_reference`), the oracle the bit-level path is tested against bit for bit.
 """
 
 import functools
@@ -28,6 +33,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.lmul_reference import lmul_reference, round_mantissa_reference
 from pallas_kernels import lmul_bits
 from pallas_kernels.lmul_bits import (  # noqa: F401  (re-exported)
     FORMATS, OFFSETS, flush_subnormals, float_format, offset_exponent, power_of_two_part,
@@ -43,11 +50,13 @@ def _check_bits(mantissa_bits: int, fmt, name: str) -> None:
         raise ValueError(f"{name}: mantissa_bits must be an int in [1, {fmt.mantissa}] for this format, got {mantissa_bits!r}")
 
 
-def round_mantissa(x: jax.Array, bits: int) -> jax.Array:
+def round_mantissa(x: jax.Array, bits: int, *, impl: str = "auto") -> jax.Array:
     """``x`` rounded to ``bits`` mantissa bits (round to nearest, ties to even), in ``x``'s format.
 
     A carry renormalises the exponent; a value that rounds past the largest finite one becomes Inf
-    (e4m3: the largest finite value with ``bits`` mantissa bits). NaN and Inf are unchanged.
+    (e4m3: the largest finite value with ``bits`` mantissa bits). NaN and Inf are unchanged;
+    subnormals round on the grid of the smallest normal binade (quantum ``2^{e_min - bits}``).
+    ``impl``: ``"xla"`` (bit fields; ``"auto"``) or ``"reference"`` (float64 ``frexp``/``ldexp``).
 
     Example::
 
@@ -55,7 +64,8 @@ def round_mantissa(x: jax.Array, bits: int) -> jax.Array:
     """
     x = jnp.asarray(x)
     _check_bits(bits, float_format(x.dtype), "round_mantissa")
-    return lmul_bits.round_mantissa(x, bits)
+    implementation = resolve_impl("round_mantissa", impl, _ROUND_IMPLEMENTATIONS)
+    return implementation(x, bits)
 
 
 def validate_arguments(x, y, mantissa_bits, semantics, offset, name) -> int:
@@ -74,29 +84,41 @@ def validate_arguments(x, y, mantissa_bits, semantics, offset, name) -> int:
     return l
 
 
-def lmul_forward(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset: str = "paper") -> jax.Array:
-    """L-Mul without a gradient rule (the primal of :func:`lmul`)."""
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    l = validate_arguments(x, y, mantissa_bits, semantics, offset, "lmul")  # noqa: E741
+def _lmul_xla(x, y, mantissa_bits, semantics, offset):
+    """The integer adder on the operands' bit fields (:mod:`pallas_kernels.lmul_bits`)."""
+    l = offset_exponent(mantissa_bits, offset)  # noqa: E741
     x, y = (lmul_bits.prepare_operand(a, mantissa_bits) for a in (x, y))
     (x_sign, x_mag), (y_sign, y_mag) = lmul_bits.fields(x), lmul_bits.fields(y)
     sign, magnitude = _PRODUCTS[semantics](x_sign, x_mag, y_sign, y_mag, float_format(x.dtype), l)
     return lmul_bits.from_fields(sign, magnitude, x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _lmul(x, y, mantissa_bits, semantics, offset, backward):
-    return lmul_forward(x, y, mantissa_bits=mantissa_bits, semantics=semantics, offset=offset)
+_IMPLEMENTATIONS = {"reference": lmul_reference, "xla": _lmul_xla}
+_ROUND_IMPLEMENTATIONS = {"reference": round_mantissa_reference, "xla": lmul_bits.round_mantissa}
 
 
-def _lmul_fwd(x, y, mantissa_bits, semantics, offset, backward):
-    return _lmul(x, y, mantissa_bits, semantics, offset, backward), (x, y)
+def lmul_forward(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset: str = "paper",
+                 impl: str = "auto") -> jax.Array:
+    """L-Mul without a gradient rule (the primal of :func:`lmul`)."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    validate_arguments(x, y, mantissa_bits, semantics, offset, "lmul")
+    return resolve_impl("lmul", impl, _IMPLEMENTATIONS)(x, y, mantissa_bits, semantics, offset)
 
 
-def _lmul_bwd(mantissa_bits, semantics, offset, backward, residuals, g):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _lmul(x, y, mantissa_bits, semantics, offset, backward, impl):
+    return lmul_forward(x, y, mantissa_bits=mantissa_bits, semantics=semantics, offset=offset, impl=impl)
+
+
+def _lmul_fwd(x, y, mantissa_bits, semantics, offset, backward, impl):
+    return _lmul(x, y, mantissa_bits, semantics, offset, backward, impl), (x, y)
+
+
+def _lmul_bwd(mantissa_bits, semantics, offset, backward, impl, residuals, g):
     x, y = residuals
     if backward == "lmul":
-        product = functools.partial(lmul_forward, mantissa_bits=mantissa_bits, semantics=semantics, offset=offset)
+        product = functools.partial(lmul_forward, mantissa_bits=mantissa_bits, semantics=semantics, offset=offset,
+                                    impl=impl)
         dx, dy = product(g.astype(y.dtype), y), product(g.astype(x.dtype), x)
     else:
         dx, dy = g * y, g * x
@@ -115,7 +137,7 @@ _lmul.defvjp(_lmul_fwd, _lmul_bwd)
 
 
 def lmul(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset: str = "paper",
-         backward: str = "straight_through") -> jax.Array:
+         backward: str = "straight_through", impl: str = "auto") -> jax.Array:
     """Element-wise L-Mul of ``x`` and ``y`` (broadcasting), in their common format.
 
     Args:
@@ -124,6 +146,8 @@ def lmul(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset: str = 
       semantics: ``"bitwise"`` (the integer adder, canonical) or ``"formula"`` (the paper's formula).
       offset: ``"paper"`` (``2^{-l(m)}``) or ``"wide"`` (``2^{-4}``).
       backward: ``"straight_through"`` (``dx = g y``, ``dy = g x``) or ``"lmul"`` (those products by L-Mul).
+      impl: ``"xla"`` (the bit fields; ``"auto"``) or ``"reference"`` (the definition in float64);
+        the gradient rule is the same for both.
 
     Returns:
       ``x * y`` by L-Mul, broadcast, in the operands' dtype.
@@ -135,4 +159,4 @@ def lmul(x, y, *, mantissa_bits: int, semantics: str = "bitwise", offset: str = 
     """
     if backward not in BACKWARDS:
         raise ValueError(f"lmul: backward={backward!r} is not one of {BACKWARDS}")
-    return _lmul(jnp.asarray(x), jnp.asarray(y), mantissa_bits, semantics, offset, backward)
+    return _lmul(jnp.asarray(x), jnp.asarray(y), mantissa_bits, semantics, offset, backward, impl)
