@@ -23,7 +23,7 @@ from absl import app, flags, logging
 
 from experiments.bench_cases import CASES, Shape
 from experiments.bench_report import write_markdown, write_plot
-from experiments.logging_setup import show_own_info_only
+from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
 from pallas_kernels import triton_raw
 
@@ -197,9 +197,7 @@ def run_benchmarks() -> dict:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     write_outputs(run_benchmarks(), _OUT_DIR.value, "bench", write_markdown, write_plot)
 
 

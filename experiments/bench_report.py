@@ -1,5 +1,7 @@
 """The benchmark's markdown tables and plot, from the result dictionary of :mod:`experiments.bench`."""
 
+from experiments.outputs import pyplot, save_figure
+
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.2f}"
@@ -69,14 +71,9 @@ def write_markdown(result: dict, path: str) -> None:
 
 def write_plot(result: dict, path: str) -> None:
     """Forward tokens/s against T, one panel per op, one line per (impl, dtype, D)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ops = list(dict.fromkeys(r["op"] for r in result["rows"]))
-    figure, axes = plt.subplots(1, max(len(ops), 1), figsize=(5.5 * max(len(ops), 1), 4.2), constrained_layout=True,
-                                squeeze=False)
+    figure, axes = pyplot().subplots(1, max(len(ops), 1), figsize=(5.5 * max(len(ops), 1), 4.2),
+                                     constrained_layout=True, squeeze=False)
     for axis, op in zip(axes[0], ops):
         rows = [r for r in result["rows"] if r["op"] == op and not r["skipped"]]
         for line in dict.fromkeys((r["impl"], r["dtype"], r["head_dim"]) for r in rows):
@@ -91,5 +88,4 @@ def write_plot(result: dict, path: str) -> None:
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
     figure.suptitle(result["device"])
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from experiments.logging_setup import show_own_info_only
-from experiments.outputs import write_outputs
+from experiments.logging_setup import start_main
+from experiments.outputs import pyplot, save_figure, write_outputs
 from jaxattn.ops import linear_attention
 from jaxattn.parallel import SEQUENCE_AXIS, communication
 from jaxattn.parallel.sequence import sequence_parallel_linear_attention
@@ -127,12 +127,7 @@ def write_markdown(result: dict, path: str) -> None:
 
 
 def write_plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(6.5, 4.2))
+    fig, axis = pyplot().subplots(figsize=(6.5, 4.2))
     labels = {"lasp2": "LASP-2 (states)", "gather_kv": "all-gather K, V", "gspmd": "XLA partitioner"}
     for method in _METHODS:
         rows = sorted((r for r in result["rows"] if r["method"] == method), key=lambda r: r["length"])
@@ -144,14 +139,11 @@ def write_plot(result: dict, path: str) -> None:
     axis.grid(True, which="both", lw=0.3)
     axis.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     jax.config.update("jax_num_cpu_devices", _SHARDS.value)
     mesh = jax.make_mesh((_SHARDS.value,), (SEQUENCE_AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices("cpu"))
     rows = [measure(method, int(length), mesh) for length in _LENGTHS.value for method in _METHODS]

@@ -18,7 +18,7 @@ import os
 import jax
 from absl import app, flags, logging
 
-from experiments.logging_setup import show_own_info_only
+from experiments.logging_setup import start_main
 
 from experiments.configs import load_config
 from experiments.configs.attention_digits import ATTENTION
@@ -55,9 +55,7 @@ def distillation_batches(train_arrays, teacher_model, teacher_variables, steps: 
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     workdir = _WORKDIR.value
     teacher_config = classifier_config("softmax_attention", _TEACHER_EPOCHS.value)
     teacher = train_and_evaluate(teacher_config, os.path.join(workdir, "teacher"))

@@ -25,7 +25,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments.configs import load_config
-from experiments.logging_setup import show_own_info_only
+from experiments.logging_setup import start_main
+from experiments.outputs import pyplot, save_figure
 from jaxattn.data import load_task
 from jaxattn.ops.lmul import lmul_forward
 from jaxattn.train import build_model, evaluate_variables, restore_variables, train_and_evaluate
@@ -146,12 +147,7 @@ def write_products(results: dict, workdir: str) -> None:
     with open(os.path.join(workdir, "products.json"), "w") as f:
         json.dump(results, f, indent=2)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    figure, axis = pyplot().subplots(figsize=(8, 4.5), constrained_layout=True)
     for offset, marker in (("paper", "o-"), ("wide", "s--")):
         for name in distributions:
             errors = [100 * results[f"L-Mul {b}-bit ({offset} offset)"][name]["mean"] for b in LMUL_BITS]
@@ -164,8 +160,7 @@ def write_products(results: dict, workdir: str) -> None:
     axis.set_ylabel("mean relative error of a product (%)")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=6, ncol=2)
-    figure.savefig(os.path.join(workdir, "products.png"), dpi=120)
-    plt.close(figure)
+    save_figure(figure, os.path.join(workdir, "products.png"), dpi=120)
 
 
 def write_models(results: dict, workdir: str) -> None:
@@ -180,9 +175,7 @@ def write_models(results: dict, workdir: str) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
     models, (activations, weights) = model_study(workdir)

@@ -1,9 +1,9 @@
-"""Log set-up shared by the experiment entry points."""
+"""Log set-up and argument check shared by the experiment entry points."""
 
 import logging as std_logging
 import os
 
-from absl import logging
+from absl import app, logging
 
 
 class _OwnInfoOnly(std_logging.Filter):
@@ -19,3 +19,11 @@ class _OwnInfoOnly(std_logging.Filter):
 def show_own_info_only() -> None:
     """Applies the filter to absl's handler (call at the start of ``main``)."""
     logging.get_absl_handler().addFilter(_OwnInfoOnly())
+
+
+def start_main(argv) -> None:
+    """The start of every experiment's absl ``main(argv)``: refuses positional arguments (``argv[0]``
+    is the program; everything else is a flag) and applies :func:`show_own_info_only`."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    show_own_info_only()

@@ -22,8 +22,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments.configs import load_config
-from experiments.logging_setup import show_own_info_only
-from experiments.outputs import write_outputs
+from experiments.logging_setup import start_main
+from experiments.outputs import pyplot, save_figure, write_outputs
 from jaxattn.data import load_task
 from jaxattn.data.perturbations import fourier_noise
 from jaxattn.train import evaluate_variables, restore_variables, train_and_evaluate
@@ -57,13 +57,9 @@ def write_markdown(result: dict, path: str) -> None:
 
 
 def write_plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     modes = result["modes"]
-    figure, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.4), sharey=True, constrained_layout=True)
+    figure, axes = pyplot().subplots(1, len(modes), figsize=(3.6 * len(modes), 3.4), sharey=True,
+                                     constrained_layout=True)
     for axis, mode in zip(np.atleast_1d(axes), modes):
         for row in (r for r in result["rows"] if r["mode"] == mode):
             axis.plot(result["amplitudes"], row["accuracy"], "o-", label=row["model"])
@@ -71,14 +67,11 @@ def write_plot(result: dict, path: str) -> None:
         axis.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("test accuracy")
     np.atleast_1d(axes)[0].legend()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     modes, amplitudes = [int(k) for k in _MODES.value], [float(a) for a in _AMPLITUDES.value]
     rows = []
     for name in MODELS:

@@ -24,8 +24,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments.configs import load_config
-from experiments.logging_setup import show_own_info_only
-from experiments.outputs import write_outputs
+from experiments.logging_setup import start_main
+from experiments.outputs import pyplot, save_figure, write_outputs
 from jaxattn.data import load_task
 from jaxattn.data.word_problem import accuracy_by_length
 from jaxattn.train import build_model, restore_variables, train_and_evaluate
@@ -135,13 +135,8 @@ def write_markdown(result: dict, path: str) -> None:
 
 
 def write_plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = list(result["studies"])
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     lengths = result["test_lengths"]
     for ax, group in zip(axes[0], groups):
         for model, row in result["studies"][group].items():
@@ -157,14 +152,11 @@ def write_plot(result: dict, path: str) -> None:
         ax.set_title(group)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     unknown = sorted(set(_GROUPS.value) - set(STUDIES))
     if unknown:
         raise app.UsageError(f"--groups: {unknown} not among {sorted(STUDIES)}")

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
-from experiments.logging_setup import show_own_info_only
-from experiments.outputs import write_outputs
+from experiments.logging_setup import start_main
+from experiments.outputs import pyplot, save_figure, write_outputs
 from jaxattn.ops import tensor_attention, tensor_attention_poly
 from jaxattn.ops.tensor_attention_poly import feature_rank
 
@@ -40,12 +40,7 @@ def relative_error(bound: float, degree: int, causal: bool, seed: int) -> float:
 
 
 def write_plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4), sharey=True)
     for axis, causal in zip(axes, (False, True)):
         for degree in result["degrees"]:
             rows = [r for r in result["rows"] if r["degree"] == degree and r["causal"] == causal]
@@ -58,7 +53,7 @@ def write_plot(result: dict, path: str) -> None:
     axes[0].set_ylabel("relative error vs exact")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def write_markdown(result: dict, path: str) -> None:
@@ -83,9 +78,7 @@ def write_markdown(result: dict, path: str) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     degrees, bounds = [int(g) for g in _DEGREES.value], [float(b) for b in _BOUNDS.value]
     scale = _DIM.value**-0.5
     rows = []

@@ -19,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.logging_setup import show_own_info_only
+from experiments.logging_setup import start_main
 from jaxattn.parallel import distributed
 from jaxattn.train import train_and_evaluate
 from jaxattn.train.checkpoint import Preempted
@@ -33,9 +33,7 @@ EXIT_PREEMPTED = 143
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    show_own_info_only()
+    start_main(argv)
     # Before anything touches a JAX backend: the runtime decides which devices this process sees.
     distributed.initialize_from_flags()
     distributed.check_shared_directory(_WORKDIR.value)
