@@ -12,6 +12,8 @@ OPS = ("linear_attention", "softmax_attention", "diagonal_scan")
 
 
 def run_bench(tmp_path, *flags, lengths="32,64", ops=OPS):
+    """Runs ``python -m experiments.bench`` on ``ops`` at ``lengths`` (2 heads, one repeat) with
+    ``flags``, writing to ``tmp_path``; returns its JSON report."""
     result = subprocess.run(
         [sys.executable, "-m", "experiments.bench", f"--ops={','.join(ops)}", f"--lengths={lengths}", "--heads=2",
          "--repeats=1", f"--out_dir={tmp_path}", *flags],
@@ -74,27 +76,16 @@ def test_bench_skips_pallas_on_cpu_without_the_interpreter_flag(tmp_path):
 
 
 def test_bench_puts_lmul_matmul_beside_the_native_matmul(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--ops=lmul_matmul", "--impls=native,formula,bitwise",
-         "--lengths=32", "--heads=2", "--head_dims=8", "--repeats=1", f"--out_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    rows = run_bench(tmp_path, "--impls=native,formula,bitwise", "--head_dims=8", lengths="32",
+                     ops=("lmul_matmul",))["rows"]
     assert {r["impl"] for r in rows if not r["skipped"]} == {"native", "formula", "bitwise"}
     assert "L-Matmul time relative to the native matmul" in (tmp_path / "bench.md").read_text()
 
 
 @pytest.mark.slow
 def test_bench_times_tensor_attention_and_its_low_rank_path(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--ops=tensor_attention,tensor_attention_poly",
-         "--impls=xla,reference,degree1,degree2", "--lengths=16,24", "--heads=2", "--head_dims=4", "--repeats=1",
-         "--nobackward", f"--out_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    rows = run_bench(tmp_path, "--impls=xla,reference,degree1,degree2", "--head_dims=4", "--nobackward",
+                     lengths="16,24", ops=("tensor_attention", "tensor_attention_poly"))["rows"]
     measured = {(r["op"], r["impl"], r["length"]) for r in rows if not r["skipped"]}
     assert measured == {(op, impl, t) for op, impls in (("tensor_attention", ("xla", "reference")),
                                                         ("tensor_attention_poly", ("degree1", "degree2")))
@@ -109,13 +100,8 @@ def test_bench_times_tensor_attention_and_its_low_rank_path(tmp_path):
 
 @pytest.mark.slow
 def test_bench_puts_the_ssm_convolutions_beside_their_scans(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--ops=ssm_layer", "--impls=s4d_fft,s4d_scan,s4_fft,s5_scan",
-         "--lengths=32", "--heads=2", "--head_dims=4", "--repeats=1", f"--out_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    rows = run_bench(tmp_path, "--impls=s4d_fft,s4d_scan,s4_fft,s5_scan", "--head_dims=4", lengths="32",
+                     ops=("ssm_layer",))["rows"]
     assert {r["impl"] for r in rows if not r["skipped"]} == {"s4d_fft", "s4d_scan", "s4_fft", "s5_scan"}
     assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in rows)
 
