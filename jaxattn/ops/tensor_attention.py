@@ -121,22 +121,47 @@ def _segment_blocks(segments, layout):
     return _blocks(of_q, layout.block_q), _blocks(of_j, layout.block_j), of_k
 
 
+class _KeySweep:
+    """What the forward and the backward pass share: the layout, the k1 and v1 blocks cut once, the
+    segment-id blocks, and a scan of one query block across the k1 blocks, one :func:`_tile` each."""
+
+    def __init__(self, k1, k2, v1, segments, scale, causal, window):
+        self.layout = _Layout(k2.shape[1])  # k2 is not padded: the true length
+        self.k2, self.scale, self.causal, self.window = k2, scale, causal, window
+        self.has_segments = segments is not None
+        self.q_segments, j_segments, self.k_segments = _segment_blocks(segments, self.layout)
+        block_j = self.layout.block_j
+        self.key_blocks = (jnp.arange(self.layout.padded_j // block_j), _blocks(k1, block_j), _blocks(v1, block_j),
+                           j_segments)
+        self.query_indices = jnp.arange(self.layout.padded_q // self.layout.block_q)
+
+    def scan(self, step, init, q_index, q_blk, q_seg):
+        """``lax.scan`` of ``step(carry, (pairs, keep, s), k1_blk, v1_blk) -> (carry, y)`` over the k1
+        blocks, the tile that of query block ``q_index`` (queries ``q_blk``, their ids ``q_seg``)."""
+        q_start = q_index * self.layout.block_q
+
+        def key_block(carry, xs):
+            j_index, k1_blk, v1_blk, j_seg = xs
+            tile_segments = (q_seg, j_seg, self.k_segments) if self.has_segments else None
+            tile = _tile(q_blk, k1_blk, self.k2, self.scale, self.layout, q_start, j_index, self.causal, self.window,
+                         tile_segments)
+            return step(carry, tile, k1_blk, v1_blk)
+
+        return jax.lax.scan(key_block, init, self.key_blocks)
+
+
 def _forward(q, k1, k2, v1, v2, segments, scale, causal, window):
     """Head-major ``[G, T, D]`` (T padded) -> ``(out [G, T, Dv], lse [G, T])``."""
-    length = k2.shape[1]  # k2 is not padded: the true length
-    layout = _Layout(length)
-    k1_blocks, v1_blocks = _blocks(k1, layout.block_j), _blocks(v1, layout.block_j)
-    q_segments, j_segments, k_segments = _segment_blocks(segments, layout)
+    sweep = _KeySweep(k1, k2, v1, segments, scale, causal, window)
+    layout = sweep.layout
 
     def query_block(args):
         index, q_blk, q_seg = args
-        q_start = index * layout.block_q
 
-        def key_block(carry, xs):
+        def key_block(carry, tile, k1_blk, v1_blk):
+            del k1_blk
             m, l, acc = carry
-            j_index, k1_blk, v1_blk, j_seg = xs
-            tile_segments = None if segments is None else (q_seg, j_seg, k_segments)
-            _, _, s = _tile(q_blk, k1_blk, k2, scale, layout, q_start, j_index, causal, window, tile_segments)
+            _, _, s = tile
             m_new = jnp.maximum(m, jnp.max(s, axis=(2, 3)))
             m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
             p = jnp.exp(s - m_safe[..., None, None])
@@ -148,14 +173,12 @@ def _forward(q, k1, k2, v1, v2, segments, scale, causal, window):
         g = q.shape[0]
         init = (jnp.full((g, layout.block_q), -jnp.inf), jnp.zeros((g, layout.block_q)),
                 jnp.zeros((g, layout.block_q, v1.shape[-1])))
-        j_indices = jnp.arange(layout.padded_j // layout.block_j)
-        (m, l, acc), _ = jax.lax.scan(key_block, init, (j_indices, k1_blocks, v1_blocks, j_segments))
+        (m, l, acc), _ = sweep.scan(key_block, init, index, q_blk, q_seg)
         # Padded query rows may see no pair at all (windowed): output 0 there, not NaN.
         seen = l > 0
         return acc / jnp.where(seen, l, 1.0)[..., None], jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), -jnp.inf)
 
-    q_indices = jnp.arange(layout.padded_q // layout.block_q)
-    out, lse = jax.lax.map(query_block, (q_indices, _blocks(q, layout.block_q), q_segments))
+    out, lse = jax.lax.map(query_block, (sweep.query_indices, _blocks(q, layout.block_q), sweep.q_segments))
     g = q.shape[0]
     return jnp.moveaxis(out, 0, 1).reshape(g, -1, v1.shape[-1]), jnp.moveaxis(lse, 0, 1).reshape(g, -1)
 
@@ -170,25 +193,20 @@ def _contract_pairs(tile, pair_values):
 
 def _backward(q, k1, k2, v1, v2, segments, out, lse, d_out, scale, causal, window):
     """Recomputes each tile from ``lse``; returns the gradients of q, k1, k2, v1, v2 (head-major, padded)."""
-    length = k2.shape[1]  # k2 is not padded: the true length
-    layout = _Layout(length)
+    sweep = _KeySweep(k1, k2, v1, segments, scale, causal, window)
+    layout = sweep.layout
     delta = jnp.sum(d_out * out, axis=-1)  # [G, T]
     per_q = [_blocks(a, layout.block_q) for a in (q, d_out)] + [
         jnp.moveaxis(a.reshape(a.shape[0], -1, layout.block_q), 1, 0) for a in (lse, delta)
     ]
-    k1_blocks, v1_blocks = _blocks(k1, layout.block_j), _blocks(v1, layout.block_j)
-    q_segments, j_segments, k_segments = _segment_blocks(segments, layout)
 
     def query_block(carry, xs):
         dk1, dv1, dk2, dv2 = carry
         index, q_blk, do_blk, lse_blk, delta_blk, q_seg = xs
-        q_start = index * layout.block_q
 
-        def key_block(inner, ys):
+        def key_block(inner, tile, k1_blk, v1_blk):
             dq, dk2, dv2 = inner
-            j_index, k1_blk, v1_blk, j_seg = ys
-            tile_segments = None if segments is None else (q_seg, j_seg, k_segments)
-            q_k1, keep, s = _tile(q_blk, k1_blk, k2, scale, layout, q_start, j_index, causal, window, tile_segments)
+            q_k1, keep, s = tile
             p = jnp.where(keep, jnp.exp(s - lse_blk[..., None, None]), 0.0)
             do_v1 = do_blk[:, :, None, :] * v1_blk[:, None, :, :]  # [G, bi, bj, Dv]
             dp = jnp.einsum("gijd,gkd->gijk", do_v1, v2, precision=_HIGHEST)
@@ -202,16 +220,13 @@ def _backward(q, k1, k2, v1, v2, segments, out, lse, d_out, scale, causal, windo
             dv2 = dv2 + _contract_pairs(p, do_v1)
             return (dq, dk2, dv2), (dk1_blk, dv1_blk)
 
-        j_indices = jnp.arange(layout.padded_j // layout.block_j)
-        (dq, dk2, dv2), (dk1_blocks, dv1_blocks) = jax.lax.scan(
-            key_block, (jnp.zeros_like(q_blk), dk2, dv2), (j_indices, k1_blocks, v1_blocks, j_segments)
-        )
+        (dq, dk2, dv2), (dk1_blocks, dv1_blocks) = sweep.scan(key_block, (jnp.zeros_like(q_blk), dk2, dv2), index,
+                                                              q_blk, q_seg)
         unblock = lambda b: jnp.moveaxis(b, 0, 1).reshape(b.shape[1], -1, b.shape[-1])  # noqa: E731
         return (dk1 + unblock(dk1_blocks), dv1 + unblock(dv1_blocks), dk2, dv2), dq
 
     init = (jnp.zeros_like(k1), jnp.zeros_like(v1), jnp.zeros_like(k2), jnp.zeros_like(v2))
-    q_indices = jnp.arange(layout.padded_q // layout.block_q)
-    (dk1, dv1, dk2, dv2), dq_blocks = jax.lax.scan(query_block, init, (q_indices, *per_q, q_segments))
+    (dk1, dv1, dk2, dv2), dq_blocks = jax.lax.scan(query_block, init, (sweep.query_indices, *per_q, sweep.q_segments))
     dq = jnp.moveaxis(dq_blocks, 0, 1).reshape(q.shape)
     return dq, dk1, dk2, dv1, dv2
 
