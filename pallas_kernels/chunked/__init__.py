@@ -13,7 +13,9 @@ Sequences are head-major ``[B, H, T, D]`` with T a multiple of the chunk size C,
   inputs ``[B, H, N, r, c]``, one ``[r, c]`` block each, ``body(blocks) -> outputs``.
 
 The TPU module (Mosaic) and the Triton module run the same bodies; :func:`run_on_platform` picks
-one by lowering platform (the Triton one in the interpreter elsewhere). Outputs are fp32.
+one by lowering platform (the Triton one in the interpreter elsewhere). A sweep's options and
+geometry are fixed once here, in a :class:`~pallas_kernels.chunked.sweep_plan.SweepPlan` that both
+backends read. Outputs are fp32.
 """
 
 from collections.abc import Callable, Sequence
@@ -22,6 +24,7 @@ from typing import Optional
 import jax
 
 from pallas_kernels.chunked import tpu, triton
+from pallas_kernels.chunked.sweep_plan import SweepPlan
 from pallas_kernels.platform import run_on_platform
 
 
@@ -53,10 +56,12 @@ def sweep(
       ``(outputs, final_carry)``, outputs fp32 ``[B, H, T, w]``; with ``carry_history``
       ``(outputs, final_carry, history)``.
     """
+    batch, heads, length = seq_inputs[0].shape[:3]
+    plan = SweepPlan(body, tuple(out_widths), chunk_size, name, reverse, carry_history, batch, heads, length)
+
     def on(backend):
         def run(seq_inputs, b, carry, interpret):
-            return backend.sweep(body, seq_inputs, b, carry, out_widths, chunk_size=chunk_size, name=name,
-                                 reverse=reverse, carry_history=carry_history, interpret=interpret)
+            return backend.sweep(plan, seq_inputs, b, carry, interpret=interpret)
 
         return run
 

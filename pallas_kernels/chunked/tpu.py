@@ -15,6 +15,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.chunked.decay import ChunkDecay
+from pallas_kernels.chunked.sweep_plan import SweepPlan
 
 
 def _check_chunk_size(chunk_size: int, name: str) -> None:
@@ -50,57 +51,45 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, history):
         carry_out[...] = new_carry
 
 
-def sweep(
-    body: Callable,
-    seq_inputs: Sequence[jax.Array],
-    b: Optional[jax.Array],
-    carry: jax.Array,
-    out_widths: Sequence[int],
-    *,
-    chunk_size: int,
-    name: str,
-    reverse: bool = False,
-    carry_history: bool = False,
-    interpret: bool = False,
-):
-    """See :func:`pallas_kernels.chunked.sweep`."""
-    batch, heads, length = seq_inputs[0].shape[:3]
-    _check_chunk_size(chunk_size, name)
-    num_chunks = length // chunk_size
-    chunk = (lambda n: num_chunks - 1 - n) if reverse else (lambda n: n)
-    seq_spec = lambda width: pl.BlockSpec((None, None, chunk_size, width), lambda i, j, n: (i, j, chunk(n), 0))  # noqa: E731
+def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Array], carry: jax.Array, *,
+          interpret: bool = False):
+    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry."""
+    _check_chunk_size(plan.chunk_size, plan.name)
+    size, num_chunks = plan.chunk_size, plan.num_chunks
+    chunk = (lambda n: num_chunks - 1 - n) if plan.reverse else (lambda n: n)
+    seq_spec = lambda width: pl.BlockSpec((None, None, size, width), lambda i, j, n: (i, j, chunk(n), 0))  # noqa: E731
     carry_spec = pl.BlockSpec((None, None, *carry.shape[2:]), lambda i, j, n: (i, j, 0, 0))
     args = list(seq_inputs)
     in_specs = [seq_spec(a.shape[-1]) for a in seq_inputs]
     if b is not None:
-        chunks = b.reshape(batch, heads, num_chunks, chunk_size)
+        chunks = b.reshape(plan.batch, plan.heads, num_chunks, size)
         args += [chunks[..., None], chunks[..., None, :]]
         in_specs += [
-            pl.BlockSpec((None, None, None, chunk_size, 1), lambda i, j, n: (i, j, chunk(n), 0, 0)),
-            pl.BlockSpec((None, None, None, 1, chunk_size), lambda i, j, n: (i, j, chunk(n), 0, 0)),
+            pl.BlockSpec((None, None, None, size, 1), lambda i, j, n: (i, j, chunk(n), 0, 0)),
+            pl.BlockSpec((None, None, None, 1, size), lambda i, j, n: (i, j, chunk(n), 0, 0)),
         ]
-    out_specs = [seq_spec(w) for w in out_widths] + [carry_spec]
-    out_shape = [jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in out_widths]
+    out_specs = [seq_spec(w) for w in plan.out_widths] + [carry_spec]
+    out_shape = [jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.length, w), jnp.float32) for w in plan.out_widths]
     out_shape.append(jax.ShapeDtypeStruct(carry.shape, jnp.float32))
-    if carry_history:
+    if plan.carry_history:
         out_specs.append(pl.BlockSpec((None, None, None, *carry.shape[2:]), lambda i, j, n: (i, j, chunk(n), 0, 0)))
-        out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_chunks, *carry.shape[2:]), jnp.float32))
+        out_shape.append(jax.ShapeDtypeStruct((plan.batch, plan.heads, num_chunks, *carry.shape[2:]), jnp.float32))
     kernel = lambda *refs: _sweep_kernel(  # noqa: E731
-        *refs, body=body, num_in=len(seq_inputs), num_out=len(out_widths), has_decay=b is not None,
-        chunk_size=chunk_size, history=carry_history,
+        *refs, body=plan.body, num_in=len(seq_inputs), num_out=len(plan.out_widths), has_decay=b is not None,
+        chunk_size=size, history=plan.carry_history,
     )
     results = pl.pallas_call(
         kernel,
-        grid=(batch, heads, num_chunks),
+        grid=(plan.batch, plan.heads, num_chunks),
         in_specs=in_specs + [carry_spec],
         out_specs=out_specs,
         out_shape=out_shape,
         scratch_shapes=[pltpu.VMEM(carry.shape[2:], jnp.float32)],
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary")),
         interpret=interpret,
-        name=f"{name.replace(' ', '_')}_sweep",
+        name=plan.kernel_name,
     )(*args, carry.astype(jnp.float32))
-    outputs, rest = list(results[: len(out_widths)]), results[len(out_widths) :]
+    outputs, rest = list(results[: len(plan.out_widths)]), results[len(plan.out_widths) :]
     return (outputs, *rest)
 
 

@@ -15,6 +15,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from pallas_kernels.chunked.decay import ChunkDecay
+from pallas_kernels.chunked.sweep_plan import SweepPlan
 from pallas_kernels.dot import fp32_algorithm
 from pallas_kernels.platform import triton_fp32_dot, wide_fp32
 
@@ -69,25 +70,11 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, num_chunk
     carry_out[...] = jax.lax.fori_loop(0, num_chunks, step, carry_in[...])
 
 
-def sweep(
-    body: Callable,
-    seq_inputs: Sequence[jax.Array],
-    b: Optional[jax.Array],
-    carry: jax.Array,
-    out_widths: Sequence[int],
-    *,
-    chunk_size: int,
-    name: str,
-    reverse: bool = False,
-    carry_history: bool = False,
-    interpret: bool = False,
-    num_warps: int = 4,
-    num_stages: Optional[int] = None,
-):
-    """See :func:`pallas_kernels.chunked.sweep`."""
-    batch, heads, length = seq_inputs[0].shape[:3]
-    _check_chunk_size(chunk_size, name)
-    num_chunks = length // chunk_size
+def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Array], carry: jax.Array, *,
+          interpret: bool = False, num_warps: int = 4, num_stages: Optional[int] = None):
+    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry."""
+    _check_chunk_size(plan.chunk_size, plan.name)
+    batch, heads, length, num_chunks = plan.batch, plan.heads, plan.length, plan.num_chunks
     padded_inputs = [_pad_last(a) for a in seq_inputs]
     padded_carry = _pad_last(carry.astype(jnp.float32), axes=2)
     carry_rows, carry_cols = padded_carry.shape[2:]
@@ -98,16 +85,16 @@ def sweep(
     if b is not None:
         args.append(b)
         in_specs.append(pl.BlockSpec((None, None, length), lambda i, j: (i, j, 0)))
-    widths = [_block_size(w) for w in out_widths]
+    widths = [_block_size(w) for w in plan.out_widths]
     out_specs = [seq_spec(w) for w in widths] + [carry_spec]
     out_shape = [jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in widths]
     out_shape.append(jax.ShapeDtypeStruct(padded_carry.shape, jnp.float32))
-    if carry_history:  # the carries stacked along rows: [B, H, N * K, V]
+    if plan.carry_history:  # the carries stacked along rows: [B, H, N * K, V]
         out_specs.append(pl.BlockSpec((None, None, num_chunks * carry_rows, carry_cols), lambda i, j: (i, j, 0, 0)))
         out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_chunks * carry_rows, carry_cols), jnp.float32))
     kernel = lambda *refs: _sweep_kernel(  # noqa: E731
-        *refs, body=body, num_in=len(seq_inputs), num_out=len(out_widths), has_decay=b is not None,
-        chunk_size=chunk_size, num_chunks=num_chunks, reverse=reverse, history=carry_history,
+        *refs, body=plan.body, num_in=len(seq_inputs), num_out=len(plan.out_widths), has_decay=b is not None,
+        chunk_size=plan.chunk_size, num_chunks=num_chunks, reverse=plan.reverse, history=plan.carry_history,
     )
     with fp32_algorithm(triton_fp32_dot(interpret)):
         results = pl.pallas_call(
@@ -118,14 +105,14 @@ def sweep(
             out_shape=out_shape,
             compiler_params=_compiler_params(seq_inputs, num_warps, num_stages),
             interpret=interpret,
-            name=f"{name.replace(' ', '_')}_sweep",
+            name=plan.kernel_name,
         )(*args, padded_carry)
-    outputs = [o[..., :w] for o, w in zip(results, out_widths)]
+    outputs = [o[..., :w] for o, w in zip(results, plan.out_widths)]
     key_dim, value_dim = carry.shape[2:]
-    final = results[len(out_widths)][..., :key_dim, :value_dim]
-    if not carry_history:
+    final = results[len(plan.out_widths)][..., :key_dim, :value_dim]
+    if not plan.carry_history:
         return outputs, final
-    history = results[len(out_widths) + 1].reshape(batch, heads, num_chunks, carry_rows, carry_cols)
+    history = results[len(plan.out_widths) + 1].reshape(batch, heads, num_chunks, carry_rows, carry_cols)
     return outputs, final, history[..., :key_dim, :value_dim]
 
 
