@@ -1,11 +1,13 @@
 """Pure functions on arrays, one public function per operation, all importable from here.
 
-Operations with more than one way to compute them take ``impl=`` (``"reference"``, ``"xla"``,
-``"pallas"`` where there are kernels, ``"auto"``), resolved by one rule in
-:mod:`jaxattn.ops.dispatch`; ``"reference"`` is the obviously correct test oracle. Element-wise
-definitions (:func:`lmul`, :func:`round_mantissa`, :func:`zero_order_hold`,
-:func:`bilinear_transform`, the ``feature_maps``) and the distillation loss are their own reference
-and take no ``impl``. The op contract is in docs/ops.md.
+Every op takes ``impl=`` (``"reference"``, ``"xla"``, ``"pallas"`` where there are kernels,
+``"auto"``), resolved by one rule in :mod:`jaxattn.ops.dispatch`. ``"reference"`` is the obviously
+correct test oracle: the definition computed independently of the other paths, in fp32 at HIGHEST
+precision (float64 for L-Mul's bit-exact arithmetic); ``"auto"`` (the default) picks the fastest
+path that supports the call. ``feature_maps`` is not an op: it is a namespace module of fixed
+element-wise feature maps ``phi`` (``[..., D] -> [..., D']``, one formula each), which linear-attention
+layers apply to queries and keys before :func:`linear_attention`; its functions take no ``impl``.
+The op contract is in docs/ops.md.
 """
 
 from jaxattn.ops import feature_maps

@@ -11,7 +11,11 @@ for ``L`` steps the kernel is computed once and applied by FFT in ``O(L log L)``
   identity, ``impl="reference"`` with a dense linear solve per root (the oracle).
 * :func:`fft_convolution`: ``y = K * u`` zero-padded to ``2L`` (linear, not circular), with an
   optional anti-causal kernel for bidirectional layers: ``impl="xla"`` by FFT, ``impl="reference"``
-  as the direct sum (a ``[L, L]`` Toeplitz product).
+  as the direct sum (a ``[L, L]`` Toeplitz product); :func:`padded_fft_convolution` the same with
+  padding masked (``impl="reference"``: the direct sum over the pairs of real tokens).
+* :func:`s4_discrete_system` and :func:`s4_c_tilde`, S4's full bilinear system and its ``C~``:
+  ``impl="xla"`` by linear solves and a matrix power by squaring, ``impl="reference"`` by the
+  explicit inverse and ``L`` successive products.
 
 Modes come in conjugate pairs and only one of each is stored (``P = N/2``), so every kernel is
 ``2 Re`` of a sum over the stored modes, or, for the low-rank term that couples them, a sum over
@@ -25,6 +29,8 @@ from jaxattn.ops.checks import require_nonempty, require_positive_int, require_r
 from jaxattn.ops.discretization import zero_order_hold
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.segments import in_first_segment
+
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _check_modes(op: str, step: jax.Array, **modes: jax.Array) -> None:
@@ -156,15 +162,7 @@ def s4_kernel(lam: jax.Array, p: jax.Array, q: jax.Array, b: jax.Array, c_tilde:
     return jnp.fft.ifft(generating_function(lam, p, q, b, c_tilde, step, length), axis=-1).real
 
 
-def s4_discrete_system(lam, p, q, b, step):
-    """The full ``N x N`` bilinear system of one feature: ``(Abar [N, N], Bbar [N])`` from the stored
-    halves ``[P]`` (for :meth:`jaxattn.nn.S4.step` and :func:`s4_c_tilde`).
-
-    Example::
-
-        lam = jnp.array([-0.5 + 1j, -0.5 + 2j])  # [P]: N = 4 with the conjugates
-        a_bar, b_bar = s4_discrete_system(lam, lam * 0, lam * 0, jnp.ones(2, complex), 0.1)  # [4, 4], [4]
-    """
+def _s4_discrete_system_xla(lam, p, q, b, step):
     lam, p, q, b = _with_conjugates(lam, p, q, b)
     a = jnp.diag(lam) - jnp.outer(p, q.conj())
     eye = jnp.eye(lam.shape[0], dtype=lam.dtype)
@@ -172,42 +170,117 @@ def s4_discrete_system(lam, p, q, b, step):
     return jnp.linalg.solve(backward, eye + 0.5 * step * a), jnp.linalg.solve(backward, step * b)
 
 
-def s4_c_tilde(lam, p, q, b, c, step, length):
+def _s4_discrete_system_reference(lam, p, q, b, step):
+    """The definition, entry by entry: ``A[i, j] = lam_i [i = j] - p_i conj(q_j)`` over the stored
+    modes and their conjugates, then ``Abar = inv(I - dt/2 A) (I + dt/2 A)``, ``Bbar = inv(I - dt/2 A) dt B``."""
+    full = lambda x: jnp.concatenate([x, jnp.conj(x)])  # noqa: E731
+    lam, p, q, b = full(lam), full(p), full(q), full(b)
+    eye = jnp.eye(lam.shape[0], dtype=lam.dtype)
+    a = eye * lam[None, :] - p[:, None] * jnp.conj(q)[None, :]
+    inverse = jnp.linalg.inv(eye - step / 2 * a)
+    return (jnp.matmul(inverse, eye + step / 2 * a, precision=_HIGHEST),
+            jnp.matmul(inverse, step * b, precision=_HIGHEST))
+
+
+_SYSTEM_IMPLEMENTATIONS = {"reference": _s4_discrete_system_reference, "xla": _s4_discrete_system_xla}
+
+
+def s4_discrete_system(lam, p, q, b, step, *, impl: str = "auto"):
+    """The full ``N x N`` bilinear system of one feature: ``(Abar [N, N], Bbar [N])`` from the stored
+    halves ``[P]`` (for :meth:`jaxattn.nn.S4.step` and :func:`s4_c_tilde`), with
+    ``A = Lambda - P Q^*``: ``Abar = (I - dt/2 A)^{-1} (I + dt/2 A)``, ``Bbar = (I - dt/2 A)^{-1} dt B``.
+    ``impl``: ``"xla"`` (linear solves; ``"auto"``) or ``"reference"`` (the explicit inverse).
+
+    Example::
+
+        lam = jnp.array([-0.5 + 1j, -0.5 + 2j])  # [P]: N = 4 with the conjugates
+        a_bar, b_bar = s4_discrete_system(lam, lam * 0, lam * 0, jnp.ones(2, complex), 0.1)  # [4, 4], [4]
+    """
+    return resolve_impl("s4_discrete_system", impl, _SYSTEM_IMPLEMENTATIONS)(lam, p, q, b, step)
+
+
+def _c_tilde_xla(a_bar, c_full, length):
+    power = jnp.linalg.matrix_power(a_bar, length)
+    return c_full @ (jnp.eye(power.shape[0], dtype=power.dtype) - power)
+
+
+def _c_tilde_reference(a_bar, c_full, length):
+    """``C - C Abar^L`` with ``C Abar^L`` by ``L`` successive products of the row ``C`` with ``Abar``."""
+    c_power = jax.lax.fori_loop(0, length, lambda _, row: jnp.matmul(row, a_bar, precision=_HIGHEST), c_full)
+    return c_full - c_power
+
+
+_C_TILDE_IMPLEMENTATIONS = {"reference": _c_tilde_reference, "xla": _c_tilde_xla}
+
+
+def s4_c_tilde(lam, p, q, b, c, step, length, *, impl: str = "auto"):
     """``C~ = C (I - Abar^L)`` per feature (``[H, P]`` stored halves in, ``[H, P]`` out): the
     parameterisation in which the generating function of the first L kernel taps is the resolvent.
+    ``impl``: ``"xla"`` (``Abar^L`` by squaring; ``"auto"``) or ``"reference"`` (``L`` products, on
+    :func:`s4_discrete_system`'s reference).
 
     Example::
 
         lam = jnp.full((4, 2), -0.5 + 1j)  # [H, P]
         c_tilde = s4_c_tilde(lam, lam * 0, lam * 0, lam / lam, lam / lam, jnp.full((4,), 0.1), 64)  # [4, 2]
     """
+    c_tilde = resolve_impl("s4_c_tilde", impl, _C_TILDE_IMPLEMENTATIONS)
+    system_impl = "reference" if c_tilde is _c_tilde_reference else "xla"
 
     def per_feature(lam, p, q, b, c, dt):
-        a_bar, _ = s4_discrete_system(lam, p, q, b, dt)
+        a_bar, _ = s4_discrete_system(lam, p, q, b, dt, impl=system_impl)
         (c_full,) = _with_conjugates(c)
-        power = jnp.linalg.matrix_power(a_bar, length)
-        return (c_full @ (jnp.eye(power.shape[0], dtype=power.dtype) - power))[: lam.shape[0]]
+        return c_tilde(a_bar, c_full, length)[: lam.shape[0]]
 
     return jax.vmap(per_feature)(lam, p, q, b, c, step)
 
 
-def padded_fft_convolution(u: jax.Array, kernels: list, segment_ids=None) -> tuple[jax.Array, jax.Array]:
+def _padded_convolution_xla(u, kernels, segment_ids):
+    if segment_ids is None:
+        return fft_convolution(u, *kernels, impl="xla"), u
+    keep = in_first_segment(segment_ids)[..., None]
+    u = jnp.where(keep, u, 0.0)
+    return jnp.where(keep, fft_convolution(u, *kernels, impl="xla"), 0.0), u
+
+
+def _padded_convolution_reference(u, kernels, segment_ids):
+    """``y[b, t] = real[b, t] sum_s real[b, s] W[t, s] u[b, s]`` with the Toeplitz weights
+    ``W[h, t, s] = K[h, t - s]`` (``s <= t``), ``K'[h, s - t - 1]`` (``s > t``), ``real`` the first
+    segment's tokens: the direct sum over the pairs of real tokens."""
+    length = u.shape[1]
+    dtype = jnp.promote_types(jnp.result_type(u, *kernels), jnp.float32)
+    t, s = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
+    weights = jnp.where(s <= t, kernels[0].astype(dtype)[:, jnp.maximum(t - s, 0)], 0.0)  # [H, L, L]
+    if len(kernels) == 2:
+        weights = weights + jnp.where(s > t, kernels[1].astype(dtype)[:, jnp.maximum(s - t - 1, 0)], 0.0)
+    real = jnp.ones(u.shape[:2], bool) if segment_ids is None else in_first_segment(segment_ids)  # [B, L]
+    pairs = (real[:, :, None] & real[:, None, :]).astype(dtype)  # [B, L, L]: both tokens real
+    y = jnp.einsum("hts,bts,bsh->bth", weights, pairs, u.astype(dtype), precision=_HIGHEST)
+    return y, jnp.where(real[..., None], u, 0.0)
+
+
+_PADDED_IMPLEMENTATIONS = {"reference": _padded_convolution_reference, "xla": _padded_convolution_xla}
+
+
+def padded_fft_convolution(u: jax.Array, kernels: list, segment_ids=None, *,
+                           impl: str = "auto") -> tuple[jax.Array, jax.Array]:
     """:func:`fft_convolution` of ``u [B, L, H]`` with one or two (causal, anti-causal) kernels,
     where ``segment_ids [B, L]`` mark padding: tokens outside the segment of a sequence's first
     token get zero inputs and outputs (exact for one sequence followed by padding; a convolution
     cannot restart at packed-sequence boundaries). Returns ``(y, u)`` with the masked inputs.
+    ``impl``: ``"xla"`` (FFT; ``"auto"``) or ``"reference"`` (the direct sum over real tokens).
 
     Example::
 
         u, kernel = jnp.ones((2, 64, 4)), jnp.ones((4, 64)) / 64  # [B, L, H], [H, L]
         y, u = padded_fft_convolution(u, [kernel], segment_ids=jnp.arange(64)[None].repeat(2, 0) // 48)
     """
-    if segment_ids is None:
-        return fft_convolution(u, *kernels), u
-    require_segment_ids("padded_fft_convolution", segment_ids, u.shape[:2], layout="B, L")
-    keep = in_first_segment(segment_ids)[..., None]
-    u = jnp.where(keep, u, 0.0)
-    return jnp.where(keep, fft_convolution(u, *kernels), 0.0), u
+    if not 1 <= len(kernels) <= 2:
+        raise ValueError(f"padded_fft_convolution: one or two kernels (causal, anti-causal), got {len(kernels)}")
+    _check_convolution("padded_fft_convolution", u, *kernels)
+    if segment_ids is not None:
+        require_segment_ids("padded_fft_convolution", segment_ids, u.shape[:2], layout="B, L")
+    return resolve_impl("padded_fft_convolution", impl, _PADDED_IMPLEMENTATIONS)(u, kernels, segment_ids)
 
 
 def _fft_convolution_xla(u, circular):
@@ -225,6 +298,17 @@ def _fft_convolution_reference(u, circular):
 
 
 _FFT_IMPLEMENTATIONS = {"reference": _fft_convolution_reference, "xla": _fft_convolution_xla}
+
+
+def _check_convolution(op: str, u: jax.Array, kernel: jax.Array, reverse_kernel=None) -> None:
+    """``u [B, L, H]`` (L > 0) and kernels ``[H, L]``."""
+    require_rank(op, "u", u, "B, L, H")
+    require_rank(op, "kernel", kernel, "H, L")
+    length = u.shape[1]
+    require_nonempty(op, "u", length, axis="L")
+    if kernel.shape != (u.shape[2], length) or (reverse_kernel is not None and reverse_kernel.shape != kernel.shape):
+        raise ValueError(f"{op}: kernels must be [H, L] = {(u.shape[2], length)}, got {kernel.shape}"
+                         + ("" if reverse_kernel is None else f" and {reverse_kernel.shape}"))
 
 
 def fft_convolution(u: jax.Array, kernel: jax.Array, reverse_kernel=None, *, impl: str = "auto") -> jax.Array:
@@ -245,13 +329,8 @@ def fft_convolution(u: jax.Array, kernel: jax.Array, reverse_kernel=None, *, imp
         u, kernel = jnp.ones((2, 64, 4)), jnp.exp(-jnp.arange(64.0))[None].repeat(4, 0)  # [B, L, H], [H, L]
         y = fft_convolution(u, kernel)  # [2, 64, 4]
     """
-    require_rank("fft_convolution", "u", u, "B, L, H")
-    require_rank("fft_convolution", "kernel", kernel, "H, L")
+    _check_convolution("fft_convolution", u, kernel, reverse_kernel)
     length = u.shape[1]
-    require_nonempty("fft_convolution", "u", length, axis="L")
-    if kernel.shape != (u.shape[2], length) or (reverse_kernel is not None and reverse_kernel.shape != kernel.shape):
-        raise ValueError(f"fft_convolution: kernels must be [H, L] = {(u.shape[2], length)}, got {kernel.shape}"
-                         + ("" if reverse_kernel is None else f" and {reverse_kernel.shape}"))
     dtype = jnp.promote_types(jnp.result_type(u, kernel), jnp.float32)
     circular = jnp.pad(kernel.astype(dtype), ((0, 0), (0, length)))  # [H, 2L]: lags 0..L-1, then zeros
     if reverse_kernel is not None:  # lag -1 - l sits at index 2L - 1 - l

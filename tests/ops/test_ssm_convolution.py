@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from jaxattn.nn.hippo import hippo_legs_dplr
-from jaxattn.ops.ssm_convolution import fft_convolution, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel
+from jaxattn.ops.ssm_convolution import (
+    fft_convolution, padded_fft_convolution, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel,
+)
 
 
 def complex_normal(rng, *shape):
@@ -51,15 +53,17 @@ def dplr_system(rng, heads, modes, hippo):
 
 
 @pytest.mark.parametrize("hippo", [True, False], ids=["hippo", "random"])
-def test_s4_kernel_is_the_powered_bilinear_dplr_matrix(hippo):
-    """With ``C~ = C (I - Abar^L)``, both generating-function paths give ``K[l] = C Abar^l Bbar`` of
-    the full (stored and conjugate) system, powered directly."""
+@pytest.mark.parametrize("system_impl", ["xla", "reference"])
+def test_s4_kernel_is_the_powered_bilinear_dplr_matrix(hippo, system_impl):
+    """With ``C~ = C (I - Abar^L)`` (by either implementation of the system and of ``C~``), both
+    generating-function paths give ``K[l] = C Abar^l Bbar`` of the full (stored and conjugate)
+    system, powered directly."""
     rng = np.random.default_rng(1)
     heads, modes, length = 2, 8, 33
     lam, p, q, b, c, step = dplr_system(rng, heads, modes, hippo)
     with jax.enable_x64(True):
         args = [jnp.asarray(x) for x in (lam, p, q, b)]
-        c_tilde = s4_c_tilde(*args, jnp.asarray(c), jnp.asarray(step), length)
+        c_tilde = s4_c_tilde(*args, jnp.asarray(c), jnp.asarray(step), length, impl=system_impl)
         got = {impl: np.asarray(s4_kernel(*args, c_tilde, jnp.asarray(step), length, impl=impl))
                for impl in ("xla", "reference")}
         for h in range(heads):
@@ -67,7 +71,9 @@ def test_s4_kernel_is_the_powered_bilinear_dplr_matrix(hippo):
             a = np.diag(full(lam)) - np.outer(full(p), full(q).conj())
             backward = np.linalg.inv(np.eye(2 * modes) - step[h] / 2 * a)
             a_bar, b_bar = backward @ (np.eye(2 * modes) + step[h] / 2 * a), backward @ (step[h] * full(b))
-            np.testing.assert_allclose(s4_discrete_system(*(x[h] for x in args), step[h])[0], a_bar, atol=1e-12)
+            got_a_bar, got_b_bar = s4_discrete_system(*(x[h] for x in args), step[h], impl=system_impl)
+            np.testing.assert_allclose(got_a_bar, a_bar, atol=1e-12)
+            np.testing.assert_allclose(got_b_bar, b_bar, atol=1e-12)
             want = impulse_response(a_bar, b_bar, full(c), length)
             for impl, kernel in got.items():
                 np.testing.assert_allclose(kernel[h], want, rtol=1e-8, atol=1e-10, err_msg=impl)
@@ -93,3 +99,29 @@ def test_fft_convolution_is_the_direct_sum():
     np.testing.assert_allclose(both, want_causal + want_reverse, atol=1e-10)
     with pytest.raises(ValueError, match="kernels must be"):
         fft_convolution(jnp.asarray(u), jnp.asarray(k[:, :5]))
+
+
+@pytest.mark.parametrize("impl", ["xla", "reference"])
+def test_padded_fft_convolution_is_the_direct_sum_over_real_tokens(impl):
+    """Odd sizes, one row padded after 11 of 17 tokens and one padding-free: the causal and
+    anti-causal direct sums over the real tokens only, zero outputs and inputs at padding."""
+    rng = np.random.default_rng(3)
+    batch, length, heads, real = 2, 17, 3, 11
+    u = rng.standard_normal((batch, length, heads))
+    k, k_rev = rng.standard_normal((heads, length)), rng.standard_normal((heads, length))
+    segment_ids = np.stack([np.arange(length) >= real, np.zeros(length, bool)]).astype(np.int32)
+    lengths = [real, length]
+    want = np.zeros_like(u)
+    for b in range(batch):
+        for t in range(lengths[b]):
+            for s in range(lengths[b]):
+                want[b, t] += k[:, t - s] * u[b, s] if s <= t else k_rev[:, s - t - 1] * u[b, s]
+    with jax.enable_x64(True):
+        y, masked = padded_fft_convolution(jnp.asarray(u), [jnp.asarray(k), jnp.asarray(k_rev)],
+                                           segment_ids=jnp.asarray(segment_ids), impl=impl)
+        y_plain, unmasked = padded_fft_convolution(jnp.asarray(u), [jnp.asarray(k)], impl=impl)
+        causal = fft_convolution(jnp.asarray(u), jnp.asarray(k), impl="reference")
+    np.testing.assert_allclose(y, want, atol=1e-10)
+    np.testing.assert_array_equal(masked, np.where(segment_ids[..., None] == 0, u, 0.0))
+    np.testing.assert_allclose(y_plain, causal, atol=1e-10)
+    np.testing.assert_array_equal(unmasked, u)
