@@ -32,6 +32,14 @@ class SequenceClassifier(nn.Module):
       norm, prenorm, activation, dropout: see :class:`jaxattn.nn.blocks.MixerBlock`.
       pooling: ``"mean"`` (over real steps), ``"last"`` (the last real step) or ``"none"`` (per-position
         logits ``[B, L, num_classes]``).
+
+    Example::
+
+        model = SequenceClassifier(num_classes=10, d_model=32, num_layers=2, mixer="s5",
+                                   mixer_options={"state_size": 16, "causal": False}, vocab_size=20)
+        tokens = jnp.zeros((4, 64), jnp.int32)                      # [B, L]
+        variables = model.init(jax.random.key(0), tokens)
+        logits = model.apply(variables, tokens, jnp.array([64, 50, 10, 1]))  # [4, 10]
     """
 
     num_classes: int

@@ -18,10 +18,22 @@ from jaxattn.nn.registry import SequenceMixer, make_mixer
 
 
 class LanguageModel(nn.Module):
-    """Decoder-only LM. Attributes as :class:`jaxattn.models.SequenceClassifier`; the mixer must be
-    causal as configured (:meth:`jaxattn.nn.SequenceMixer.require_causal`: a mixer whose options let
-    it see later tokens is refused, naming them) and the norm is LayerNorm (BatchNorm statistics
-    over time would leak the future)."""
+    """Decoder-only LM: ``tokens [B, L]`` -> next-token logits ``[B, L, vocab_size]``; ``step``:
+    ``token_t [B]`` -> ``(carry, logits [B, vocab_size])`` from :meth:`init_carry`.
+
+    Attributes as :class:`jaxattn.models.SequenceClassifier`; the mixer must be causal as configured
+    (:meth:`jaxattn.nn.SequenceMixer.require_causal`: a mixer whose options let it see later tokens is
+    refused, naming them) and the norm is LayerNorm (BatchNorm statistics over time would leak the
+    future).
+
+    Example::
+
+        model = LanguageModel(vocab_size=100, d_model=32, mixer="linear_attention")
+        tokens = jnp.zeros((2, 16), jnp.int32)                      # [B, L]
+        variables = model.init(jax.random.key(0), tokens)
+        logits = model.apply(variables, tokens)                     # [2, 16, 100]
+        more = generate(model, variables, tokens[:, :4], max_new_tokens=8)  # [2, 12]
+    """
 
     vocab_size: int
     d_model: int = 128
@@ -44,18 +56,17 @@ class LanguageModel(nn.Module):
         """Tokens ``step`` (and :func:`generate`) handles exactly: the mixer's ``decode_capacity``."""
         return self.build_mixer().decode_capacity
 
+    def make_block(self, **module_kwargs) -> MixerBlock:
+        """One residual block around a fresh causal mixer (LayerNorm: see the class docstring)."""
+        return MixerBlock(self.build_mixer(), norm="layer", prenorm=self.prenorm, activation=self.activation,
+                          dropout=self.dropout, **module_kwargs)
+
     def setup(self):
         self.embed = nn.Embed(
             self.vocab_size, self.d_model,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(self.d_model**-0.5), ("vocab", "embed")),
         )
-        self.blocks = [
-            MixerBlock(
-                self.build_mixer(), norm="layer", prenorm=self.prenorm,
-                activation=self.activation, dropout=self.dropout,
-            )
-            for _ in range(self.num_layers)
-        ]
+        self.blocks = [self.make_block() for _ in range(self.num_layers)]
         self.final_norm = make_norm("layer", train=False)
 
     def __call__(
@@ -76,9 +87,9 @@ class LanguageModel(nn.Module):
         return self.embed.attend(self.final_norm(x))
 
     def init_carry(self, batch_size: int) -> tuple:
-        """Every block's mixer state (needs no parameters, so works on an unbound model)."""
-        mixer = self.build_mixer()
-        return tuple(mixer.init_carry(batch_size, features=self.d_model) for _ in range(self.num_layers))
+        """Every block's :meth:`MixerBlock.init_carry` (needs no parameters, so works on an unbound model)."""
+        block = self.make_block(parent=None)  # unbound: a template that only allocates carries
+        return tuple(block.init_carry(batch_size, self.d_model) for _ in range(self.num_layers))
 
     def step(self, carry: tuple, token_t: jax.Array) -> tuple[tuple, jax.Array]:
         """``token_t [B]`` -> (carry, logits ``[B, vocab]``); equals ``__call__`` position by position

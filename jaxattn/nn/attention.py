@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.nn.arithmetic import attention_dot_general
-from jaxattn.nn.blocks import dense
+from jaxattn.nn.projections import multi_head_qkv, output_projection
 from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
-from jaxattn.nn.short_conv import ShortConvolution
+from jaxattn.nn.short_conv import zero_conv_history
 from jaxattn.ops import softmax_attention
-from jaxattn.ops.rotary import apply_rotary
 
 
 class KVCache(NamedTuple):
@@ -28,6 +27,10 @@ class KVCache(NamedTuple):
 class MultiHeadAttention(SequenceMixer):
     """``[B, L, d_model] -> [B, L, d_model]`` softmax attention with the mixer face.
 
+    Registered as ``"softmax_attention"``, not under its class name: among the attention mixers the
+    kind of attention is what tells them apart (every one has several heads), and configs and
+    results name it so.
+
     Attributes:
       num_heads, head_dim: H heads of size D.
       causal: causal (decodable) or bidirectional within each segment.
@@ -40,6 +43,13 @@ class MultiHeadAttention(SequenceMixer):
 
     ``VARIANTS``: ``short_conv`` (width 4, as the recall experiments use), ``no_rotary`` and
     ``bidirectional``.
+
+    Example::
+
+        layer = MultiHeadAttention(num_heads=2, head_dim=16, max_decode_length=128)
+        x = jnp.ones((2, 64, 32))                                   # [B, L, d_model]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 64, 32]
     """
 
     VARIANTS = {"short_conv": dict(short_conv=4), "no_rotary": dict(rotary=False), "bidirectional": dict(causal=False)}
@@ -58,33 +68,24 @@ class MultiHeadAttention(SequenceMixer):
 
         Returns ``(y [B, L, d_model], extra, conv_history)``.
         """
-        batch, length, features = x.shape
-        width = self.num_heads * self.head_dim
-        qkv = jnp.concatenate([dense(width, ("embed", "heads"), n)(x) for n in ("query", "key", "value")], -1)
-        history = jnp.zeros((batch, 0, 3 * width), qkv.dtype)
-        if self.short_conv:
-            qkv, history = ShortConvolution(self.short_conv, name="short_conv")(
-                qkv, history=conv_history, segment_ids=segment_ids
-            )
-        q, k, v = (a.reshape(batch, length, self.num_heads, self.head_dim) for a in jnp.split(qkv, 3, axis=-1))
-        if self.rotary:
-            q, k = apply_rotary(q, positions), apply_rotary(k, positions)
+        (q, k, v), history = multi_head_qkv(
+            x, self.num_heads, self.head_dim, short_conv=self.short_conv, conv_history=conv_history,
+            rotary_positions=positions if self.rotary else None, segment_ids=segment_ids,
+        )
         o, extra = attend(q, k, v)
-        return dense(features, ("heads", "embed"), "out")(o.reshape(batch, length, -1)), extra, history
+        return output_projection(o, x.shape[-1]), extra, history
 
     @property
     def decode_capacity(self) -> int:
         return self.max_decode_length
 
     def _product_options(self) -> dict:
-        """``impl`` and ``dot_general`` for the op: an arithmetic other than exact runs the explicit path."""
-        dot_general = attention_dot_general()
-        return dict(impl=self.impl if dot_general is None else "reference", dot_general=dot_general)
+        """``impl`` and ``dot_general`` for the op (which decides how they combine: jaxattn.ops.dispatch)."""
+        return dict(impl=self.impl, dot_general=attention_dot_general())
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        if x.ndim != 3:
-            raise ValueError(f"MultiHeadAttention: x must be [B, L, d_model], got shape {x.shape}")
+        self.check_sequence(x, "d_model")
 
         def attend(q, k, v):
             return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, **self._product_options()), None
@@ -95,7 +96,7 @@ class MultiHeadAttention(SequenceMixer):
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> KVCache:
         del features  # the cache's size comes from the heads
         shape = (batch_size, self.max_decode_length, self.num_heads, self.head_dim)
-        history = jnp.zeros((batch_size, max(self.short_conv - 1, 0), 3 * self.num_heads * self.head_dim), jnp.float32)
+        history = zero_conv_history(batch_size, self.short_conv, 3 * self.num_heads * self.head_dim)
         zeros = jnp.zeros(shape, jnp.float32)
         return KVCache(zeros, zeros, jnp.zeros((batch_size,), jnp.int32), history)
 
@@ -112,7 +113,9 @@ class MultiHeadAttention(SequenceMixer):
                 carry.length + 1,
                 carry.conv_history,
             )
-            o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=cache.length,
+            # Past a full cache the output is NaN below; the op still gets a valid length.
+            filled = jnp.minimum(cache.length, self.max_decode_length)
+            o = softmax_attention(q, cache.keys, cache.values, causal=False, kv_lengths=filled,
                                   **self._product_options())
             return nan_past_capacity(o, carry.length, self.max_decode_length), cache
 

@@ -45,13 +45,22 @@ def make_norm(kind: str, train: bool, name: str = "norm") -> nn.Module:
 
 
 class MixerBlock(nn.Module):
-    """One residual block ``[B, L, H] -> [B, L, H]`` around ``mixer``.
+    """One residual block ``[B, L, H] -> [B, L, H]`` around ``mixer`` (with ``z = Mixer(Norm(x))``
+    under ``prenorm``); ``init_carry`` / ``step`` decode ``x_t [B, H]`` through the mixer's own.
 
     Activations (``d = Dropout``, ``W1``, ``W2`` dense ``H -> H``):
       * ``gelu``: ``d(gelu(z))``
       * ``half_glu1``: ``g = d(gelu(z)); d(g * sigmoid(W2 g))``
       * ``half_glu2``: ``g = d(gelu(z)); d(z * sigmoid(W2 g))``
       * ``full_glu``: ``g = d(gelu(z)); d(W1 g * sigmoid(W2 g))``
+
+    Example::
+
+        block = MixerBlock(S5(state_size=16), activation="half_glu1")
+        x = jnp.ones((2, 50, 32))                                   # [B, L, H]
+        variables = block.init(jax.random.key(0), x)
+        y = block.apply(variables, x)                               # [2, 50, 32]
+        carry, y_0 = block.apply(variables, block.init_carry(2, 32), x[:, 0], method=block.step)
     """
 
     mixer: nn.Module
@@ -92,8 +101,15 @@ class MixerBlock(nn.Module):
         """``[B, L, H] -> [B, L, H]``."""
         return self._residual(x, lambda h: (self.mixer(h, segment_ids=segment_ids, train=train), None), train)[0]
 
+    def init_carry(self, batch_size: int, features: Optional[int] = None):
+        """The mixer's decoding state before the first token (the block itself keeps none: its norm,
+        gates and dropout act per token). Needs no parameters, so an unbound block answers too."""
+        return self.mixer.init_carry(batch_size, features)
+
     def step(self, carry, x_t: jax.Array):
-        """One token ``x_t [B, H]`` through the block with the mixer's ``step``: ``(carry, y_t [B, H])``."""
+        """One token ``x_t [B, H]`` through the block with the mixer's ``step``: ``(carry, y_t [B, H])``;
+        from :meth:`init_carry`, equals :meth:`__call__` position by position (LayerNorm; BatchNorm
+        in evaluation)."""
 
         def mix(h):
             new_carry, z = self.mixer.step(carry, h)

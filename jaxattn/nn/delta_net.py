@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.nn.blocks import dense
+from jaxattn.nn.projections import output_projection, qkv_projections
 from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.nn.s5 import log_step_init
-from jaxattn.nn.short_conv import ShortConvolution
+from jaxattn.nn.short_conv import zero_conv_history
 from jaxattn.ops import delta_rule
 from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_delta_rule
 
@@ -55,7 +56,8 @@ def _softplus_inverse_init(low: float, high: float):
 
 @register_mixer("delta_net")
 class DeltaNet(SequenceMixer):
-    """Delta-rule mixer with the mixer face (``__call__``, ``init_carry``, ``step``).
+    """Delta-rule mixer ``[B, L, d_model] -> [B, L, d_model]`` with the mixer face (``__call__``,
+    ``init_carry``, ``step`` on ``x_t [B, d_model]``).
 
     Attributes:
       num_heads, head_dim: H heads with keys of size K = ``head_dim``.
@@ -72,6 +74,13 @@ class DeltaNet(SequenceMixer):
 
     ``VARIANTS``: ``negative`` (DeltaNet with beta in [0, 2]), ``gated`` (Gated DeltaNet: decay and
     output gate), ``product`` (DeltaProduct with two Householder steps and negative eigenvalues).
+
+    Example::
+
+        layer = DeltaNet(num_heads=2, head_dim=16, gated=True, output_gate=True)  # Gated DeltaNet
+        x = jnp.ones((2, 64, 32))                                   # [B, L, d_model]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 64, 32]
     """
 
     VARIANTS = {
@@ -116,15 +125,10 @@ class DeltaNet(SequenceMixer):
         self._check_options()
         batch, length, features = x.shape
         heads, dim, n = self.num_heads, self.head_dim, self.householder_steps
-        widths = self._channels()
-        qkv = jnp.concatenate([dense(w, ("embed", "heads"), name)(x) for w, name in zip(widths, ("query", "key", "value"))], -1)
-        history = jnp.zeros((batch, 0, qkv.shape[-1]), qkv.dtype)
-        if self.short_conv:
-            history = None if carry is None else carry.conv_history
-            qkv, history = ShortConvolution(self.short_conv, name="short_conv")(qkv, history=history, segment_ids=segment_ids)
-        else:
-            qkv = jax.nn.silu(qkv)
-        q, k, v = jnp.split(qkv, [widths[0], widths[0] + widths[1]], axis=-1)
+        (q, k, v), history = qkv_projections(x, self._channels(), short_conv=self.short_conv, segment_ids=segment_ids,
+                                             conv_history=None if carry is None else carry.conv_history)
+        if not self.short_conv:  # the convolution ends in SiLU; without it the projections take SiLU alone
+            q, k, v = jax.nn.silu(q), jax.nn.silu(k), jax.nn.silu(v)
         q = _l2_normalize(q.reshape(batch, length, heads, dim))
         k = _l2_normalize(k.reshape(batch, length * n, heads, dim))  # step j of token t at row t n + j
         v = v.reshape(batch, length * n, heads, self.values)
@@ -145,15 +149,12 @@ class DeltaNet(SequenceMixer):
             o, state = delta_rule(q, k, v, beta, initial_state=None if carry is None else carry.state,
                                   output_final_state=True, **options)
         o = nn.RMSNorm(name="output_norm", scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (None,)))(o)
-        o = o.reshape(batch, length, heads * self.values)
-        if self.output_gate:
-            o = o * jax.nn.silu(dense(heads * self.values, ("embed", "heads"), "output_gate")(x))
-        return dense(features, ("heads", "embed"), "out")(o.astype(x.dtype)), DeltaNetCarry(state, history)
+        y = output_projection(o, features, gate_input=x if self.output_gate else None, dtype=x.dtype)
+        return y, DeltaNetCarry(state, history)
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        if x.ndim != 3:
-            raise ValueError(f"DeltaNet: x must be [B, L, d_model], got shape {x.shape}")
+        self.check_sequence(x, "d_model")
         return self._mix(x, segment_ids=segment_ids)[0]
 
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> DeltaNetCarry:
@@ -161,7 +162,7 @@ class DeltaNet(SequenceMixer):
         del features  # the state's size comes from the heads
         return DeltaNetCarry(
             jnp.zeros((batch_size, self.num_heads, self.head_dim, self.values), jnp.float32),
-            jnp.zeros((batch_size, max(self.short_conv - 1, 0), sum(self._channels())), jnp.float32),
+            zero_conv_history(batch_size, self.short_conv, sum(self._channels())),
         )
 
     def step(self, carry: DeltaNetCarry, x_t: jax.Array) -> tuple[DeltaNetCarry, jax.Array]:

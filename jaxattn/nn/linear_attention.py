@@ -16,12 +16,12 @@ import jax.numpy as jnp
 
 from jaxattn.nn.arithmetic import attention_dot_general
 from jaxattn.nn.blocks import dense
+from jaxattn.nn.projections import multi_head_qkv, output_projection
 from jaxattn.nn.registry import SequenceMixer, register_mixer
+from jaxattn.nn.short_conv import zero_conv_history
 from jaxattn.ops import feature_maps, linear_attention
 from jaxattn.ops.linear_attention import fold_transition_signs
-from jaxattn.ops.rotary import apply_rotary
 from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_linear_attention
-from jaxattn.nn.short_conv import ShortConvolution
 
 class LinearAttentionCarry(NamedTuple):
     """Decoding state: ``state [B, H, K', V(+1)]`` fp32, the short convolution's last inputs, and
@@ -76,7 +76,8 @@ class HedgehogFeatureMap(nn.Module):
 
 @register_mixer("linear_attention")
 class LinearAttention(SequenceMixer):
-    """Linear attention mixer with the mixer face (``__call__``, ``init_carry``, ``step``).
+    """Linear attention mixer ``[B, L, d_model] -> [B, L, d_model]`` with the mixer face (``__call__``,
+    ``init_carry``, ``step`` on ``x_t [B, d_model]``).
 
     Attributes:
       num_heads, head_dim: H heads of size D for queries, keys and values.
@@ -111,6 +112,13 @@ class LinearAttention(SequenceMixer):
     rotary positions), ``hedgehog`` and ``based`` (Taylor features), both normalised,
     ``normalized_gated_output`` (normaliser, output norm and output gate), ``bidirectional`` and
     ``gated_negative`` (``gated`` with ``negative_eigenvalues``).
+
+    Example::
+
+        layer = LinearAttention(num_heads=2, head_dim=16, gate="data", short_conv=4)  # GLA-style
+        x = jnp.ones((2, 64, 32))                                   # [B, L, d_model]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 64, 32]
     """
 
     VARIANTS = {
@@ -180,16 +188,12 @@ class LinearAttention(SequenceMixer):
         self._check_options()
         batch, length, features = x.shape
         heads, dim = self.num_heads, self.head_dim
-        qkv = jnp.concatenate([dense(heads * dim, ("embed", "heads"), n)(x) for n in ("query", "key", "value")], -1)
-        history = jnp.zeros((batch, 0, qkv.shape[-1]), qkv.dtype)
-        if self.short_conv:
-            history = None if carry is None else carry.conv_history
-            qkv, history = ShortConvolution(self.short_conv, name="short_conv")(qkv, history=history, segment_ids=segment_ids)
-        q, k, v = (a.reshape(batch, length, heads, dim) for a in jnp.split(qkv, 3, axis=-1))
-        if self.rotary:
-            offset = jnp.zeros((batch, 1), jnp.int32) if carry is None else carry.position[:, None]
-            positions = offset + jnp.arange(length)[None, :]
-            q, k = apply_rotary(q, positions), apply_rotary(k, positions)
+        start = jnp.zeros((batch,), jnp.int32) if carry is None else carry.position  # tokens before x
+        (q, k, v), history = multi_head_qkv(
+            x, heads, dim, short_conv=self.short_conv,
+            rotary_positions=start[:, None] + jnp.arange(length)[None, :] if self.rotary else None,
+            conv_history=None if carry is None else carry.conv_history, segment_ids=segment_ids,
+        )
         phi_q, phi_k = self._features(q, True), self._features(k, False)
         g = g_gamma = negative = None
         if self.gate == "decay":
@@ -203,7 +207,7 @@ class LinearAttention(SequenceMixer):
         # Feature-mapped keys are not unit-scale dot products: no extra scale (it cancels when normalised).
         scale = None if self.feature_map == "identity" else 1.0
         dot_general = attention_dot_general()
-        impl = impl or (self.impl if dot_general is None or self.impl != "pallas" else "xla")
+        impl = impl or self.impl  # with a custom dot_general the op picks an impl that takes it
         options = dict(g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
                        segment_ids=segment_ids, chunk_size=self.chunk_size, dot_general=dot_general, impl=impl)
         if carry is None and sequence_axis_size() > 1 and (self.causal or segment_ids is None):
@@ -218,16 +222,12 @@ class LinearAttention(SequenceMixer):
             )
         if self.output_norm:
             o = nn.LayerNorm(name="output_norm", use_bias=False)(o)
-        o = o.reshape(batch, length, heads * dim)
-        if self.output_gate:
-            o = o * jax.nn.silu(dense(heads * dim, ("embed", "heads"), "output_gate")(x))
-        position = (jnp.zeros((batch,), jnp.int32) if carry is None else carry.position) + length
-        return dense(features, ("heads", "embed"), "out")(o), LinearAttentionCarry(state, history, position)
+        y = output_projection(o, features, gate_input=x if self.output_gate else None)
+        return y, LinearAttentionCarry(state, history, start + length)
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        if x.ndim != 3:
-            raise ValueError(f"LinearAttention: x must be [B, L, d_model], got shape {x.shape}")
+        self.check_sequence(x, "d_model")
         return self._attend(x, segment_ids=segment_ids)[0]
 
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> LinearAttentionCarry:
@@ -237,7 +237,7 @@ class LinearAttention(SequenceMixer):
         channels = 3 * self.num_heads * self.head_dim
         return LinearAttentionCarry(
             jnp.zeros((batch_size, self.num_heads, self.feature_dim, value_dim), jnp.float32),
-            jnp.zeros((batch_size, max(self.short_conv - 1, 0), channels), jnp.float32),
+            zero_conv_history(batch_size, self.short_conv, channels),
             jnp.zeros((batch_size,), jnp.int32),
         )
 

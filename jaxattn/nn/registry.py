@@ -38,6 +38,13 @@ class SequenceMixer(nn.Module):
       instead of checking option names.
     * ``VARIANTS``: named option sets, the documented configurations (each mixer's docstring says
       what they are). The registry tests run the defaults and every variant.
+
+    Example::
+
+        mixer = make_mixer("s5", {"state_size": 16, "causal": False})
+        mixer.is_causal, mixer.noncausal_options()                  # False, {'causal': False}
+        x = jnp.ones((2, 50, 32))                                   # [B, L, H]
+        y = mixer.apply(mixer.init(jax.random.key(0), x), x)        # [2, 50, 32]
     """
 
     VARIANTS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
@@ -49,7 +56,9 @@ class SequenceMixer(nn.Module):
         causal returns ``{}``), so that no mixer is taken as causal by omission.
         """
         if "causal" not in mixer_fields(type(self)):
-            raise NotImplementedError(f"{type(self).__name__} has no `causal` option: it must declare noncausal_options()")
+            raise NotImplementedError(
+                f"{type(self).__name__} has no `causal` option: it must declare noncausal_options()"
+            )
         return {} if self.causal else {"causal": False}
 
     @property
@@ -63,6 +72,11 @@ class SequenceMixer(nn.Module):
         recurrent state, or a sliding window that ``__call__`` applies too); past it ``step``
         returns NaN. 0: this configuration cannot decode (``step`` raises)."""
         return None
+
+    def check_sequence(self, x: jax.Array, width: str = "H") -> None:
+        """Raises ``ValueError`` unless ``x`` is a batch of sequences ``[B, L, width]``."""
+        if x.ndim != 3:
+            raise ValueError(f"{type(self).__name__}: x must be [B, L, {width}], got shape {x.shape}")
 
     def require_causal(self, consumer: str) -> None:
         """Raises ``ValueError`` naming the options if this mixer, as configured, sees later tokens."""

@@ -47,6 +47,13 @@ class S4(SequenceMixer):
     at packed-sequence boundaries.
 
     ``VARIANTS``: ``l_max`` (a 16-tap kernel, decodable) and ``bidirectional`` (``causal=False``).
+
+    Example::
+
+        layer = S4(state_size=16, l_max=64)
+        x = jnp.ones((2, 64, 8))                                    # [B, L, H]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 64, 8]
     """
 
     VARIANTS = {"l_max": dict(l_max=16), "bidirectional": dict(causal=False)}
@@ -75,8 +82,7 @@ class S4(SequenceMixer):
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``."""
         del train
-        if x.ndim != 3:
-            raise ValueError(f"S4: x must be [B, L, H], got shape {x.shape}")
+        self.check_sequence(x)
         length = x.shape[1]
         if self.l_max is not None and length > self.l_max:
             raise ValueError(f"S4: sequence length {length} exceeds l_max={self.l_max}")

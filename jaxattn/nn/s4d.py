@@ -19,10 +19,11 @@ import numpy as np
 from jaxattn.nn.hippo import hippo_legs_dplr, hippo_legs_nplr
 from jaxattn.nn.ptd import hippo_legs_ptd
 from jaxattn.nn.registry import SequenceMixer, register_mixer
-from jaxattn.nn.s5 import segment_resets
 from jaxattn.nn.ssm_parameters import per_feature_ssm
 from jaxattn.ops import diagonal_scan
 from jaxattn.parallel.sequence import scan_states
+from jaxattn.ops.discretization import zero_order_hold
+from jaxattn.ops.segments import state_resets
 from jaxattn.ops.ssm_convolution import padded_fft_convolution, s4d_kernel
 
 SPECTRA = ("lin", "inv", "legs", "real", "ptd")
@@ -80,6 +81,13 @@ class S4D(SequenceMixer):
     classifier's layout; packed sequences need ``mode="recurrence"``.
 
     ``VARIANTS``: ``recurrence``, ``bidirectional`` (``causal=False``) and ``lin`` (S4D-Lin's spectrum).
+
+    Example::
+
+        layer = S4D(state_size=16, causal=False)                    # bidirectional
+        x = jnp.ones((2, 64, 8))                                    # [B, L, H]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 64, 8]
     """
 
     VARIANTS = {"recurrence": dict(mode="recurrence"), "bidirectional": dict(causal=False),
@@ -113,8 +121,7 @@ class S4D(SequenceMixer):
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``."""
         del train
-        if x.ndim != 3:
-            raise ValueError(f"S4D: x must be [B, L, H], got shape {x.shape}")
+        self.check_sequence(x)
         lam, b, step, cs, d = self.discrete_system(x.shape[-1])
         u = x.astype(jnp.float32)
         if self.mode == "recurrence":
@@ -127,14 +134,14 @@ class S4D(SequenceMixer):
     def _recurrence(self, u, lam, b, step, cs, segment_ids, h0=None):
         """The same map as the convolution, by ``diagonal_scan`` over ``[B, L, H, P]`` states from
         ``h0 [B, H, P]`` (zeros when None); returns ``(y [B, L, H]`` without ``D u``, the last state)."""
-        lam_bar = jnp.exp(step[:, None] * lam)  # [H, P]
-        bu = u[..., None] * ((lam_bar - 1.0) / lam * b)  # [B, L, H, P]
+        lam_bar, gain = zero_order_hold(lam, step[:, None])  # [H, P]
+        bu = u[..., None] * (gain * b)  # [B, L, H, P]
 
         def transitions(reverse: bool):
             a = jnp.broadcast_to(lam_bar, (1, 1, *lam_bar.shape))
             if segment_ids is None:
                 return a
-            return jnp.where(segment_resets(segment_ids, reverse)[..., None, None], 0.0, a)
+            return jnp.where(state_resets(segment_ids, reverse)[..., None, None], 0.0, a)
 
         if h0 is None:  # a whole sequence: sequence parallel under a mesh with sequence shards
             states = scan_states(transitions(False), bu, impl=self.scan_impl)
@@ -147,7 +154,7 @@ class S4D(SequenceMixer):
             states = scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl)
             after = jnp.concatenate([states[:, 1:], jnp.zeros_like(states[:, :1])], axis=1)
             if segment_ids is not None:  # a state from the next segment does not reach back
-                after = jnp.where(segment_resets(segment_ids, True)[..., None, None], 0.0, after)
+                after = jnp.where(state_resets(segment_ids, True)[..., None, None], 0.0, after)
             y = y + self._pairs_factor * jnp.einsum("blhp,hp->blh", after, cs[1]).real
         return y, last
 

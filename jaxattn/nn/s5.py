@@ -18,6 +18,7 @@ from jaxattn.nn.discretization import DISCRETIZATIONS
 from jaxattn.nn.hippo import block_diagonal_hippo
 from jaxattn.nn.ptd import block_diagonal_ptd
 from jaxattn.nn.registry import SequenceMixer, register_mixer
+from jaxattn.ops.segments import state_resets
 from jaxattn.parallel.sequence import scan_states
 
 _MAX_STABLE_REAL_PART = -1e-4
@@ -82,18 +83,6 @@ def log_step_init(dt_min: float, dt_max: float):
     return init
 
 
-def segment_resets(segment_ids: jax.Array, reverse: bool) -> jax.Array:
-    """``[B, L]`` bool: where the state carried from the previous step must be dropped.
-
-    Forward: ``segment_ids[t] != segment_ids[t-1]``; reverse: ``segment_ids[t] != segment_ids[t+1]``.
-    """
-    shift = 1 if not reverse else -1
-    neighbour = jnp.roll(segment_ids, shift, axis=1)
-    boundary = segment_ids != neighbour
-    edge = 0 if not reverse else -1
-    return boundary.at[:, edge].set(True)
-
-
 @register_mixer("s5")
 class S5(SequenceMixer):
     """S5 sequence mixer ``[B, L, H] -> [B, L, H]``.
@@ -121,6 +110,13 @@ class S5(SequenceMixer):
 
     ``VARIANTS``: ``bidirectional`` (``causal=False``), ``bilinear`` (bilinear discretisation, no
     conjugate symmetry) and ``blocks`` (four HiPPO blocks, clipped eigenvalues).
+
+    Example::
+
+        layer = S5(state_size=16, blocks=2, causal=False)           # bidirectional
+        x = jnp.ones((2, 64, 8))                                    # [B, L, H]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 64, 8]
     """
 
     VARIANTS = {
@@ -200,8 +196,7 @@ class S5(SequenceMixer):
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``; ``segment_ids [B, L]`` resets the state at each boundary."""
         del train
-        if x.ndim != 3:
-            raise ValueError(f"S5: x must be [B, L, H], got shape {x.shape}")
+        self.check_sequence(x)
         if segment_ids is not None and segment_ids.shape != x.shape[:2]:
             raise ValueError(f"S5: segment_ids must be [B, L] = {x.shape[:2]}, got {segment_ids.shape}")
         lam_bar, b_bar, cs, d = self.discrete_system(x.shape[-1])
@@ -211,7 +206,7 @@ class S5(SequenceMixer):
             a = jnp.broadcast_to(lam_bar, (1, 1, lam_bar.shape[0]))
             if segment_ids is None:
                 return a
-            return jnp.where(segment_resets(segment_ids, reverse)[..., None], 0.0, a)
+            return jnp.where(state_resets(segment_ids, reverse)[..., None], 0.0, a)
 
         states = scan_states(transitions(False), bu, impl=self.scan_impl)
         y = self._read_out(cs[0], states)

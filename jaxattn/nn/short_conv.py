@@ -4,6 +4,7 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxattn.ops.short_conv import causal_conv1d
 
@@ -27,3 +28,9 @@ class ShortConvolution(nn.Module):
         )
         y, history = causal_conv1d(x, kernel, history=history, segment_ids=segment_ids)
         return jax.nn.silu(y), history
+
+
+def zero_conv_history(batch_size: int, width: int, channels: int) -> jax.Array:
+    """The decoding carry of a :class:`ShortConvolution` before the first token: ``[B, W-1, C]``
+    fp32 zeros (no rows for ``width = 0``, no convolution)."""
+    return jnp.zeros((batch_size, max(width - 1, 0), channels), jnp.float32)

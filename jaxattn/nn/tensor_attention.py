@@ -32,7 +32,8 @@ class PairCache(NamedTuple):
 
 @register_mixer("tensor_attention")
 class TensorAttention(SequenceMixer):
-    """2-simplicial attention with the mixer face (``__call__``, ``init_carry``, ``step``).
+    """2-simplicial attention ``[B, L, d_model] -> [B, L, d_model]`` with the mixer face (``__call__``,
+    ``init_carry``, ``step`` on ``x_t [B, d_model]``).
 
     Attributes:
       num_heads, head_dim: H heads of size D (q, k1, k2, v1, v2 all ``[B, L, H, D]``).
@@ -48,6 +49,13 @@ class TensorAttention(SequenceMixer):
 
     ``VARIANTS``: ``window`` (a 4 x 3 sliding window), ``shared_bias`` (one shared ``k2``, ``v2``
     with the bias parameterisation) and ``bidirectional``.
+
+    Example::
+
+        layer = TensorAttention(num_heads=2, head_dim=16, window=(8, 4))
+        x = jnp.ones((2, 32, 32))                                   # [B, L, d_model]
+        variables = layer.init(jax.random.key(0), x)
+        y = layer.apply(variables, x)                               # [2, 32, 32]
     """
 
     VARIANTS = {"window": dict(window=(4, 3)), "shared_bias": dict(shared_k2v2=True, bias=True),
@@ -92,8 +100,7 @@ class TensorAttention(SequenceMixer):
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        if x.ndim != 3:
-            raise ValueError(f"TensorAttention: x must be [B, L, d_model], got shape {x.shape}")
+        self.check_sequence(x, "d_model")
         (q, k1, k2, v1, v2), output = self._project(x)
         o = tensor_attention(q, k1, k2, v1, v2, causal=self.is_causal, window=self.window, segment_ids=segment_ids,
                              impl=self.impl)

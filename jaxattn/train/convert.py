@@ -14,8 +14,11 @@ import jax.numpy as jnp
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from jaxattn.ops import attention_distillation_loss, feature_maps
+from jaxattn.nn.linear_attention import HedgehogFeatureMap
+from jaxattn.ops import attention_distillation_loss
 from jaxattn.ops.rotary import apply_rotary
+
+MAP_NAMES = ("query_map", "key_map")
 
 
 def transfer_parameters(source, target) -> tuple[dict, list[str]]:
@@ -54,12 +57,15 @@ def teacher_queries_and_keys(model, variables, inputs, lengths, *, num_heads: in
 
 
 def hedgehog_maps_loss(map_params: dict, layers: list[tuple], *, causal: bool) -> jax.Array:
-    """Sum over layers of the distillation loss with ``phi = softmax([x W, -x W])`` per head."""
+    """Sum over layers of the distillation loss with the student's own feature maps
+    (:class:`jaxattn.nn.linear_attention.HedgehogFeatureMap`, ``phi = softmax([x W, -x W])`` per head).
+
+    ``map_params``: ``{block: {"query_map": {"weight": W}, "key_map": ...}}``, ``W [H, D, D]``.
+    """
     total = 0.0
+    feature_map = HedgehogFeatureMap()
     for name, (q, k) in zip(sorted(map_params, key=lambda n: int(n[7:])), layers):
-        weights = map_params[name]
-        phi_q = feature_maps.hedgehog_softmax(jnp.einsum("bthd,hde->bthe", q, weights["query_map"]))
-        phi_k = feature_maps.hedgehog_softmax(jnp.einsum("bthd,hde->bthe", k, weights["key_map"]))
+        phi_q, phi_k = (feature_map.apply({"params": map_params[name][part]}, x) for part, x in zip(MAP_NAMES, (q, k)))
         total = total + attention_distillation_loss(q, k, phi_q, phi_k, causal=causal)
     return total
 
@@ -70,7 +76,7 @@ def distill_hedgehog_maps(
     """Trains the ``query_map`` / ``key_map`` weights of every block's mixer; returns the updated
     parameters and the loss per step."""
     map_params = {
-        name: {part: block["mixer"][part]["weight"] for part in ("query_map", "key_map")}
+        name: {part: block["mixer"][part] for part in MAP_NAMES}
         for name, block in student_params.items() if name.startswith("blocks_")
     }
     optimizer = optax.adam(learning_rate)
@@ -88,6 +94,6 @@ def distill_hedgehog_maps(
         losses.append(float(loss))
     params = jax.tree.map(lambda x: x, student_params)
     for name, parts in map_params.items():
-        for part, weight in parts.items():
-            params[name]["mixer"][part]["weight"] = weight
+        for part, variables in parts.items():
+            params[name]["mixer"][part] = variables
     return params, losses
