@@ -14,8 +14,8 @@ Sequences are head-major ``[B, H, T, D]`` with T a multiple of the chunk size C,
 
 The TPU module (Mosaic) and the Triton module run the same bodies; :func:`run_on_platform` picks
 one by lowering platform (the Triton one in the interpreter elsewhere). A sweep's options and
-geometry are fixed once here, in a :class:`~pallas_kernels.chunked.sweep_plan.SweepPlan` that both
-backends read. Outputs are fp32.
+geometry are fixed once here, in a :mod:`~pallas_kernels.chunked.plans` record that both backends
+read. Outputs are fp32.
 """
 
 from collections.abc import Callable, Sequence
@@ -24,7 +24,7 @@ from typing import Optional
 import jax
 
 from pallas_kernels.chunked import tpu, triton
-from pallas_kernels.chunked.sweep_plan import SweepPlan
+from pallas_kernels.chunked.plans import ChunkwisePlan, SweepPlan
 from pallas_kernels.platform import run_on_platform
 
 
@@ -72,9 +72,12 @@ def chunkwise(body: Callable, inputs: Sequence[jax.Array], out_blocks: Sequence[
               name: str) -> list[jax.Array]:
     """Runs ``body(blocks) -> outputs`` on every chunk: ``inputs`` ``[B, H, N, r_i, c_i]``, outputs fp32
     ``[B, H, N, r, c]`` for each ``(r, c)`` of ``out_blocks``."""
+    batch, heads, num_chunks = inputs[0].shape[:3]
+    plan = ChunkwisePlan(body, tuple(map(tuple, out_blocks)), name, len(inputs), batch, heads, num_chunks)
+
     def on(backend):
         def run(inputs, interpret):
-            return backend.chunkwise(body, inputs, out_blocks, name=name, interpret=interpret)
+            return backend.chunkwise(plan, inputs, interpret=interpret)
 
         return run
 

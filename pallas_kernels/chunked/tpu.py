@@ -6,7 +6,7 @@ shapes are whole trailing dimensions, as Mosaic requires for a C that is not a m
 ``chunkwise``: grid (batch, head, chunk), all parallel, one whole ``[r, c]`` block per operand.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import jax
@@ -15,7 +15,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.chunked.decay import ChunkDecay
-from pallas_kernels.chunked.sweep_plan import SweepPlan
+from pallas_kernels.chunked.plans import ChunkwisePlan, SweepPlan
 
 
 def _check_chunk_size(chunk_size: int, name: str) -> None:
@@ -93,30 +93,16 @@ def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Arra
     return (outputs, *rest)
 
 
-def chunkwise(
-    body: Callable,
-    inputs: Sequence[jax.Array],
-    out_blocks: Sequence[tuple[int, int]],
-    *,
-    name: str,
-    interpret: bool = False,
-) -> list[jax.Array]:
-    """See :func:`pallas_kernels.chunked.chunkwise`."""
-    batch, heads, num_chunks = inputs[0].shape[:3]
-    block = lambda shape: pl.BlockSpec((None, None, None, *shape), lambda i, j, n: (i, j, n, 0, 0))  # noqa: E731
-
-    def kernel(*refs):
-        outputs = body([r[...] for r in refs[: len(inputs)]])
-        for ref, value in zip(refs[len(inputs) :], outputs):
-            ref[...] = value.astype(ref.dtype)
-
+def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, interpret: bool = False) -> list[jax.Array]:
+    """See :func:`pallas_kernels.chunked.chunkwise`; ``plan`` holds its options and geometry."""
     return list(pl.pallas_call(
-        kernel,
-        grid=(batch, heads, num_chunks),
-        in_specs=[block(a.shape[3:]) for a in inputs],
-        out_specs=[block(shape) for shape in out_blocks],
-        out_shape=[jax.ShapeDtypeStruct((batch, heads, num_chunks, *shape), jnp.float32) for shape in out_blocks],
+        plan.kernel,
+        grid=(plan.batch, plan.heads, plan.num_chunks),
+        in_specs=[plan.block_spec(a.shape[3:]) for a in inputs],
+        out_specs=[plan.block_spec(shape) for shape in plan.out_blocks],
+        out_shape=[jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.num_chunks, *shape), jnp.float32)
+                   for shape in plan.out_blocks],
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel")),
         interpret=interpret,
-        name=name.replace(" ", "_"),
+        name=plan.kernel_name,
     )(*inputs))

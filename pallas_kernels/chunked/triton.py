@@ -6,7 +6,7 @@ least 16, so every block axis wider than 1 is zero-padded to one (zero key and v
 nothing to any product) and the chunk size must be one; outputs are cut back.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import jax
@@ -15,7 +15,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from pallas_kernels.chunked.decay import ChunkDecay
-from pallas_kernels.chunked.sweep_plan import SweepPlan
+from pallas_kernels.chunked.plans import ChunkwisePlan, SweepPlan
 from pallas_kernels.dot import fp32_algorithm
 from pallas_kernels.platform import triton_fp32_dot, wide_fp32
 
@@ -116,36 +116,21 @@ def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Arra
     return outputs, final, history[..., :key_dim, :value_dim]
 
 
-def chunkwise(
-    body: Callable,
-    inputs: Sequence[jax.Array],
-    out_blocks: Sequence[tuple[int, int]],
-    *,
-    name: str,
-    interpret: bool = False,
-    num_warps: int = 4,
-    num_stages: Optional[int] = None,
-) -> list[jax.Array]:
-    """See :func:`pallas_kernels.chunked.chunkwise`."""
-    batch, heads, num_chunks = inputs[0].shape[:3]
+def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, interpret: bool = False, num_warps: int = 4,
+              num_stages: Optional[int] = None) -> list[jax.Array]:
+    """See :func:`pallas_kernels.chunked.chunkwise`; ``plan`` holds its options and geometry."""
     padded = [_pad_last(a, axes=2) for a in inputs]
-    padded_blocks = [tuple(_block_size(n) for n in shape) for shape in out_blocks]
-    block = lambda shape: pl.BlockSpec((None, None, None, *shape), lambda i, j, n: (i, j, n, 0, 0))  # noqa: E731
-
-    def kernel(*refs):
-        outputs = body([r[...] for r in refs[: len(inputs)]])
-        for ref, value in zip(refs[len(inputs) :], outputs):
-            ref[...] = value.astype(ref.dtype)
-
+    padded_blocks = [tuple(_block_size(n) for n in shape) for shape in plan.out_blocks]
     with fp32_algorithm(triton_fp32_dot(interpret)):
         outputs = pl.pallas_call(
-            kernel,
-            grid=(batch, heads, num_chunks),
-            in_specs=[block(a.shape[3:]) for a in padded],
-            out_specs=[block(shape) for shape in padded_blocks],
-            out_shape=[jax.ShapeDtypeStruct((batch, heads, num_chunks, *shape), jnp.float32) for shape in padded_blocks],
+            plan.kernel,
+            grid=(plan.batch, plan.heads, plan.num_chunks),
+            in_specs=[plan.block_spec(a.shape[3:]) for a in padded],
+            out_specs=[plan.block_spec(shape) for shape in padded_blocks],
+            out_shape=[jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.num_chunks, *shape), jnp.float32)
+                       for shape in padded_blocks],
             compiler_params=_compiler_params(inputs, num_warps, num_stages),
             interpret=interpret,
-            name=name.replace(" ", "_"),
+            name=plan.kernel_name,
         )(*padded)
-    return [o[..., :rows, :cols] for o, (rows, cols) in zip(outputs, out_blocks)]
+    return [o[..., :rows, :cols] for o, (rows, cols) in zip(outputs, plan.out_blocks)]
