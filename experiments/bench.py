@@ -14,17 +14,16 @@ pallas rows are skipped there unless ``--interpret_pallas``.
 """
 
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags, logging
 
 from experiments.bench_cases import CASES, Shape
 from experiments.bench_report import write_markdown, write_plot
 from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
+from experiments.timing import median_seconds
 from pallas_kernels import triton_raw
 
 _OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")
@@ -50,16 +49,6 @@ _INTERPRET_PALLAS = flags.DEFINE_bool("interpret_pallas", False, "Time the Palla
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "Where bench.json / .md / .png go.")
 
 
-def _median_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def _peak_bytes(fn, args) -> int:
     """Peak memory of the compiled program from XLA's buffer assignment: the larger of its peak and
     arguments + outputs + temporaries (XLA:CPU's ``peak_memory_in_bytes`` leaves the temporaries out)."""
@@ -79,7 +68,7 @@ def dense_matmul_gflops(dtype: str, size: int = 0, repeats: int = 5) -> float:
     ``size`` 0: 2048 on CPU, 8192 on an accelerator (a 2048 product is too short to fill a GPU)."""
     size = size or (8192 if _on_accelerator() else 2048)
     a = jax.random.normal(jax.random.key(0), (size, size), dtype)
-    seconds = _median_seconds(jax.jit(lambda a: a @ a), (a,), repeats)
+    seconds = median_seconds(jax.jit(lambda a: a @ a), a, repeats=repeats)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -88,7 +77,7 @@ def copy_bandwidth_gbs(megabytes: int = 0, repeats: int = 5) -> float:
     CPU, 2048 on an accelerator, well past its caches)."""
     megabytes = megabytes or (2048 if _on_accelerator() else 256)
     x = jnp.zeros((megabytes * 2**18,), jnp.float32)
-    seconds = _median_seconds(jax.jit(lambda x: x + 1), (x,), repeats)
+    seconds = median_seconds(jax.jit(lambda x: x + 1), x, repeats=repeats)
     return 2 * x.nbytes / seconds / 1e9
 
 
@@ -130,11 +119,11 @@ def _measure_times(case, impl: str, shape: Shape) -> dict:
                     forward_backward_ms=None if both is None else 1e3 * both)
     args = case.make_inputs(shape)
     fn = jax.jit(case.run(impl))
-    row = dict(forward_ms=1e3 * _median_seconds(fn, args, _REPEATS.value), forward_peak_bytes=_peak_bytes(fn, args),
+    row = dict(forward_ms=1e3 * median_seconds(fn, *args, repeats=_REPEATS.value), forward_peak_bytes=_peak_bytes(fn, args),
                forward_backward_ms=None, forward_backward_peak_bytes=None)
     if backward:
         grad_fn = _forward_backward(case.run(impl), len(args))
-        row["forward_backward_ms"] = 1e3 * _median_seconds(grad_fn, args, _REPEATS.value)
+        row["forward_backward_ms"] = 1e3 * median_seconds(grad_fn, *args, repeats=_REPEATS.value)
         row["forward_backward_peak_bytes"] = _peak_bytes(grad_fn, args)
     return row
 

@@ -6,23 +6,11 @@ and warp counts, and checks each against the one-row loop. Run on a GPU from the
 (results: ``results/bench_gpu_h100/logs/tune_scan.log``)
 """
 
-import time
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from experiments.timing import median_seconds
 from pallas_kernels.diagonal_scan import triton
-
-
-def median_ms(fn, *args, repeats=20):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def main():
@@ -39,7 +27,7 @@ def main():
             out = fn(a, b, h0)
             base = out if base is None else base
             error = float(jnp.max(jnp.abs(out - base)))
-            ms = median_ms(fn, a, b, h0)
+            ms = 1e3 * median_seconds(fn, a, b, h0, repeats=20)
             print(f"num_warps={num_warps} unroll={unroll:2d}: {ms:8.3f} ms  {3 * a.nbytes / ms / 1e6:7.1f} GB/s  "
                   f"max |diff| vs unroll 1: {error:.1e}")
 
