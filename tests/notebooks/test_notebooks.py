@@ -8,12 +8,15 @@ semantics hold (a fresh namespace, cell by cell, rich output). The kernel:
   ``python3`` kernelspec elsewhere on the machine (another virtualenv's) is never picked up;
 * starts in the repository root with ``MPLBACKEND=Agg`` (figures render headless) and one CPU
   device: the suite's 8 fake devices are for the sharding tests, and a reader opening a notebook on
-  a laptop has one.
+  a laptop has one;
+* has ``TMPDIR`` in the test's temporary directory, so the work directories the notebooks make with
+  ``tempfile`` go when pytest cleans up.
 """
 
 import json
 import os
 import pathlib
+import re
 import sys
 
 import jupytext
@@ -36,6 +39,7 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.py"), key=reading_position)
 KERNEL_NAME = "python3"
 CELL_TIMEOUT_S = 120  # per cell; a whole notebook takes 10-30 s on 2 CPU cores
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+WARNING = re.compile(r"\w*Warning: .*")  # as Python's warnings module prints them
 
 
 @pytest.fixture(scope="session")
@@ -51,16 +55,17 @@ def kernel_specs(tmp_path_factory) -> KernelSpecManager:
     return KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
 
 
-def kernel_environment() -> dict[str, str]:
-    """This process's environment with a headless matplotlib and the fake CPU device count removed."""
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+def kernel_environment(temporary_directory: pathlib.Path) -> dict[str, str]:
+    """This process's environment with a headless matplotlib, ``TMPDIR`` set and the fake CPU device count removed."""
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TMPDIR=str(temporary_directory))
     flags = [flag for flag in env.get("XLA_FLAGS", "").split() if not flag.startswith(DEVICE_COUNT_FLAG)]
     env["XLA_FLAGS"] = " ".join(flags)
     return env
 
 
-def run_notebook(source: pathlib.Path, kernel_specs: KernelSpecManager):
-    """Converts the percent-format ``source`` and executes every cell in the repository root.
+def run_notebook(source: pathlib.Path, kernel_specs: KernelSpecManager, temporary_directory: pathlib.Path):
+    """Converts the percent-format ``source`` and executes every cell in the repository root
+    (``tempfile`` writes under ``temporary_directory``).
 
     Returns the executed notebook; raises ``CellExecutionError`` at the first cell that raises.
     """
@@ -70,7 +75,7 @@ def run_notebook(source: pathlib.Path, kernel_specs: KernelSpecManager):
         notebook, km=manager, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
         resources={"metadata": {"path": str(REPO_ROOT)}},
     )
-    client.execute(env=kernel_environment())
+    client.execute(env=kernel_environment(temporary_directory))
     return notebook
 
 
@@ -79,12 +84,15 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook_runs(source, kernel_specs):
-    notebook = run_notebook(source, kernel_specs)
+def test_notebook_runs(source, kernel_specs, tmp_path):
+    notebook = run_notebook(source, kernel_specs, tmp_path)
     cells = notebook.cells
     assert cells[0].cell_type == "markdown", f"{source.name} must open with a markdown cell saying what it shows"
     code = [cell for cell in cells if cell.cell_type == "code"]
     assert code and all(cell.execution_count is not None for cell in code), f"{source.name}: a cell did not run"
+    # A clean run warns about nothing (deprecations included): what a reader sees is the result.
+    printed = "".join(output.get("text", "") for cell in code for output in cell.outputs)
+    assert not WARNING.search(printed), f"{source.name} printed a warning: {WARNING.search(printed).group(0)}"
 
 
 def test_a_raising_cell_fails_the_runner(tmp_path, kernel_specs):
@@ -96,16 +104,17 @@ def test_a_raising_cell_fails_the_runner(tmp_path, kernel_specs):
         "# %%\nprint('never reached')\n"
     )
     with pytest.raises(CellExecutionError, match="the notebook is broken"):
-        run_notebook(broken, kernel_specs)
+        run_notebook(broken, kernel_specs, tmp_path)
 
 
 def test_the_kernel_runs_this_interpreter_in_the_repository_root(tmp_path, kernel_specs):
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "# %%\nimport os, sys\n"
+        "# %%\nimport os, sys, tempfile\n"
         "import matplotlib, jax\n"
-        "print(repr(sys.executable), repr(os.getcwd()), matplotlib.get_backend().lower(), jax.device_count())\n"
+        "print(repr(sys.executable), repr(os.getcwd()), matplotlib.get_backend().lower(), jax.device_count(),\n"
+        "      repr(tempfile.gettempdir()))\n"
     )
-    outputs = run_notebook(probe, kernel_specs).cells[0].outputs
+    outputs = run_notebook(probe, kernel_specs, tmp_path).cells[0].outputs
     printed = "".join(output.get("text", "") for output in outputs)
-    assert printed.split() == [repr(sys.executable), repr(str(REPO_ROOT)), "agg", "1"]
+    assert printed.split() == [repr(sys.executable), repr(str(REPO_ROOT)), "agg", "1", repr(str(tmp_path))]
