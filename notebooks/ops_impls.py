@@ -18,12 +18,10 @@
 # Notebook* on this `.py` file (or convert it: `jupytext --to ipynb notebooks/ops_impls.py`).
 
 # %%
-import time
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from experiments.timing import median_seconds
 from jaxattn.ops import delta_rule, linear_attention
 
 IMPLS = ("reference", "xla", "pallas")
@@ -109,19 +107,10 @@ print(f"every implementation matches the reference to {tolerance:g} (relative)")
 #
 # On a CPU the Pallas path is the interpreter, whose speed says nothing about the kernel, so the
 # timing runs only on an accelerator: forward plus backward, the median of a few runs after
-# compiling, at a size where the kernels matter.
+# compiling (`experiments.timing.median_seconds`, as the benchmarks time), at a size where the
+# kernels matter.
 
 # %%
-def median_seconds(function, *arguments, repeats=10):
-    jax.block_until_ready(function(*arguments))  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(function(*arguments))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 if ON_ACCELERATOR:
     shape = (4, 4096, 8, 64)
     large = random_inputs(jax.random.key(2), shape, jnp.bfloat16)
@@ -131,7 +120,8 @@ if ON_ACCELERATOR:
         timings = {}
         for impl in ("xla", "pallas"):
             loss = lambda *xs, impl=impl: jnp.sum(op(*xs, impl=impl).astype(jnp.float32))
-            timings[impl] = median_seconds(jax.jit(jax.grad(loss, argnums=tuple(range(len(arrays))))), *arrays)
+            gradient = jax.jit(jax.grad(loss, argnums=tuple(range(len(arrays)))))
+            timings[impl] = median_seconds(gradient, *arrays, repeats=10)
         print(f"{name:<17} xla {timings['xla'] * 1e3:8.2f} ms   pallas {timings['pallas'] * 1e3:8.2f} ms   "
               f"xla / pallas {timings['xla'] / timings['pallas']:.2f}")
 else:
