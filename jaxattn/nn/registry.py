@@ -117,10 +117,15 @@ def register_mixer(name: str) -> Callable[[type[SequenceMixer]], type[SequenceMi
     return register
 
 
+def mixer_defaults(cls: type[nn.Module]) -> dict[str, Any]:
+    """``{option: default}`` of a mixer class: its dataclass fields but linen's own (class
+    variables such as ``VARIANTS`` are no fields)."""
+    return {field.name: field.default for field in dataclasses.fields(cls) if field.name not in ("parent", "name")}
+
+
 def mixer_fields(cls: type[nn.Module]) -> set[str]:
-    """The option names of a mixer class (its dataclass fields but linen's own; class variables
-    such as ``VARIANTS`` are no fields)."""
-    return {field.name for field in dataclasses.fields(cls)} - {"parent", "name"}
+    """The option names of a mixer class (the keys of :func:`mixer_defaults`)."""
+    return set(mixer_defaults(cls))
 
 
 def mixer_class(mixer_name: str, options: Mapping[str, Any] = ()) -> type[SequenceMixer]:

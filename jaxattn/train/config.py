@@ -19,7 +19,6 @@ with a message naming the field (``config.model.norm``), not minutes into a run.
   e.g. ``--config.mesh.preset=fsdp_tensor --config.mesh.tensor=4``.
 """
 
-import dataclasses
 from typing import Optional
 
 import ml_collections
@@ -28,7 +27,7 @@ from jaxattn.data import TASKS
 from jaxattn.nn.arithmetic import KINDS as ARITHMETIC_KINDS
 from jaxattn.nn.arithmetic import Arithmetic
 from jaxattn.nn.blocks import ACTIVATIONS, NORMS, POOLINGS
-from jaxattn.nn.registry import MIXERS, mixer_class, mixer_fields
+from jaxattn.nn.registry import MIXERS, mixer_class, mixer_defaults
 from jaxattn.ops.lmul import BACKWARDS, OFFSETS, SEMANTICS
 from jaxattn.parallel.mesh import DEFAULT_MESH_SIZES, mesh_shape, resolve_mesh_sizes
 from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
@@ -100,10 +99,7 @@ def mixer_options(mixer: str, **overrides) -> dict:
     Configs list all options so that any of them can be overridden from the command line
     (``--config.model.mixer_options.dt_max=0.5``): a flag cannot add a field that is not there.
     """
-    cls = mixer_class(mixer, overrides)
-    options = mixer_fields(cls)
-    defaults = {field.name: field.default for field in dataclasses.fields(cls) if field.name in options}
-    return {**defaults, **overrides}
+    return {**mixer_defaults(mixer_class(mixer, overrides)), **overrides}
 
 
 def _same_kind(value, default) -> bool:
