@@ -2,6 +2,8 @@
 
 Each image becomes a length-64 sequence of scalar pixel features (row-major order), so a model must
 integrate information over the whole sequence to classify it; a small, fast real-valued task.
+
+See docs/tasks.md#digits.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ Two entry points:
 
 Both work on a dict of numpy arrays sharing their leading (row) dimension, e.g.
 {"inputs": [N, L], "targets": [N], "lengths": [N]}. Batches are dicts with the same keys.
+
+The contract (seeded, sharded, resumable) in words: docs/tasks.md#the-iterators.
 """
 
 from __future__ import annotations

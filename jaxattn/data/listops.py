@@ -10,6 +10,8 @@ trees whose token length falls outside [min_length, max_length] are redrawn.
 Deviations from LRA, both distribution-preserving for accepted examples: the root is always an
 operator (a bare digit has length 1 and would be rejected anyway), and a tree is abandoned as soon as
 it is certain to exceed max_length (so huge trees cost nothing).
+
+See docs/tasks.md#listops.
 """
 
 from __future__ import annotations

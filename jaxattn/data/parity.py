@@ -2,6 +2,8 @@
 
 Solving it requires carrying one bit of state across the whole (variable-length) sequence, which
 attention without positional/recurrent help is known to struggle with.
+
+See docs/tasks.md#parity.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Input perturbations for robustness studies (numpy, like the rest of ``jaxattn.data``)."""
+"""Input perturbations for robustness studies (numpy, like the rest of ``jaxattn.data``).
+
+See docs/tasks.md#perturbations and docs/ssm.md#robustness-to-fourier-mode-noise.
+"""
 
 import numpy as np
 

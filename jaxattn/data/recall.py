@@ -10,6 +10,8 @@ Keys are token ids ``1..num_keys``, values ``num_keys+1..num_keys+num_values`` (
 within a sequence; 0 is padding). Queries are placed at random positions of the query part (the
 other positions hold random keys that were never paired, as distractors), so a model must look
 up, not count. The targets are per position: ``targets [N, L]``, ``lengths [N]`` all ``L``.
+
+See docs/tasks.md#recall.
 """
 
 import numpy as np

@@ -3,6 +3,8 @@
 A cache file's name hashes every option that produced it (a format version among them), so
 different settings never share a file; files are written whole and renamed into place, so a
 concurrent reader (another process) never sees a partial one.
+
+See docs/tasks.md#caching.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A task builder is a function taking only keyword options (with defaults) and returning a
 `TaskSpec`. Builders register themselves with `@register_task("name")`; the built-in tasks live in
 sibling modules that are imported when `jaxattn.data` is imported.
+
+Every registered task and the arrays it holds: docs/tasks.md#the-task-contract.
 """
 
 from __future__ import annotations

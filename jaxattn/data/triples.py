@@ -11,6 +11,8 @@ logit for ``(j, k)`` can single out ``x_j + x_k = -x_i``. Tokens are ``x + 1`` (
 targets are per position, ``[N, L]`` with values 0/1. ``modulus`` sets the positive rate: with L
 tokens there are ``L (L + 1) / 2`` pair sums, so about ``1 - exp(-L (L + 1) / (2 M))`` positions are
 positive (``L = 16``, ``M = 192``: about half).
+
+See docs/tasks.md#triple_sum.
 """
 
 import numpy as np

@@ -56,6 +56,8 @@ positions; an experiment gets per-length numbers from the test split's predictio
 The model must be causal and per position: ``config.model.pooling = "none"`` with a causal
 mixer (``num_classes = |G|`` outputs), or ``config.model.kind = "language_model"`` (whose
 ``|G| + 1`` outputs include every class).
+
+See docs/tasks.md#word_problem.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ progress.
 Token conventions shared by every LRA task here: 0 is padding and real tokens are >= 1, so byte
 ``b`` becomes token ``b + 1`` (ids 1..256, as LRA's byte encoder) and a pixel intensity ``v``
 becomes token ``v + 1``.
+
+The LRA tasks and where their data come from: docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ Inputs (see `jaxattn.data.lra.pixels`): ``"features"`` (default, the S4/S5 setti
 Splits: test = test_batch; validation = `validation_fraction` of the 50,000 training images drawn
 by ``default_rng(split_seed)`` (LRA holds out 10 %, ``train[90%:]`` of its TFDS copy, so not the
 same images), train = the rest; ``validation_fraction=0`` uses the test set as validation.
+
+See docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ tokenizer drops non-alphanumeric characters; that changes names, not token bound
 Tokens map to the vocabulary of `jaxattn.data.listops` (the generator), so released and generated
 ListOps share ids: 0 padding, 1-4 the operators, 5 ``]``, 6-15 the digits; vocab 16, 10 classes.
 Sequences are truncated to `max_length` (LRA: 2000; the release has none longer).
+
+See docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations

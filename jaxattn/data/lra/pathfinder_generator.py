@@ -39,6 +39,8 @@ Generation is vectorised over the images of a chunk of 1024; chunk c draws from
 ``default_rng((*seed, c))``, so the images are a function of (seed, options, number of images)
 and whole chunks do not change when more images are asked for. Labels are exactly balanced within
 each chunk (a seeded permutation of alternating 0/1).
+
+See docs/tasks.md#generated-pathfinder.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ float [N, R^2, 1] (S4/S5's normalisation, mean 0.5 and std 0.5 on the 0..1 scale
 validation and test rows are drawn by ``default_rng(split_seed)`` (sizes ``int(fraction * N)``),
 train is the rest. With `cache_dir`, the decoded pixels are kept in an .npz named after the
 options, so later builds skip the PNG decoding (Path-X: 16 KB per image).
+
+See docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations

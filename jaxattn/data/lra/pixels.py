@@ -8,6 +8,8 @@ Images arrive as uint8 ``[N, H * W]`` (row-major pixels). Two representations:
 
 Conversions go through a 256-entry lookup table, so a large uint8 array is converted in one pass
 with no float64 temporaries.
+
+See docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ row, by `layout`:
 * ``"halves"``: text1 in positions ``[0, max_length)`` and text2 in ``[max_length, 2 * max_length)``,
   each zero-padded in its half (vocab 257, seq_len ``2 * max_length``, ``lengths = 2 * max_length``);
   a dual-encoder model splits each row in the middle. Padding inside the row is NOT masked by `lengths`.
+
+See docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations

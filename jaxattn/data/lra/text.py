@@ -14,6 +14,8 @@ TFDS does), encoded byte by byte: token = byte + 1 (0 = padding, vocab 257), tru
 Validation: with ``validation_fraction=0`` (default) the test set doubles as the validation set, as
 in LRA (IMDB has no validation split; both splits then share one array). With a fraction > 0, that
 fraction of the training reviews is held out, drawn by ``default_rng(split_seed)``.
+
+See docs/tasks.md#long-range-arena.
 """
 
 from __future__ import annotations
