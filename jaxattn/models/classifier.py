@@ -6,6 +6,8 @@ bidirectional token classifier for per-position tasks whose labels depend on the
 ``inputs`` are token ids ``[B, L]`` (embedded) or real features ``[B, L, F]`` (linearly
 encoded); ``lengths [B]`` mark the real, unpadded steps. Padding is given its own segment, so
 no mixer (bidirectional ones included) carries information from padding into real steps.
+
+See docs/architecture.md#blocks-and-models.
 """
 
 from typing import Any, Optional

@@ -3,6 +3,8 @@
 ``tokens [B, L] -> logits [B, L, vocab]``: token embedding, residual mixer blocks, final
 LayerNorm, tied output embedding. ``step`` runs one token through every block's ``step`` (the
 mixers' recurrent state or KV cache), so generation costs O(1) per token for recurrent mixers.
+
+See docs/architecture.md#blocks-and-models.
 """
 
 from functools import partial
