@@ -11,6 +11,8 @@ computation is traced.
     ``mantissa_bits``, ``semantics``, ``offset`` and ``backward``.
   * ``kind="fp8_e4m3"`` / ``"fp8_e5m2"``: operands rounded to that format (saturating), exact
     products, fp32 accumulation; straight-through gradients.
+
+See docs/lmul.md#models-in-another-arithmetic.
 """
 
 import contextlib

@@ -1,4 +1,7 @@
-"""Multi-head softmax attention layer, the baseline mixer, with a KV cache for decoding."""
+"""Multi-head softmax attention layer, the baseline mixer, with a KV cache for decoding.
+
+See docs/softmax_attention.md#the-layer.
+"""
 
 from typing import NamedTuple, Optional
 

@@ -3,6 +3,8 @@
 As in the S5 reference code's sequence layer: with ``prenorm``,
 ``y = x + Dropout(act(Mixer(Norm(x))))``; otherwise ``y = Norm(x + Dropout(act(Mixer(x))))``.
 Dropout masks are shared over time (one mask per example and feature).
+
+See docs/architecture.md#blocks-and-models.
 """
 
 from collections.abc import Callable

@@ -11,6 +11,8 @@ implementation, and the parameter paths of every mixer stay what checkpoints hol
   positions on ``q`` and ``k`` when asked (softmax and linear attention).
 * :func:`output_projection`: heads ``[B, L, H, D]`` (or ``[B, L, H D]``) -> ``[B, L, d_model]``,
   with an optional output gate ``silu(x W)`` (GLA, RetNet, Gated DeltaNet).
+
+The layers they serve: docs/softmax_attention.md#the-layer and docs/linear_attention.md#feature-maps.
 """
 
 from collections.abc import Sequence

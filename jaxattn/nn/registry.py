@@ -5,6 +5,8 @@ A mixer is a linen module class deriving from :class:`SequenceMixer`. Register a
 ``@register_mixer("name")`` in its own module and import that module in :mod:`jaxattn.nn`; the
 registry-wide tests (``tests/nn/test_mixer_registry.py``) then check its causality and its
 decoding in every variant it lists, with no test written for it.
+
+See docs/architecture.md#the-mixer-face and docs/architecture.md#the-registry.
 """
 
 import dataclasses

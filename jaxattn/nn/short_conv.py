@@ -1,4 +1,7 @@
-"""The short convolution layer shared by the attention mixers (H3, Based, fla: "short conv")."""
+"""The short convolution layer shared by the attention mixers (H3, Based, fla: "short conv").
+
+See docs/ops.md#short-convolution-and-rotary-positions.
+"""
 
 from typing import Optional
 

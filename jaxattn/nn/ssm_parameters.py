@@ -5,6 +5,8 @@ Each of the H features has its own P modes: ``A`` stored as ``log(-Re A)`` and `
 ``[H, P, 2]`` (real, imaginary), ``C`` (and ``C_reverse`` when not causal) complex normal, ``D``
 ``[H]`` and ``log_step [H]`` log-uniform in ``[log dt_min, log dt_max]``, every initial value the
 same for all features.
+
+See docs/ssm.md#s4d.
 """
 
 import flax.linen as nn
