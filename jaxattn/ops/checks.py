@@ -4,6 +4,8 @@ an empty sequence or a float segment id never reaches the math as an ``IndexErro
 
 Every check raises ``ValueError`` (shape, value) or ``TypeError`` (dtype, Python type) with a message
 ``"{op}: `{name}` must be ..., got ..."``.
+
+See docs/ops.md#validation.
 """
 
 from typing import Any, Optional

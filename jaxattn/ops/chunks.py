@@ -3,6 +3,8 @@
 Sequences are ``[B, T, ...]``. A chunked path pads T to a multiple of the chunk length, views
 the sequence as ``[N, B, C, ...]`` (one scan step per chunk). Segment boundaries of packed
 sequences come from :mod:`jaxattn.ops.segments`.
+
+See docs/linear_attention.md#the-chunked-form.
 """
 
 import jax

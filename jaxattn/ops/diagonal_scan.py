@@ -11,6 +11,8 @@ Implementations:
   * ``"pallas"``: a sequential scan kernel for GPU (Triton) and TPU (Mosaic) tiled over features,
     whose backward is the same kernel run the other way (:mod:`pallas_kernels.diagonal_scan`);
     fp32, bf16, fp16 and complex64.
+
+See docs/ssm.md#the-parallel-scan.
 """
 
 from typing import Optional

@@ -10,6 +10,8 @@ here, by two rules that hold for every op:
   products through a ``dot_general`` (the op's ``takes_dot_general``), and an ``impl`` that cannot
   (``"auto"``, or an explicit kernel) gives way to the fastest of them, said once in the log. Layers
   pass their arithmetic and their ``impl`` straight through; none decides this itself.
+
+See docs/ops.md#impl-reference-xla-pallas-auto.
 """
 
 import functools

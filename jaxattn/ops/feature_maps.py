@@ -1,8 +1,9 @@
 """Fixed feature maps ``phi`` of linear attention, ``phi(q) phi(k)^T ~ sim(q, k)``
 (docs/linear_attention.md#feature-maps).
 
-Each map acts on the last axis ``[..., D] -> [..., D']``. The trainable Hedgehog map lives in
-:mod:`jaxattn.nn.feature_maps` and ends in :func:`hedgehog_softmax` below.
+Each map acts on the last axis ``[..., D] -> [..., D']``. The trainable Hedgehog map is
+``HedgehogFeatureMap`` in :mod:`jaxattn.nn.linear_attention` and ends in :func:`hedgehog_softmax`
+below (docs/linear_attention.md#hedgehog).
 """
 
 from collections.abc import Callable

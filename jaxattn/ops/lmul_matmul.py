@@ -15,6 +15,8 @@ mantissa_bits=3)``. Every contraction is brought to a batched ``[G, M, K] x [G, 
 
 The gradient is straight-through by default (that of the exact product: ``dA = G B^T``,
 ``dB = A^T G``, ordinary matmuls), or ``backward="lmul"``: those two products as L-Matmuls.
+
+See docs/lmul.md#the-l-matmul.
 """
 
 import functools

@@ -7,6 +7,8 @@ so ``rope(q, m) . rope(k, n)`` depends on ``m - n`` only.
 Implementations:
   * ``"reference"``: each pair as the complex number ``x_i + i x_{i+D/2}`` times ``exp(i p theta_i)``.
   * ``"xla"``: the cosines and sines written out (real arithmetic only).
+
+See docs/ops.md#short-convolution-and-rotary-positions.
 """
 
 import jax

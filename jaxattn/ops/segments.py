@@ -9,6 +9,8 @@ respects segments derives its masks here, so that "the same segment" means one t
 * attention masks pairs of different segments (:func:`same_segment`);
 * a convolution, which cannot restart, keeps the first token's segment only
   (:func:`in_first_segment`) or masks the taps that cross a boundary (:func:`same_segment`).
+
+See docs/ops.md#packed-sequences.
 """
 
 import jax

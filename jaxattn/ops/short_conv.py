@@ -9,6 +9,8 @@ Implementations:
   * ``"reference"``: the dense ``[T, T + W - 1]`` banded matrix of the kernel, masked to the
     token's segment, times the history-padded sequence (quadratic in T: the test oracle).
   * ``"xla"``: one shifted multiply-add per tap (``W`` passes over the sequence).
+
+See docs/ops.md#short-convolution-and-rotary-positions.
 """
 
 from typing import Optional
