@@ -7,6 +7,8 @@ reduce-scatter, collective-permute and all-to-all with its result shape and grou
 
     all-gather  S (G-1)/G     reduce-scatter  S (G-1)     all-reduce  2 S (G-1)/G
     all-to-all  S (G-1)/G     collective-permute  S
+
+See docs/sequence_parallel.md#measuring-the-traffic.
 """
 
 import dataclasses

@@ -17,6 +17,8 @@ learn the coordinator's address, their number and their own index, in order of p
 On CPU, cross-process collectives go through gloo. The runtime needs to start before anything
 touches a JAX backend (``jax.devices()``, any computation), so entry points call
 :func:`initialize_from_flags` first thing in ``main``.
+
+See docs/architecture.md#training-and-checkpointing (several processes).
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ replicated when none does (:func:`fit_spec`); the parameter still trains, merely
 
 Batches (:func:`batch_spec`): dimension 0 over ``("data", "fsdp")``, dimension 1 (positions) of
 ``[B, L, ...]`` arrays over ``sequence`` when it divides ``L``.
+
+See docs/architecture.md#sharding-and-meshes and docs/architecture.md#mesh-presets.
 """
 
 import math
