@@ -8,6 +8,8 @@ With several processes every process calls every method (orbax synchronises them
 its own shards of the arrays and process 0 the JSON item and the commit. The JAX distributed
 runtime also turns SIGTERM (a scheduler's preemption or time-limit notice) into a step that all
 processes agree on; orbax saves there and :meth:`Checkpointer.reached_preemption` says to stop.
+
+See docs/architecture.md#training-and-checkpointing.
 """
 
 import os

@@ -17,6 +17,8 @@ with a message naming the field (``config.model.norm``), not minutes into a run.
   ``tensor``, ``sequence``, ``fsdp_tensor``, ``data_sequence``, ``data_fsdp``), or ``""`` for none.
   It sets all four sizes; a size field changed from its default overrides the preset's value,
   e.g. ``--config.mesh.preset=fsdp_tensor --config.mesh.tensor=4``.
+
+See docs/architecture.md#configs.
 """
 
 from typing import Optional

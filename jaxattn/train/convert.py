@@ -5,6 +5,8 @@
    queries and keys, the linear attention weights match the softmax ones
    (:func:`jaxattn.ops.attention_distillation_loss`).
 3. Fine-tune the whole student on the task (the ordinary train loop with ``initial_variables``).
+
+See docs/linear_attention.md#hedgehog.
 """
 
 from collections.abc import Iterable

@@ -3,6 +3,8 @@
 A work directory holds ``config.json``, ``metrics.jsonl``, TensorBoard events, ``checkpoints/``
 and, at the end, ``summary.json``. Running the same config on the same directory again resumes
 from the latest checkpoint and ends with the same metrics as an uninterrupted run.
+
+See docs/architecture.md#training-and-checkpointing.
 """
 
 import dataclasses

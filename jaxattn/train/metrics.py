@@ -3,6 +3,8 @@
 On resume from step ``s`` the records after ``s`` (written before the interruption and about to
 be recomputed) are dropped from the JSONL file and purged from TensorBoard, so a resumed run's
 logs read as if it had never stopped.
+
+See docs/architecture.md#training-and-checkpointing.
 """
 
 import json

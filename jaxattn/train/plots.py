@@ -1,4 +1,7 @@
-"""Training curves from ``metrics.jsonl``: loss and accuracy against step, train and validation."""
+"""Training curves from ``metrics.jsonl``: loss and accuracy against step, train and validation.
+
+See docs/architecture.md#training-and-checkpointing.
+"""
 
 import os
 

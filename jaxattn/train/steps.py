@@ -9,6 +9,8 @@ Adam moments follow their parameters' logical names (FSDP over ``fsdp``, tensor 
 ``tensor``), batches are split over ``("data", "fsdp")`` and their positions over ``sequence``
 (:func:`jaxattn.parallel.batch_spec`), and the model's activation constraints resolve under the
 same rules inside the steps.
+
+See docs/architecture.md#sharding-and-meshes.
 """
 
 import functools
