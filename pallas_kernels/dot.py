@@ -1,4 +1,7 @@
-"""The matrix product every kernel's block math uses."""
+"""The matrix product every kernel's block math uses.
+
+Why fp32 products run at full precision: docs/ops.md#numerics-conventions.
+"""
 
 import contextlib
 import contextvars

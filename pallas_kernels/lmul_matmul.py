@@ -8,6 +8,8 @@ B as ``[G, K, 1, N]``): the products ``[k, bm, bn]`` are formed by the integer a
 (:func:`pallas_kernels.lmul_bits.product_values`) and summed over the leading axis. Products with
 Inf or NaN operands contribute 0 here; :func:`pallas_kernels.lmul_bits.special_products` adds them. TPU: grid (G, M/bm, N/bn, K/bk) with the
 K axis sequential and an fp32 VMEM accumulator; Triton: grid (G, M/bm, N/bn), a loop over K.
+
+See docs/lmul.md#the-l-matmul.
 """
 
 import functools

@@ -11,6 +11,8 @@ operands, about fp32 accuracy): Triton's IEEE fp32 product runs on the CUDA core
 the linear and flash attention forwards (D=64, T=4096) ran 23x and 40x slower with it
 (results/bench_gpu_h100).
 ``JAXATTN_TRITON_FP32_DOT=ieee`` (or ``tf32``, one pass, as XLA's default) picks another.
+
+See docs/ops.md#platform-selection-and-interpret-mode.
 """
 
 import functools

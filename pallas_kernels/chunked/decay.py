@@ -5,6 +5,8 @@ A chunk of C rows carries ``b [C]``, the inclusive cumulative log decay from the
 Row ``i`` sees row ``j <= i`` through ``exp(b_i - b_j)``, the state carried into the chunk through
 ``exp(b_i)``, and the state leaving it sees row ``j`` through ``exp(lam - b_j)``. Masks come before
 ``exp``, so no ``inf - inf`` is ever formed.
+
+See docs/linear_attention.md#the-pallas-kernels and docs/ops.md#numerics-conventions.
 """
 
 from typing import NamedTuple, Optional

@@ -1,6 +1,9 @@
 """What one chunked kernel call is, decided once by :mod:`pallas_kernels.chunked` and read by both
 backends: :class:`SweepPlan` for :func:`~pallas_kernels.chunked.sweep`, :class:`ChunkwisePlan` for
-:func:`~pallas_kernels.chunked.chunkwise`."""
+:func:`~pallas_kernels.chunked.chunkwise`.
+
+See docs/linear_attention.md#the-pallas-kernels.
+"""
 
 from collections.abc import Callable
 from typing import NamedTuple

@@ -4,6 +4,8 @@
 buffer; ``b [B, H, T]`` is passed as ``[B, H, N, C, 1]`` and ``[B, H, N, 1, C]`` so that both block
 shapes are whole trailing dimensions, as Mosaic requires for a C that is not a multiple of 128.
 ``chunkwise``: grid (batch, head, chunk), all parallel, one whole ``[r, c]`` block per operand.
+
+See docs/linear_attention.md#the-pallas-kernels.
 """
 
 from collections.abc import Sequence

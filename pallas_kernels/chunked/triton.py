@@ -4,6 +4,8 @@
 ``chunkwise``: one program per (batch, head, chunk). Triton blocks need power-of-two sizes of at
 least 16, so every block axis wider than 1 is zero-padded to one (zero key and value columns add
 nothing to any product) and the chunk size must be one; outputs are cut back.
+
+See docs/linear_attention.md#the-pallas-kernels.
 """
 
 from collections.abc import Sequence

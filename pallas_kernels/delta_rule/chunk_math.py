@@ -18,6 +18,8 @@ is sequential; everything else is independent per chunk.
 
 ``A`` comes from :func:`system_inverse`, matrix products on whole ``[C, C]`` blocks under masks: no
 block slicing (which Triton lacks) and no row-by-row substitution (C dependent steps).
+
+See docs/delta_rule.md#the-pallas-kernels-implpallas.
 """
 
 from typing import NamedTuple, Optional

@@ -1,4 +1,7 @@
-"""``h_t = a_t h_{t-1} + b_t`` on rows of features, real or complex as (re, im) parts."""
+"""``h_t = a_t h_{t-1} + b_t`` on rows of features, real or complex as (re, im) parts.
+
+See docs/ssm.md#the-parallel-scan.
+"""
 
 import jax
 from jax.experimental import pallas as pl

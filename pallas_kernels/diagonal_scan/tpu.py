@@ -2,6 +2,8 @@
 
 Arrays are ``[B, T, F]`` with features on lanes (tiles of 128) and time on sublanes, so a time step
 is one row of the block and the carry ``[1, F_tile]`` stays in VMEM scratch across time tiles.
+
+See docs/ssm.md#the-parallel-scan.
 """
 
 import jax

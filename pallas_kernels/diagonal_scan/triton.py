@@ -1,6 +1,9 @@
 """GPU (Triton backend) diagonal scan: one program per (batch, feature tile) walks the whole
 sequence, one coalesced row of features per time step, with the carry in registers; the loads of
-:data:`UNROLL` steps are issued together, since the scan is bound by memory latency."""
+:data:`UNROLL` steps are issued together, since the scan is bound by memory latency.
+
+See docs/ssm.md#the-parallel-scan.
+"""
 
 import jax
 import jax.numpy as jnp

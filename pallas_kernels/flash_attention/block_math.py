@@ -11,6 +11,8 @@ columns ``[bq, 1]``. Forward (Dao et al., FlashAttention-2), per key block:
 Backward with ``P = exp(s - lse)`` and ``delta = rowsum(dO .* O)``:
     ``dV += P^T dO``, ``dP = dO V^T``, ``dS = P .* (dP - delta)``,
     ``dQ += scale dS K``, ``dK += scale dS^T Q``.
+
+See docs/softmax_attention.md#flash-attention.
 """
 
 from typing import NamedTuple

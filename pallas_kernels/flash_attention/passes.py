@@ -4,6 +4,8 @@ A :class:`Layout` says which arrays are indexed by the outer block (queries; key
 pass) and which by the inner one, and a :class:`Pass` gives the carried accumulators, the
 per-block ``step`` (from :mod:`.block_math`) and the outputs. The TPU and Triton modules run any
 pass, so each piece of math exists once.
+
+See docs/softmax_attention.md#flash-attention.
 """
 
 from collections.abc import Callable, Sequence

@@ -5,6 +5,8 @@ A pass (forward, dq or dkv) is a :class:`pallas_kernels.flash_attention.passes.P
 outer block (queries, or keys for dkv) it folds ``step`` over the inner blocks that the causal mask
 leaves visible (the others are skipped) and writes ``finish``'s outputs. Arrays are head-major
 ``[B, H, T, d]``; segment ids come as a query column ``[B, Tq, 1]`` and a key row ``[B, 1, Tk]``.
+
+See docs/softmax_attention.md#flash-attention.
 """
 
 import jax

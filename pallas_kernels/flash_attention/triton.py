@@ -4,6 +4,8 @@ loops over the inner blocks the causal mask leaves visible, accumulators in regi
 Runs any :class:`pallas_kernels.flash_attention.passes.Pass`, like the TPU module. Triton blocks
 need power-of-two sizes of at least 16: head sizes are zero-padded to one (row statistics, of
 width 1, are not padded) and the outputs cut back.
+
+See docs/softmax_attention.md#flash-attention.
 """
 
 from typing import Optional

@@ -14,6 +14,8 @@ With ``W_ij = exp(b_i - b_j) [i >= j]`` (masked before ``exp``):
 
 Everything accumulates in fp32. The functions take and return arrays, so a kernel body is loads,
 one call and stores.
+
+See docs/linear_attention.md#the-pallas-kernels.
 """
 
 from typing import Optional

@@ -17,6 +17,8 @@ Backward with ``P = exp(s - lse)``, ``delta = rowsum(dO .* O)`` and ``dov1 = dO_
     ``dP = dov1 V2^T``, ``dS = P .* (dP - delta)``, ``dsk2 = dS K2`` ``[bi * bj, D]``,
     ``dq_i += scale sum_j dsk2 .* k1_j``, ``dk1_j += scale sum_i dsk2 .* q_i``,
     ``dv1_j += sum_i (P V2) .* dO_i``, ``dk2 += scale dS^T pairs``, ``dv2 += P^T dov1``.
+
+See docs/tensor_attention.md#the-streaming-algorithm.
 """
 
 from typing import NamedTuple, Optional

@@ -6,6 +6,8 @@ Operands are head-major ``[G, T, d]`` and grouped by the token axis that indexes
 ``step`` (from :mod:`.block_math`) over the tiles of the other two axes, in increasing axis order,
 and writes ``finish``'s outputs, indexed by that axis. :func:`block_range` gives the blocks the
 causal / window mask and the padding leave visible, so the TPU and Triton modules skip the rest.
+
+See docs/tensor_attention.md#the-streaming-algorithm.
 """
 
 from collections.abc import Callable, Sequence

@@ -8,6 +8,8 @@ its tile when the mask leaves any triple of it visible. Other steps are skipped 
 and read the blocks of a neighbouring visible step (:func:`.passes.fetched_blocks`): no new copies.
 Blocks: 32 queries x 16 k1 tokens make the ``[512, D]`` pair matrix, against 128 k2 tokens (or the
 whole, 8-aligned, sequence when shorter).
+
+See docs/tensor_attention.md#the-streaming-algorithm.
 """
 
 import jax

@@ -6,6 +6,8 @@ Runs any :class:`pallas_kernels.tensor_attention.passes.Pass`, like the TPU modu
 queries x 8 k1 tokens make the ``[128, D]`` pair matrix, against 32 k2 tokens. Triton blocks need
 power-of-two sizes of at least 16 in matrix products: head sizes are zero-padded to one (row
 statistics, of width 1, are not padded) and the outputs cut back.
+
+See docs/tensor_attention.md#the-streaming-algorithm.
 """
 
 import jax

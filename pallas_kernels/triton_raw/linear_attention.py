@@ -8,6 +8,8 @@ cumulative log decay ``b [B, H, T]``, initial state ``[B, H, K, V]`` fp32; one p
     ``O = s (Q K^T .* W) V + s (Q .* e^b) S``,   ``S <- e^lam S + (K .* e^(lam - b))^T V``.
 
 T must be a multiple of the chunk size, and C, K, V powers of two >= 16. Forward only.
+
+See docs/linear_attention.md#the-pallas-kernels.
 """
 
 import jax
