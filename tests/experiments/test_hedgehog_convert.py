@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_conversion_runs_every_stage(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.hedgehog_convert", f"--workdir={tmp_path}", "--teacher_epochs=2",
+        [sys.executable, "-m", "experiments.hedgehog_convert", f"--workdir={tmp_path}", "--teacher_epochs=1",
          "--finetune_epochs=1", "--distill_steps=20"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
