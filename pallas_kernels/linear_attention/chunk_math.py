@@ -20,8 +20,6 @@ See docs/linear_attention.md#the-pallas-kernels.
 
 from typing import Optional
 
-import jax.numpy as jnp
-
 from pallas_kernels.chunked.decay import ChunkDecay, decay_factors, decay_matrix
 from pallas_kernels.dot import dot
 

@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from jaxattn.ops.lmul import FORMATS, lmul, lmul_forward, offset_exponent, round_mantissa
+from jaxattn.ops.lmul import FORMATS, lmul, lmul_forward, round_mantissa
 
 
 def model_lmul(x, y, bits, semantics="bitwise", offset="paper"):
