@@ -68,9 +68,9 @@ def lmul_reference(x: jax.Array, y: jax.Array, mantissa_bits: int, semantics: st
     2^{x_e}``, ``s = x_m + y_m + 2^{-l}``, the magnitude is ``(1 + frac(s)) 2^{x_e + y_e + floor(s)}``
     (``"bitwise"``: the mantissa carry moves into the exponent, exact in the format) or
     ``(1 + s) 2^{x_e + y_e}`` rounded to the format's M bits at its own exponent (``"formula"``).
-    Then: below the smallest normal
-    0, above the largest finite Inf (e4m3: the largest finite value); zeros absorb; Inf and NaN
-    propagate; Inf x 0 is NaN; the sign is the xor of the operands' signs.
+    Then a magnitude below the smallest normal becomes 0 and one above the largest finite value Inf
+    (e4m3: the largest finite value); zeros absorb; Inf and NaN propagate; Inf x 0 is NaN; the sign
+    is the xor of the operands' signs.
     """
     dtype = x.dtype
     fmt = float_format(dtype)
