@@ -2,8 +2,7 @@
 
 The quick tier (``-m "not slow"``) runs every test once: a parametrized test on its first parameter
 set only (the collection hook below marks the others ``slow``), and no test marked ``slow`` by hand
-(the end-to-end experiment runs, which the full suite starts first). The full suite, which CI runs,
-covers every parameter set.
+(the end-to-end experiment runs). The full suite, which CI runs, covers every parameter set.
 """
 
 import os
@@ -15,11 +14,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def pytest_collection_modifyitems(config, items):
-    by_hand = {item.nodeid for item in items if item.get_closest_marker("slow")}
-    # pytest-xdist hands tests to its workers in collection order: the end-to-end runs (marked slow
-    # by hand, up to a minute or two each) go first, so that none of them is the last test of one
-    # worker while the other has nothing left to do.
-    items.sort(key=lambda item: item.nodeid not in by_hand)
     seen = set()
     for item in items:
         if getattr(item, "callspec", None) is None:
