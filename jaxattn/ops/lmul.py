@@ -36,9 +36,7 @@ import jax.numpy as jnp
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.lmul_reference import lmul_reference, round_mantissa_reference
 from pallas_kernels import lmul_bits
-from pallas_kernels.lmul_bits import (  # noqa: F401  (re-exported)
-    FORMATS, OFFSETS, flush_subnormals, float_format, offset_exponent, power_of_two_part,
-)
+from pallas_kernels.lmul_bits import FORMATS, OFFSETS, float_format, offset_exponent  # noqa: F401  (re-exported)
 
 SEMANTICS = ("bitwise", "formula")
 BACKWARDS = ("straight_through", "lmul")
@@ -68,8 +66,9 @@ def round_mantissa(x: jax.Array, bits: int, *, impl: str = "auto") -> jax.Array:
     return implementation(x, bits)
 
 
-def validate_arguments(x, y, mantissa_bits, semantics, offset, name) -> int:
-    """Checks L-Mul's operands and options (errors name ``name``); returns ``l`` of the offset."""
+def validate_arguments(x, y, mantissa_bits, semantics, offset, name) -> None:
+    """Checks L-Mul's operands and options (errors name ``name``): one dtype, a known semantics,
+    ``mantissa_bits`` in ``[1, M]`` and an offset ``2^{-l}`` the format can hold (``l <= M``)."""
     if x.dtype != y.dtype:
         raise TypeError(f"{name}: operands must have one dtype, got {x.dtype} and {y.dtype}")
     fmt = float_format(x.dtype)
@@ -81,7 +80,6 @@ def validate_arguments(x, y, mantissa_bits, semantics, offset, name) -> int:
         raise ValueError(
             f"{name}: offset 2^-{l} needs at least {l} mantissa bits; {x.dtype.name} has {fmt.mantissa}"
         )
-    return l
 
 
 def _lmul_xla(x, y, mantissa_bits, semantics, offset):

@@ -10,8 +10,8 @@ mantissa_bits=3)``. Every contraction is brought to a batched ``[G, M, K] x [G, 
   * ``semantics="bitwise"``: element products by the integer adder, as K rank-1 updates of the
     ``[G, M, N]`` accumulator (``impl="xla"``: memory of the output only), or the Pallas kernel.
 
-``impl="reference"`` is the definition itself: every element product by :func:`jaxattn.ops.lmul`
-(``[G, M, K, N]`` of them, the test oracle), summed in fp32.
+``impl="reference"`` is the definition itself: every element product by the float64 reference of
+:func:`jaxattn.ops.lmul` (``[G, M, K, N]`` of them, the test oracle), summed in fp32.
 
 The gradient is straight-through by default (that of the exact product: ``dA = G B^T``,
 ``dB = A^T G``, ordinary matmuls), or ``backward="lmul"``: those two products as L-Matmuls.
@@ -78,31 +78,34 @@ def _with_special_products(out, a, b):
 
 
 def _reference_matmul(a, b, mantissa_bits, semantics, offset):
-    """``sum_k L-Mul(a[g, m, k], b[g, k, n])``: every element product by :func:`lmul_forward` in the
-    operands' format, summed in fp32 (Inf and NaN as the element-wise L-Mul has them)."""
-    products = lmul_forward(a[..., None], b[:, None], mantissa_bits=mantissa_bits, semantics=semantics, offset=offset)
+    """``sum_k L-Mul(a[g, m, k], b[g, k, n])``: every element product by the float64 reference L-Mul
+    (:func:`jaxattn.ops.lmul` with ``impl="reference"``) in the operands' format, summed in fp32 (Inf
+    and NaN as the element-wise L-Mul has them)."""
+    products = lmul_forward(a[..., None], b[:, None], mantissa_bits=mantissa_bits, semantics=semantics, offset=offset,
+                            impl="reference")
     return jnp.sum(products.astype(jnp.float32), axis=2)
 
 
-def _xla_matmul(a, b, mantissa_bits, semantics, offset):
+def _fast_matmul(a, b, mantissa_bits, semantics, offset, *, bitwise_matmul):
+    """The xla and pallas paths: the formula as ordinary matrix products (:func:`_formula_matmul`, on
+    both), the bitwise product by ``bitwise_matmul(a, b, l)`` on the prepared operands, plus what
+    Inf and NaN operands contribute."""
     if semantics == "formula":
         return _formula_matmul(a, b, mantissa_bits, offset)
     l = offset_exponent(mantissa_bits, offset)  # noqa: E741
     a, b = prepare_operand(a, mantissa_bits), prepare_operand(b, mantissa_bits)
-    return _with_special_products(_bitwise_matmul_xla(a, b, l), a, b)
+    return _with_special_products(bitwise_matmul(a, b, l), a, b)
 
 
-def _pallas_matmul(a, b, mantissa_bits, semantics, offset):
-    """The Pallas kernel for the bitwise product; the formula is ordinary matrix products already
-    (those of the xla path)."""
-    if semantics == "formula":
-        return _formula_matmul(a, b, mantissa_bits, offset)
-    l = offset_exponent(mantissa_bits, offset)  # noqa: E741
-    a, b = prepare_operand(a, mantissa_bits), prepare_operand(b, mantissa_bits)
-    return _with_special_products(pallas_lmul_matmul(a, b, l=l), a, b)
+def _pallas_bitwise_matmul(a, b, l):  # noqa: E741
+    return pallas_lmul_matmul(a, b, l=l)
 
 
-_IMPLEMENTATIONS = {"reference": _reference_matmul, "xla": _xla_matmul, "pallas": _pallas_matmul}
+_IMPLEMENTATIONS = {
+    "reference": _reference_matmul,
+    "xla": functools.partial(_fast_matmul, bitwise_matmul=_bitwise_matmul_xla),
+    "pallas": functools.partial(_fast_matmul, bitwise_matmul=_pallas_bitwise_matmul),
+}
 
 
 def _matmul_forward(a, b, options):
@@ -157,9 +160,10 @@ def lmul_dot_general(
     Args:
       lhs, rhs, dimension_numbers: as :func:`jax.lax.dot_general` (any batch and contracting axes).
       mantissa_bits, semantics, offset, backward: as :func:`jaxattn.ops.lmul`.
-      impl: ``"reference"`` (every element product by :func:`jaxattn.ops.lmul`, memory
-        ``G M K N``), ``"xla"``, ``"pallas"`` (the kernel for ``semantics="bitwise"``; the formula is
-        matrix products on every path but the reference) or ``"auto"`` (pallas on GPU and TPU).
+      impl: ``"reference"`` (every element product by the float64 reference of
+        :func:`jaxattn.ops.lmul`, memory ``G M K N``), ``"xla"``, ``"pallas"`` (the kernel for
+        ``semantics="bitwise"``; the formula is matrix products on every path but the reference) or
+        ``"auto"`` (pallas on GPU and TPU).
 
     Example::
 
