@@ -17,7 +17,7 @@ at HIGHEST precision, the oracle. The teacher is a fixed target: no gradient rea
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
+from jaxattn.ops.checks import require_nonempty, require_rank
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.softmax_attention import softmax_attention_weights
 
@@ -88,4 +88,5 @@ def attention_distillation_loss(
             f"attention_distillation_loss: need q, k [B, T, H, D] and phi_q, phi_k [B, T, H, F]; got "
             f"{q.shape}, {k.shape}, {phi_q.shape}, {phi_k.shape}"
         )
+    require_nonempty("attention_distillation_loss", "q", q.shape[1])
     return resolve_impl("attention_distillation_loss", impl, _IMPLEMENTATIONS)(q, k, phi_q, phi_k, causal, scale, eps)

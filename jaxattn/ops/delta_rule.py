@@ -30,7 +30,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_floating, require_positive_int, require_rank, require_scale, require_segment_ids
+from jaxattn.ops.checks import (
+    require_floating, require_nonempty, require_positive_int, require_rank, require_scale, require_segment_ids,
+)
 from jaxattn.ops.chunks import chunk_major, pad_time
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.segments import same_segment, segment_index, segment_starts
@@ -236,9 +238,8 @@ def _chunked(x: _Inputs, scale: float, chunk_size: int):
 
 def _pallas(x: _Inputs, scale: float, chunk_size: int):
     """:func:`pallas_kernels.delta_rule.chunked_delta_rule` on the steps: queries on each token's last
-    step, its decay on the first, padded to whole chunks of steps, head-major."""
-    if x.boundary is not None:
-        raise ValueError("delta_rule: impl='pallas' does not support segment_ids; use impl='xla'")
+    step, its decay on the first, padded to whole chunks of steps, head-major (no segments: the
+    dispatcher refuses them)."""
     batch, length, heads = x.q.shape[:3]
     n = x.steps
     log_decay = None if x.log_decay is None else _on_step(x.log_decay, n, 0)
@@ -265,6 +266,7 @@ def validate_arguments(q, k, v, beta, g, scale, householder_steps, initial_state
         require_rank(name, arg, a, layout)
         require_floating(name, arg, a)
     batch, length, heads, key_dim = q.shape
+    require_nonempty(name, "q", length)
     steps = (batch, length * n, heads)
     per_step = f" (householder_steps={n} rows per token)" if n > 1 else ""
     if k.shape != (*steps, key_dim):

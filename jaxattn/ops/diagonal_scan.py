@@ -20,7 +20,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_rank
+from jaxattn.ops.checks import require_floating, require_nonempty, require_rank
 from jaxattn.ops.dispatch import resolve_impl
 from pallas_kernels import diagonal_scan as diagonal_scan_kernel
 
@@ -31,8 +31,7 @@ def _validate(a: jax.Array, b: jax.Array, h0: Optional[jax.Array]) -> tuple[int,
     """Checks ranks, shapes and dtypes; returns the full (broadcast) shape ``[B, T, ...]``."""
     for name, x in (("a", a), ("b", b)):
         require_rank("diagonal_scan", name, x, "B, T, D, ...", _RANK_HINT)
-        if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.complexfloating)):
-            raise TypeError(f"diagonal_scan: `{name}` must be real or complex floating, got {x.dtype}")
+        require_floating("diagonal_scan", name, x, complex_ok=True)
     if a.ndim != b.ndim:
         raise ValueError(
             f"diagonal_scan: `a` and `b` must have the same rank [B, T, ...], got {a.shape} and {b.shape}"
@@ -45,8 +44,7 @@ def _validate(a: jax.Array, b: jax.Array, h0: Optional[jax.Array]) -> tuple[int,
         ) from None
     if shape != b.shape:
         raise ValueError(f"diagonal_scan: `a` {a.shape} may broadcast to `b` {b.shape}, not widen it")
-    if shape[1] < 1:
-        raise ValueError(f"diagonal_scan: the sequence is empty (T = 0 in {shape})")
+    require_nonempty("diagonal_scan", "b", shape[1])
     if h0 is not None and h0.shape != (shape[0], *shape[2:]):
         raise ValueError(
             f"diagonal_scan: `h0` must have shape [B, ...] = {(shape[0], *shape[2:])}, got {h0.shape}"
@@ -88,9 +86,7 @@ def _pallas_unsupported(dtype) -> Optional[str]:
 
 
 def _scan_pallas(a, b, h0, reverse):
-    unsupported = _pallas_unsupported(b.dtype)
-    if unsupported:
-        raise TypeError(f"diagonal_scan: impl='pallas' does not support {unsupported}")
+    """The kernel on ``[B, T, features]`` (dtypes it does not take are refused by the dispatcher)."""
     batch, length = b.shape[:2]
     flat = lambda x: x.reshape(batch, length, -1)  # noqa: E731
     h, h_last = diagonal_scan_kernel.diagonal_scan(flat(a), flat(b), h0.reshape(batch, -1), reverse=reverse)

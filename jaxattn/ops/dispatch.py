@@ -11,6 +11,9 @@ here, by two rules that hold for every op:
   (``"auto"``, or an explicit kernel) gives way to the fastest of them, said once in the log. Layers
   pass their arithmetic and their ``impl`` straight through; none decides this itself.
 
+An explicit ``impl="pallas"`` on a call the kernels do not support (``pallas_unsupported``: e.g.
+``segment_ids``, a dtype) is refused here with one ``ValueError`` for every op.
+
 See docs/ops.md#impl-reference-xla-pallas-auto.
 """
 
@@ -45,6 +48,37 @@ def _for_dot_general(op_name: str, impl: str, takes_dot_general: Sequence[str]) 
     return chosen
 
 
+def resolve_impl_name(
+    op_name: str,
+    impl: str,
+    implementations: Mapping[str, F],
+    *,
+    pallas_unsupported: Optional[str] = None,
+    dot_general: Optional[Callable] = None,
+    takes_dot_general: Sequence[str] = (),
+) -> str:
+    """The name of the implementation :func:`resolve_impl` returns (same arguments, same errors):
+    for an op whose parts come from several tables, resolved once and looked up in each."""
+    if impl != "auto" and impl not in implementations:
+        known = ", ".join(repr(name) for name in ("auto", *implementations))
+        raise ValueError(f"{op_name}: impl={impl!r} is not one of {known}")
+    if is_custom_dot_general(dot_general):
+        if not takes_dot_general:
+            raise ValueError(f"{op_name}: takes no custom dot_general")
+        return _for_dot_general(op_name, impl, takes_dot_general)
+    if impl == "pallas" and pallas_unsupported is not None:
+        raise ValueError(f"{op_name}: impl='pallas' does not support {pallas_unsupported}; use impl='xla'")
+    if impl == "auto":
+        impl = "xla" if "xla" in implementations else "reference"
+        if "pallas" in implementations and jax.default_backend() in _ACCELERATORS:
+            if pallas_unsupported is None:
+                impl = "pallas"
+            else:
+                _log_once(op_name, f"impl='auto' uses the XLA path: the Pallas kernel does not support "
+                                   f"{pallas_unsupported}")
+    return impl
+
+
 def resolve_impl(
     op_name: str,
     impl: str,
@@ -61,27 +95,16 @@ def resolve_impl(
       impl: ``"auto"`` or a key of ``implementations``.
       implementations: name -> function; ``"reference"`` is always one.
       pallas_unsupported: why the Pallas path cannot take this call (e.g. ``"segment_ids"``), or None.
-        ``"auto"`` then uses XLA and says so once in the log.
+        ``"auto"`` then uses XLA and says so once in the log; ``"pallas"`` is refused.
       dot_general: the product the caller asked for (None: the exact one).
       takes_dot_general: the implementations whose products go through ``dot_general``.
 
     Raises:
       ValueError: naming the op and the implementations it has, for an unknown ``impl``; for a
-        custom ``dot_general`` on an op none of whose implementations takes one.
+        custom ``dot_general`` on an op none of whose implementations takes one; naming the op and
+        ``pallas_unsupported``, for ``impl="pallas"`` on a call the kernels do not support (with
+        the exact product: a custom ``dot_general`` moves the call off the kernels, as above).
     """
-    if impl != "auto" and impl not in implementations:
-        known = ", ".join(repr(name) for name in ("auto", *implementations))
-        raise ValueError(f"{op_name}: impl={impl!r} is not one of {known}")
-    if is_custom_dot_general(dot_general):
-        if not takes_dot_general:
-            raise ValueError(f"{op_name}: takes no custom dot_general")
-        return implementations[_for_dot_general(op_name, impl, takes_dot_general)]
-    if impl == "auto":
-        impl = "xla" if "xla" in implementations else "reference"
-        if "pallas" in implementations and jax.default_backend() in _ACCELERATORS:
-            if pallas_unsupported is None:
-                impl = "pallas"
-            else:
-                _log_once(op_name, f"impl='auto' uses the XLA path: the Pallas kernel does not support "
-                                   f"{pallas_unsupported}")
-    return implementations[impl]
+    name = resolve_impl_name(op_name, impl, implementations, pallas_unsupported=pallas_unsupported,
+                             dot_general=dot_general, takes_dot_general=takes_dot_general)
+    return implementations[name]

@@ -38,7 +38,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_floating, require_positive_int, require_rank, require_scale, require_segment_ids
+from jaxattn.ops.checks import (
+    require_floating, require_nonempty, require_positive_int, require_rank, require_scale, require_segment_ids,
+)
 from jaxattn.ops.chunks import chunk_major, pad_time
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.segments import ends_from_starts, same_segment, segment_index, segment_starts
@@ -233,14 +235,9 @@ def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
     return forward + jnp.flip(backward, axis=1) - own, final
 
 
-def _require_pallas_support(x: _Inputs) -> None:
-    if x.boundary is not None:
-        raise ValueError("linear_attention: impl='pallas' does not support segment_ids; use impl='xla'")
-
-
 def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
-    """The Pallas kernels of :mod:`pallas_kernels.linear_attention` on head-major, chunk-padded inputs."""
-    _require_pallas_support(x)
+    """The Pallas kernels of :mod:`pallas_kernels.linear_attention` on head-major, chunk-padded inputs
+    (no segments: :func:`linear_attention` refuses them through the dispatcher)."""
     batch, length = x.q.shape[:2]
     x, last_sign = _fold_signs(x)  # the kernels see magnitudes only
     x = _pad_to_chunks(x, chunk_size)
@@ -251,7 +248,6 @@ def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
 
 def _pallas_noncausal(x: _Inputs, scale: float, chunk_size: int):
     """Without segments non-causal linear attention is two matrix products, XLA's own strength."""
-    _require_pallas_support(x)
     return _chunked_noncausal(x, scale, chunk_size)
 
 
@@ -272,6 +268,7 @@ def _validate(q, k, v, g, g_negative, g_gamma, causal, normalize, initial_state,
     if k.shape != q.shape:
         raise ValueError(f"linear_attention: `k` must have the shape of `q` {q.shape}, got {k.shape}")
     batch, length, heads, key_dim = q.shape
+    require_nonempty("linear_attention", "q", length)
     if v.shape[:3] != (batch, length, heads):
         raise ValueError(f"linear_attention: `v` must be [B, T, H, V] with [B, T, H] = {q.shape[:3]}, got {v.shape}")
     if g is not None and g.shape != (batch, length, heads):

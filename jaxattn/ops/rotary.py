@@ -14,7 +14,7 @@ See docs/ops.md#short-convolution-and-rotary-positions.
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_floating, require_rank
+from jaxattn.ops.checks import require_floating, require_nonempty, require_rank
 from jaxattn.ops.dispatch import resolve_impl
 
 
@@ -62,6 +62,7 @@ def apply_rotary(x: jax.Array, positions: jax.Array, *, base: float = 10_000.0, 
     """
     require_rank("apply_rotary", "x", x, "B, T, H, D")
     require_floating("apply_rotary", "x", x)
+    require_nonempty("apply_rotary", "x", x.shape[1])
     if x.shape[-1] % 2:
         raise ValueError(f"apply_rotary: `x` must be [B, T, H, D] with even D, got {x.shape}")
     if jnp.shape(positions) not in (x.shape[1:2], x.shape[:2]):

@@ -18,8 +18,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_floating, require_rank, require_segment_ids
+from jaxattn.ops.checks import require_floating, require_nonempty, require_rank, require_segment_ids
 from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.segments import same_segment
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -31,7 +32,7 @@ def _reference(padded, kernel, segments, segment_ids):
     band = jnp.where(((lag >= 0) & (lag < width))[..., None], kernel[jnp.clip(lag, 0, width - 1)], 0.0)
     band = jnp.broadcast_to(band, (padded.shape[0], *band.shape))  # [B, T, W-1+T, C]
     if segments is not None:
-        band = band * (segment_ids[:, :, None] == segments[:, None, :])[..., None].astype(band.dtype)
+        band = band * same_segment(segment_ids, segments)[..., None].astype(band.dtype)
     return jnp.einsum("btsc,bsc->btc", band, padded, precision=_HIGHEST)
 
 
@@ -40,7 +41,7 @@ def _xla(padded, kernel, segments, segment_ids):
     y = jnp.zeros((padded.shape[0], length, padded.shape[2]), padded.dtype)
     for w in range(width):
         tap = padded[:, width - 1 - w : width - 1 - w + length]
-        if segments is not None:
+        if segments is not None:  # lag w's diagonal of same_segment(segment_ids, segments), no [T, T] mask
             same = segments[:, width - 1 - w : width - 1 - w + length] == segment_ids
             tap = tap * same[..., None].astype(padded.dtype)
         y = y + kernel[w] * tap
@@ -76,6 +77,7 @@ def causal_conv1d(
     require_rank(name, "x", x, "B, T, C")
     require_rank(name, "kernel", kernel, "W, C")
     require_floating(name, "x", x)
+    require_nonempty(name, "x", x.shape[1])
     if kernel.shape[1] != x.shape[-1] or kernel.shape[0] < 1:
         raise ValueError(f"{name}: `kernel` must be [W, C] with W >= 1 and C = {x.shape[-1]} (x [B, T, C] = "
                          f"{x.shape}), got {kernel.shape}")

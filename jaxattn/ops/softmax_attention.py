@@ -16,7 +16,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.checks import require_floating, require_lengths, require_rank, require_scale, require_segment_ids
+from jaxattn.ops.checks import (
+    require_floating, require_lengths, require_nonempty, require_rank, require_scale, require_segment_ids,
+)
 from jaxattn.ops.dispatch import is_custom_dot_general, resolve_impl
 from jaxattn.ops.segments import same_segment
 from pallas_kernels.flash_attention import flash_attention
@@ -72,8 +74,7 @@ def _xla(q, k, v, scale, causal, segment_ids, kv_lengths):
 
 
 def _pallas(q, k, v, scale, causal, segment_ids, kv_lengths):
-    if kv_lengths is not None:
-        raise ValueError("softmax_attention: impl='pallas' does not support kv_lengths; use impl='xla'")
+    del kv_lengths  # None: the dispatcher refuses kv_lengths for impl="pallas"
     return flash_attention(q, k, v, scale=scale, causal=causal, segment_ids=segment_ids)
 
 
@@ -122,6 +123,8 @@ def softmax_attention(
     if k.shape[:3] != v.shape[:3] or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"{name}: incompatible shapes: need q [B, Tq, H, D], k [B, Tk, H, D], v [B, Tk, H, Dv]; "
                          f"got q {q.shape}, k {k.shape}, v {v.shape}")
+    require_nonempty(name, "q", q.shape[1], axis="Tq")
+    require_nonempty(name, "k", k.shape[1], axis="Tk")
     if segment_ids is not None and q.shape[1] != k.shape[1]:
         raise ValueError(f"{name}: `segment_ids` need Tq == Tk, got Tq = {q.shape[1]} and Tk = {k.shape[1]}")
     require_segment_ids(name, segment_ids, q.shape[:2])

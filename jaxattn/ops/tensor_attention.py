@@ -270,8 +270,7 @@ def _xla(q, k1, k2, v1, v2, segment_ids, scale, causal, window):
 
 
 def _pallas(q, k1, k2, v1, v2, segment_ids, scale, causal, window):
-    if segment_ids is not None:
-        raise ValueError("tensor_attention: impl='pallas' does not support segment_ids; use impl='xla'")
+    del segment_ids  # None: the dispatcher refuses segment_ids for impl="pallas"
     # Head-major [B * H, T, d], every operand padded to a length all the kernels' blocks divide.
     return pallas_tensor_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window)
 

@@ -92,7 +92,7 @@ def test_reference_gradient_matches_finite_differences():
         (dict(a=jnp.ones((4,)), b=jnp.ones((4,))), ValueError, r"`a` must be \[B, T, D, ...\]"),
         # One sequence [T, D] is refused, not read as B = T sequences of length D.
         (dict(a=jnp.ones((9, 3)), b=jnp.ones((9, 3))), ValueError, r"got shape \(9, 3\); for one sequence add a batch"),
-        (dict(a=jnp.ones((2, 0, 3)), b=jnp.ones((2, 0, 3))), ValueError, r"the sequence is empty \(T = 0"),
+        (dict(a=jnp.ones((2, 0, 3)), b=jnp.ones((2, 0, 3))), ValueError, r"`b` is an empty sequence \(T = 0\)"),
         (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 4, 3, 1))), ValueError, "same rank"),
         (dict(a=jnp.ones((2, 5, 3)), b=jnp.ones((2, 4, 3))), ValueError, "does not broadcast"),
         (dict(a=jnp.ones((2, 4, 3)), b=jnp.ones((2, 1, 3))), ValueError, "not widen"),

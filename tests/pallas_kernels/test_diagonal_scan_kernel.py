@@ -50,7 +50,7 @@ def test_bfloat16_keeps_its_dtype_and_computes_in_fp32(kernel):
 def test_float64_is_refused_by_pallas_and_auto_uses_xla():
     with jax.enable_x64(True):
         a, b = jnp.full((1, 4, 2), 0.5, jnp.float64), jnp.ones((1, 4, 2), jnp.float64)
-        with pytest.raises(TypeError, match="impl='pallas' does not support dtype float64"):
+        with pytest.raises(ValueError, match="impl='pallas' does not support dtype float64"):
             diagonal_scan(a, b, impl="pallas")
         np.testing.assert_array_equal(diagonal_scan(a, b, impl="auto")[0], diagonal_scan(a, b, impl="xla")[0])
 
