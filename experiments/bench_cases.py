@@ -13,8 +13,10 @@ import jax.numpy as jnp
 
 from experiments import bench_fla
 from jaxattn.nn import S4, S4D, S5
-from jaxattn.ops import delta_rule, diagonal_scan, linear_attention, softmax_attention, tensor_attention, tensor_attention_poly
-from jaxattn.ops.lmul_matmul import lmul_dot_general
+from jaxattn.ops import (
+    delta_rule, diagonal_scan, linear_attention, lmul_dot_general, softmax_attention, tensor_attention,
+    tensor_attention_poly,
+)
 from jaxattn.ops.tensor_attention_poly import feature_rank
 
 LINEAR_ATTENTION_CHUNK = 64

@@ -7,7 +7,7 @@ A model is built from ordinary Flax modules; ``with product_arithmetic(Arithmeti
 to that arithmetic, in the way ``flax.linen.logical_axis_rules`` sets sharding rules: read when the
 computation is traced.
 
-  * ``kind="lmul"``: L-Matmul (:func:`jaxattn.ops.lmul_matmul.lmul_dot_general`) with
+  * ``kind="lmul"``: L-Matmul (:func:`jaxattn.ops.lmul_dot_general`) with
     ``mantissa_bits``, ``semantics``, ``offset`` and ``backward``.
   * ``kind="fp8_e4m3"`` / ``"fp8_e5m2"``: operands rounded to that format (saturating), exact
     products, fp32 accumulation; straight-through gradients.
@@ -25,7 +25,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.lmul_matmul import lmul_dot_general
+from jaxattn.ops import lmul_dot_general
 
 KINDS = ("lmul", "fp8_e4m3", "fp8_e5m2")
 _FP8 = {"fp8_e4m3": jnp.float8_e4m3fn, "fp8_e5m2": jnp.float8_e5m2}

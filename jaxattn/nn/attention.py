@@ -88,7 +88,7 @@ class MultiHeadAttention(SequenceMixer):
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        self.check_sequence(x, "d_model")
+        self.check_sequence(x, segment_ids, width="d_model")
 
         def attend(q, k, v):
             return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, **self._product_options()), None

@@ -154,7 +154,7 @@ class DeltaNet(SequenceMixer):
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        self.check_sequence(x, "d_model")
+        self.check_sequence(x, segment_ids, width="d_model")
         return self._mix(x, segment_ids=segment_ids)[0]
 
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> DeltaNetCarry:

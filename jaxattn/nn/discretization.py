@@ -6,7 +6,7 @@ docs/ssm.md#discretisation. Shapes: ``Lambda`` ``[P]`` complex, ``B`` ``[P, H]``
 
 import jax
 
-from jaxattn.ops.discretization import bilinear_transform, zero_order_hold
+from jaxattn.ops import bilinear_transform, zero_order_hold
 
 
 def discretize_zoh(lam: jax.Array, b: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:

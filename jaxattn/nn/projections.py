@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxattn.nn.blocks import dense
 from jaxattn.nn.short_conv import ShortConvolution
-from jaxattn.ops.rotary import apply_rotary
+from jaxattn.ops import apply_rotary
 
 QKV_NAMES = ("query", "key", "value")
 
@@ -61,7 +61,7 @@ def multi_head_qkv(
     """:func:`qkv_projections` of width ``H D`` each, split into heads: ``(q, k, v [B, L, H, D], history)``.
 
     ``rotary_positions [B, L]``: rotate ``q`` and ``k`` by these positions
-    (:func:`jaxattn.ops.rotary.apply_rotary`); None: no rotary embedding.
+    (:func:`jaxattn.ops.apply_rotary`); None: no rotary embedding.
     """
     batch, length = x.shape[:2]
     width = num_heads * head_dim

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxattn.ops.checks import require_segment_ids
+
 # The one option name for a mixer's fixed cache size (the KV cache of softmax attention, the pair
 # cache of tensor attention), so that the registry tests can shrink every such cache alike.
 CACHE_SIZE_OPTION = "max_decode_length"
@@ -75,10 +77,14 @@ class SequenceMixer(nn.Module):
         returns NaN. 0: this configuration cannot decode (``step`` raises)."""
         return None
 
-    def check_sequence(self, x: jax.Array, width: str = "H") -> None:
-        """Raises ``ValueError`` unless ``x`` is a batch of sequences ``[B, L, width]``."""
+    def check_sequence(self, x: jax.Array, segment_ids: Optional[jax.Array] = None, *, width: str = "H") -> None:
+        """Raises ``ValueError`` unless ``x`` is a batch of sequences ``[B, L, width]`` and ``segment_ids``
+        (if given) are ``[B, L]``; ``TypeError`` for float ids. Every mixer calls it first, so a
+        ``(1, L)`` array never broadcasts over the batch, whichever path (op or scan) reads the ids.
+        """
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__}: x must be [B, L, {width}], got shape {x.shape}")
+        require_segment_ids(type(self).__name__, segment_ids, x.shape[:2], layout="B, L")
 
     def require_causal(self, consumer: str) -> None:
         """Raises ``ValueError`` naming the options if this mixer, as configured, sees later tokens."""

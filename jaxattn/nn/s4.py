@@ -3,7 +3,7 @@
 docs/ssm.md#s4. Each of the H features runs ``x' = A x + B u``, ``y = Re(C x) + D u`` with
 ``A = Lambda - P P^*``, initialised to HiPPO-LegS in the eigenbasis of its normal part
 (:func:`jaxattn.nn.hippo.hippo_legs_dplr`), discretised bilinearly. The layer is the convolution
-``y = K * u + D u`` with S4's kernel (:func:`jaxattn.ops.ssm_convolution.s4_kernel`) applied by
+``y = K * u + D u`` with S4's kernel (:func:`jaxattn.ops.s4_kernel`) applied by
 FFT; ``step`` runs the recurrence on the full ``N x N`` discrete matrix. As in S4, the parameter
 ``C`` is ``C~ = C (I - Abar^L)`` for the kernel length ``L = l_max``.
 """
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxattn.nn.hippo import hippo_legs_dplr
 from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
 from jaxattn.nn.ssm_parameters import per_feature_ssm
-from jaxattn.ops.ssm_convolution import padded_fft_convolution, s4_discrete_system, s4_kernel
+from jaxattn.ops import padded_fft_convolution, s4_discrete_system, s4_kernel
 
 
 class S4Carry(NamedTuple):
@@ -40,7 +40,7 @@ class S4(SequenceMixer):
       dt_min, dt_max: range of the initial timescales (log-uniform, one per feature).
       causal: True (the default) for the causal kernel alone; False for the bidirectional layer,
         which adds an anti-causal kernel read out by ``C_reverse``.
-      kernel_impl: ``impl`` of :func:`jaxattn.ops.ssm_convolution.s4_kernel`.
+      kernel_impl: ``impl`` of :func:`jaxattn.ops.s4_kernel`.
 
     ``segment_ids`` mark padding (tokens outside the segment of a sequence's first token get zero
     inputs and outputs), exact for one sequence followed by padding; a convolution cannot restart
@@ -82,7 +82,7 @@ class S4(SequenceMixer):
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``."""
         del train
-        self.check_sequence(x)
+        self.check_sequence(x, segment_ids)
         length = x.shape[1]
         if self.l_max is not None and length > self.l_max:
             raise ValueError(f"S4: sequence length {length} exceeds l_max={self.l_max}")

@@ -3,10 +3,11 @@
 docs/ssm.md#s4d. Each of the H features runs its own single-input system with P = N/2
 complex modes (one of each conjugate pair): ``x_k = Abar x_{k-1} + Bbar u_k``,
 ``y_k = 2 Re(C x_k) + D u_k``, ZOH ``Abar = exp(dt A)``, ``Bbar = (Abar - 1)/A B``. The layer runs
-as the convolution ``y = K * u + D u`` by FFT (:func:`jaxattn.ops.ssm_convolution.s4d_kernel`,
-:func:`fft_convolution`) or as the recurrence through :func:`jaxattn.ops.diagonal_scan`; ``step``
-is one step of that scan. Parameters as in the S4D reference code: ``log_A_real``,
-``A_imag`` ``[H, P]``, ``B``, ``C`` ``[H, P, 2]`` (real, imaginary), ``D [H]``, ``log_step [H]``.
+as the convolution ``y = K * u + D u`` by FFT (:func:`jaxattn.ops.s4d_kernel`,
+:func:`jaxattn.ops.padded_fft_convolution`) or as the recurrence through
+:func:`jaxattn.ops.diagonal_scan`; ``step`` is one step of that scan. Parameters as in the S4D
+reference code: ``log_A_real``, ``A_imag`` ``[H, P]``, ``B``, ``C`` ``[H, P, 2]`` (real, imaginary),
+``D [H]``, ``log_step [H]``.
 """
 
 from typing import Optional
@@ -20,11 +21,9 @@ from jaxattn.nn.hippo import hippo_legs_dplr, hippo_legs_nplr
 from jaxattn.nn.ptd import hippo_legs_ptd
 from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.nn.ssm_parameters import per_feature_ssm
-from jaxattn.ops import diagonal_scan
-from jaxattn.parallel.sequence import scan_states
-from jaxattn.ops.discretization import zero_order_hold
+from jaxattn.ops import diagonal_scan, padded_fft_convolution, s4d_kernel, zero_order_hold
 from jaxattn.ops.segments import state_resets
-from jaxattn.ops.ssm_convolution import padded_fft_convolution, s4d_kernel
+from jaxattn.parallel.sequence import scan_states
 
 SPECTRA = ("lin", "inv", "legs", "real", "ptd")
 MODES = ("convolution", "recurrence")
@@ -75,10 +74,10 @@ class S4D(SequenceMixer):
       scan_impl: ``impl`` of :func:`jaxattn.ops.diagonal_scan` in the recurrence (sequence parallel
         under a mesh with ``sequence`` shards, :func:`jaxattn.parallel.sequence.scan_states`).
 
-    ``segment_ids``: the recurrence resets its state at every segment start (packed sequences).
-    A convolution cannot, so there the tokens outside the segment of a sequence's first token are
-    taken as padding (zero inputs and outputs): exact for one sequence followed by padding, the
-    classifier's layout; packed sequences need ``mode="recurrence"``.
+    ``segment_ids [B, L]`` (integers): the recurrence resets its state at every segment start
+    (packed sequences). A convolution cannot, so there the tokens outside the segment of a
+    sequence's first token are taken as padding (zero inputs and outputs): exact for one sequence
+    followed by padding, the classifier's layout; packed sequences need ``mode="recurrence"``.
 
     ``VARIANTS``: ``recurrence``, ``bidirectional`` (``causal=False``) and ``lin`` (S4D-Lin's spectrum).
 
@@ -121,7 +120,7 @@ class S4D(SequenceMixer):
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``."""
         del train
-        self.check_sequence(x)
+        self.check_sequence(x, segment_ids)
         lam, b, step, cs, d = self.discrete_system(x.shape[-1])
         u = x.astype(jnp.float32)
         if self.mode == "recurrence":

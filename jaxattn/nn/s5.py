@@ -196,9 +196,7 @@ class S5(SequenceMixer):
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``; ``segment_ids [B, L]`` resets the state at each boundary."""
         del train
-        self.check_sequence(x)
-        if segment_ids is not None and segment_ids.shape != x.shape[:2]:
-            raise ValueError(f"S5: segment_ids must be [B, L] = {x.shape[:2]}, got {segment_ids.shape}")
+        self.check_sequence(x, segment_ids)
         lam_bar, b_bar, cs, d = self.discrete_system(x.shape[-1])
         bu = jnp.einsum("blh,ph->blp", x.astype(jnp.float32), b_bar)
 

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxattn.ops.short_conv import causal_conv1d
+from jaxattn.ops import causal_conv1d
 
 
 class ShortConvolution(nn.Module):

@@ -100,7 +100,7 @@ class TensorAttention(SequenceMixer):
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train
-        self.check_sequence(x, "d_model")
+        self.check_sequence(x, segment_ids, width="d_model")
         (q, k1, k2, v1, v2), output = self._project(x)
         o = tensor_attention(q, k1, k2, v1, v2, causal=self.is_causal, window=self.window, segment_ids=segment_ids,
                              impl=self.impl)

@@ -17,8 +17,7 @@ import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxattn.nn.linear_attention import HedgehogFeatureMap
-from jaxattn.ops import attention_distillation_loss
-from jaxattn.ops.rotary import apply_rotary
+from jaxattn.ops import apply_rotary, attention_distillation_loss
 
 MAP_NAMES = ("query_map", "key_map")
 

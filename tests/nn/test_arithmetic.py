@@ -9,9 +9,8 @@ import pytest
 from jaxattn.nn import LinearAttention, MultiHeadAttention
 from jaxattn.nn.arithmetic import Arithmetic, fp8_dot_general, product_arithmetic
 from jaxattn.nn.blocks import dense
-from jaxattn.ops import linear_attention, softmax_attention
+from jaxattn.ops import apply_rotary, linear_attention, lmul_dot_general, softmax_attention
 from jaxattn.ops.lmul import lmul_forward
-from jaxattn.ops.lmul_matmul import lmul_dot_general
 
 
 class _TwoDense(nn.Module):
@@ -43,8 +42,6 @@ def test_attention_products_only():
     with product_arithmetic(Arithmetic(mantissa_bits=3, dense=False)):
         got = model.apply(variables, x)
     heads = lambda name: (x @ params[name]["kernel"] + params[name]["bias"]).reshape(2, 7, 2, 4)  # noqa: E731
-    from jaxattn.ops.rotary import apply_rotary
-
     positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
     q, k = apply_rotary(heads("query"), positions), apply_rotary(heads("key"), positions)
     o = softmax_attention(q, k, heads("value"), impl="reference",

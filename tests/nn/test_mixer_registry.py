@@ -5,7 +5,8 @@
   model (the message names the option) and really does see later tokens;
 * decoding: the language model's ``step`` equals ``__call__`` for the mixer's ``decode_capacity``
   tokens and returns NaN past it, over sequences longer than any cache the mixer keeps (fixed caches
-  are shrunk to 8 tokens through the one cache-size option).
+  are shrunk to 8 tokens through the one cache-size option);
+* every mixer refuses ``segment_ids`` of another shape than ``[B, L]`` or of a float dtype.
 
 A mixer registered later is covered with no test written for it.
 """
@@ -70,6 +71,19 @@ def test_one_option_says_causal_or_bidirectional():
 
     with pytest.raises(NotImplementedError, match="Undeclared has no `causal` option"):
         Undeclared().is_causal
+
+
+@pytest.mark.parametrize("name,variant", CASES, ids=ids)
+def test_segment_ids_of_another_shape_or_a_float_dtype_are_refused(name, variant):
+    """One check (``SequenceMixer.check_sequence``) in every mixer, before any path reads the ids:
+    ``[1, L]`` ids for a ``[B, L]`` batch (which would broadcast) and float ids are refused by name."""
+    mixer = make_mixer(name, options_of(name, variant))
+    x = jnp.ones((2, LENGTH, WIDTH))
+    label = type(mixer).__name__
+    with pytest.raises(ValueError, match=rf"{label}: `segment_ids` must be \[B, L\] = \(2, {LENGTH}\), got \(1, {LENGTH}\)"):
+        mixer.init(jax.random.key(0), x, segment_ids=jnp.zeros((1, LENGTH), jnp.int32))
+    with pytest.raises(TypeError, match=rf"{label}: `segment_ids` must be integers"):
+        mixer.init(jax.random.key(0), x, segment_ids=jnp.zeros((2, LENGTH), jnp.float32))
 
 
 @pytest.mark.parametrize("name,variant", CASES, ids=ids)

@@ -62,3 +62,18 @@ def test_segments(causal):
     conv = model.clone(mode="convolution")
     padded = conv.apply(variables, x, segment_ids=jnp.array([[1] * 9 + [0] * 3]))
     np.testing.assert_allclose(padded[:, :9], conv.apply(variables, x[:, :9]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["recurrence", "convolution"])
+def test_segment_ids_must_be_batch_by_length_integers(mode):
+    """A ``[1, L]`` array would broadcast over the batch in the recurrence's state resets, and float
+    ids would be compared for equality: both are refused in either mode, naming the argument."""
+    x = jnp.ones((2, 6, 3))
+    model = S4D(state_size=4, mode=mode)
+    with pytest.raises(ValueError, match=r"S4D: `segment_ids` must be \[B, L\] = \(2, 6\), got \(1, 6\)"):
+        model.init(jax.random.key(0), x, segment_ids=jnp.zeros((1, 6), jnp.int32))
+    with pytest.raises(TypeError, match="S4D: `segment_ids` must be integers"):
+        model.init(jax.random.key(0), x, segment_ids=jnp.zeros((2, 6), jnp.float32))
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"S4D: `segment_ids` must be \[B, L\]"):
+        model.apply(variables, x, segment_ids=jnp.zeros((1, 6), jnp.int32))

@@ -171,8 +171,12 @@ def test_bad_inputs_raise_clear_errors():
     x = jnp.ones((2, 5, 3))
     with pytest.raises(ValueError, match=r"x must be \[B, L, H\]"):
         S5(state_size=4).init(jax.random.key(0), jnp.ones((5, 3)))
-    with pytest.raises(ValueError, match="segment_ids must be"):
+    with pytest.raises(ValueError, match=r"S5: `segment_ids` must be \[B, L\] = \(2, 5\), got \(2, 4\)"):
         S5(state_size=4).init(jax.random.key(0), x, segment_ids=jnp.ones((2, 4), jnp.int32))
+    with pytest.raises(ValueError, match=r"S5: `segment_ids` must be \[B, L\] = \(2, 5\), got \(1, 5\)"):
+        S5(state_size=4).init(jax.random.key(0), x, segment_ids=jnp.ones((1, 5), jnp.int32))  # would broadcast
+    with pytest.raises(TypeError, match="S5: `segment_ids` must be integers"):
+        S5(state_size=4).init(jax.random.key(0), x, segment_ids=jnp.ones((2, 5), jnp.float32))
     with pytest.raises(ValueError, match="discretization='euler'"):
         S5(state_size=4, discretization="euler").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="C_init='zeros'"):
