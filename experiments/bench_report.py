@@ -1,6 +1,6 @@
 """The benchmark's markdown tables and plot, from the result dictionary of :mod:`experiments.bench`."""
 
-from experiments.outputs import pyplot, save_figure
+from jaxattn.train.plots import pyplot, save_figure
 
 
 def _ms(value) -> str:

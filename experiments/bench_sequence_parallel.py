@@ -24,10 +24,11 @@ from absl import app, flags, logging
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from experiments.logging_setup import start_main
-from experiments.outputs import pyplot, save_figure, write_outputs
+from experiments.outputs import write_outputs
 from jaxattn.ops import linear_attention
 from jaxattn.parallel import SEQUENCE_AXIS, communication
 from jaxattn.parallel.sequence import sequence_parallel_linear_attention
+from jaxattn.train.plots import pyplot, save_figure
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/sequence_parallel", "Where communication.md / .json / .png go.")
 _LENGTHS = flags.DEFINE_list("lengths", ["4096", "16384", "65536", "262144", "1048576"], "Sequence lengths T.")

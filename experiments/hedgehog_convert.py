@@ -33,9 +33,9 @@ _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Epochs of studen
 _DISTILL_STEPS = flags.DEFINE_integer("distill_steps", 300, "Adam steps of feature-map distillation.")
 flags.mark_flag_as_required("workdir")
 
+
 def classifier_config(mixer: str, epochs: int, **options):
-    config = load_config("attention_digits", mixer)
-    config.train.num_epochs = epochs
+    config = load_config("attention_digits", f"{mixer},num_epochs={epochs}")
     config.model.mixer_options.update(options)
     if epochs < 10:
         config.optimizer.warmup_epochs = 0.5

@@ -26,10 +26,10 @@ from absl import app, flags, logging
 
 from experiments.configs import load_config
 from experiments.logging_setup import start_main
-from experiments.outputs import pyplot, save_figure
 from jaxattn.data import load_task
 from jaxattn.ops.lmul import lmul_forward
 from jaxattn.train import build_model, evaluate_variables, restore_variables, train_and_evaluate
+from jaxattn.train.plots import pyplot, save_figure
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _EPOCHS = flags.DEFINE_integer("epochs", 60, "Epochs of exact training.")
@@ -110,8 +110,7 @@ def arithmetic_config(config, kind: str, bits: int = 3, dense: bool = True, atte
 
 
 def model_study(workdir: str) -> tuple[dict, tuple]:
-    config = load_config("attention_digits", "softmax_attention")
-    config.train.num_epochs = _EPOCHS.value
+    config = load_config("attention_digits", f"softmax_attention,num_epochs={_EPOCHS.value}")
     exact = train_and_evaluate(config, os.path.join(workdir, "exact"))
     variables = jax.device_get(restore_variables(config, os.path.join(workdir, "exact")))
     results = {"exact": exact["test"]}

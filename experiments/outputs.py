@@ -1,5 +1,5 @@
-"""An experiment's result files: ``NAME.json``, ``NAME.md`` and ``NAME.png`` in one directory, and the
-figures behind the PNGs."""
+"""An experiment's result files: ``NAME.json``, ``NAME.md`` and ``NAME.png`` in one directory (the
+figures are made and saved with :mod:`jaxattn.train.plots`)."""
 
 import json
 import os
@@ -17,19 +17,3 @@ def write_outputs(result: dict, out_dir: str, name: str, markdown: Callable[[dic
     plot(result, f"{path}.png")
     with open(f"{path}.md") as f:
         print(f.read())
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend: figures go to files, so no display is needed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(figure, path: str, *, dpi: int) -> None:
-    """Writes ``figure`` to ``path`` and closes it (pyplot keeps every open figure alive)."""
-    figure.savefig(path, dpi=dpi)
-    pyplot().close(figure)

@@ -23,10 +23,11 @@ from absl import app, flags, logging
 
 from experiments.configs import load_config
 from experiments.logging_setup import start_main
-from experiments.outputs import pyplot, save_figure, write_outputs
+from experiments.outputs import write_outputs
 from jaxattn.data import load_task
 from jaxattn.data.perturbations import fourier_noise
 from jaxattn.train import evaluate_variables, restore_variables, train_and_evaluate
+from jaxattn.train.plots import pyplot, save_figure
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (trained models in sub-directories).")
 _EPOCHS = flags.DEFINE_integer("epochs", 60, "Training epochs of each model.")

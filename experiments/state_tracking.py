@@ -25,10 +25,11 @@ from absl import app, flags, logging
 
 from experiments.configs import load_config
 from experiments.logging_setup import start_main
-from experiments.outputs import pyplot, save_figure, write_outputs
+from experiments.outputs import write_outputs
 from jaxattn.data import load_task
 from jaxattn.data.word_problem import accuracy_by_length
 from jaxattn.train import build_model, restore_variables, train_and_evaluate
+from jaxattn.train.plots import pyplot, save_figure
 
 STUDIES = {
     "Z2": ("delta_net", "delta_net_negative", "gated", "gated_negative", "softmax"),

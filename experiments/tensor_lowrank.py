@@ -17,9 +17,10 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 
 from experiments.logging_setup import start_main
-from experiments.outputs import pyplot, save_figure, write_outputs
+from experiments.outputs import write_outputs
 from jaxattn.ops import tensor_attention, tensor_attention_poly
 from jaxattn.ops.tensor_attention_poly import feature_rank
+from jaxattn.train.plots import pyplot, save_figure
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/tensor_lowrank", "Where lowrank_error.md / .json / .png go.")
 _LENGTH = flags.DEFINE_integer("length", 64, "Tokens T.")

@@ -1,22 +1,36 @@
-"""Training curves from ``metrics.jsonl``: loss and accuracy against step, train and validation.
+"""Figures written to files: the training curves from ``metrics.jsonl`` (loss and accuracy against
+step, train and validation), and the two functions every figure of the package and of the
+experiments is made and saved with (:func:`pyplot`, :func:`save_figure`).
 
 See docs/architecture.md#training-and-checkpointing.
 """
 
 import os
 
-import matplotlib
+from jaxattn.train.metrics import read_metrics
 
-matplotlib.use("Agg")  # Files only: runs on headless machines.
-import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxattn.train.metrics import read_metrics  # noqa: E402
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures go to files, so no display is needed
+    (imported on first use, so that importing the training loop does not import matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: str, *, dpi: int) -> None:
+    """Writes ``figure`` to ``path`` and closes it (pyplot keeps every open figure alive)."""
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
 
 
 def plot_training_curves(workdir: str, filename: str = "curves.png") -> str:
     """Writes ``workdir/filename`` and returns its path."""
     records = read_metrics(workdir)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    figure, axes = pyplot().subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for split, style in (("train", "-"), ("validation", "o-")):
         rows = [r for r in records if r["split"] == split]
         if not rows:
@@ -37,6 +51,5 @@ def plot_training_curves(workdir: str, filename: str = "curves.png") -> str:
     axes[0].set_yscale("log")
     figure.suptitle(os.path.basename(os.path.normpath(workdir)))
     path = os.path.join(workdir, filename)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120)
     return path

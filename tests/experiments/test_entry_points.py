@@ -4,8 +4,8 @@ import pytest
 from absl import app, logging
 
 from experiments.logging_setup import start_main
-from experiments.outputs import pyplot, save_figure
 from experiments.timing import median_seconds
+from jaxattn.train.plots import pyplot, save_figure
 
 
 def test_start_main_refuses_positional_arguments_and_filters_logs():
