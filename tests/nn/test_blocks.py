@@ -28,9 +28,19 @@ def test_step_from_init_carry_equals_call(mixer, activation, prenorm, norm):
     np.testing.assert_allclose(np.asarray(stepped), np.asarray(block.apply(variables, x)), rtol=1e-5, atol=1e-5)
 
 
-def test_init_carry_is_the_mixers():
-    block = MixerBlock(S4D(state_size=8))
-    carry = block.init_carry(3, 5)
-    assert carry.shape == S4D(state_size=8).init_carry(3, 5).shape == (3, 5, 4)
+@pytest.mark.parametrize("mixer", sorted(MIXERS))
+def test_init_carry_is_the_mixers(mixer):
+    """The block's carry is its mixer's, leaf by leaf: the same structure, shapes, dtypes and values."""
+    carry = MixerBlock(MIXERS[mixer]()).init_carry(3, 5)
+    want = MIXERS[mixer]().init_carry(3, 5)
+    assert jax.tree.structure(carry) == jax.tree.structure(want)
+    for got_leaf, want_leaf in zip(jax.tree.leaves(carry), jax.tree.leaves(want)):
+        assert got_leaf.dtype == want_leaf.dtype
+        np.testing.assert_array_equal(np.asarray(got_leaf), np.asarray(want_leaf))
+    if mixer == "s4d":
+        assert carry.shape == (3, 5, 4)
+
+
+def test_init_carry_needs_the_width_where_the_mixer_does():
     with pytest.raises(ValueError, match="pass `features`"):
-        block.init_carry(3)
+        MixerBlock(S4D(state_size=8)).init_carry(3)
