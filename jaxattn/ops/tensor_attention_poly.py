@@ -16,8 +16,9 @@ Causal: the sums become prefix sums, computed chunk by chunk (a scan over chunks
 attention as g grows when the logits are bounded; ``r`` grows as ``D^g / g!``, so this is for small
 D and low degree.
 
-Implementations: ``"reference"`` forms the ``[T, T, T]`` polynomial weights ``U1_i . (U2_j .* U3_k)``
-explicitly (cubic in T, the test oracle); ``"xla"`` uses the Khatri-Rao identity above, chunked.
+Implementations: ``"reference"`` forms the ``[T, T, T]`` polynomial weights ``sum_{t <= g} x^t / t!``
+from the logits directly, without the features (cubic in T, the test oracle); ``"xla"`` uses the
+features and the Khatri-Rao identity above, chunked.
 """
 
 import functools
@@ -28,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattn.ops.checks import require_positive_int, require_rank, require_scale
+from jaxattn.ops.checks import require_nonempty, require_positive_int, require_rank, require_scale
 from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.linear_attention import normalized, with_normalizer_column
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -75,23 +77,23 @@ def _features(q, k1, k2, degree: int, scale: float):
     return monomials(q, exponents) * weights, monomials(k1, exponents), monomials(k2, exponents)
 
 
-def _with_ones(v):
-    return jnp.concatenate([v, jnp.ones((*v.shape[:-1], 1), v.dtype)], axis=-1)
-
-
-def _reference(u1, u2, u3, w1, w2, causal, chunk_size):
-    """The explicit weights ``U1_i . (U2_j .* U3_k)`` (pairs ``j, k <= i`` when causal) against
-    ``W1_j .* W2_k``: numerator and normaliser ``[B, T, H, Dv + 1]``."""
+def _reference(q, k1, k2, w1, w2, degree, scale, causal, chunk_size):
+    """The definition, without features: the weights ``sum_{t <= g} x_ijk^t / t!`` of the logits
+    ``x_ijk = scale sum_l q_il k1_jl k2_kl`` ``[B, H, T, T, T]`` (pairs ``j, k <= i`` when causal)
+    against ``W1_j .* W2_k``: numerator and normaliser ``[B, T, H, Dv + 1]``."""
     del chunk_size
-    weights = jnp.einsum("bihr,bjhr,bkhr->bhijk", u1, u2, u3, precision=_HIGHEST)
+    logits = scale * jnp.einsum("bihl,bjhl,bkhl->bhijk", q, k1, k2, precision=_HIGHEST)
+    weights = sum(logits**t / math.factorial(t) for t in range(degree + 1))
     if causal:
-        position = jnp.arange(u1.shape[1])
+        position = jnp.arange(q.shape[1])
         weights = weights * ((position[None, :, None] <= position[:, None, None])
                              & (position[None, None, :] <= position[:, None, None]))
     return jnp.einsum("bhijk,bjhd,bkhd->bihd", weights, w1, w2, precision=_HIGHEST)
 
 
-def _xla(u1, u2, u3, w1, w2, causal, chunk_size):
+def _xla(q, k1, k2, w1, w2, degree, scale, causal, chunk_size):
+    """The monomial features ``U1, U2, U3`` ``[B, T, H, r]`` and the Khatri-Rao identity."""
+    u1, u2, u3 = _features(q, k1, k2, degree, scale)
     if causal:
         return _causal(u1, u2, u3, w1, w2, chunk_size)
     s1 = jnp.einsum("bthr,bthd->bhrd", u2, w1, precision=_HIGHEST)
@@ -130,12 +132,12 @@ def tensor_attention_poly(q, k1, k2, v1, v2, *, degree: int, scale=None, causal:
     if k1.shape != q.shape or k2.shape != q.shape or v1.shape != v2.shape or v1.shape[:3] != q.shape[:3]:
         raise ValueError(f"tensor_attention_poly: shapes q {q.shape}, k1 {k1.shape}, k2 {k2.shape}, "
                          f"v1 {v1.shape}, v2 {v2.shape} do not fit [B, T, H, D] / [B, T, H, Dv]")
+    require_nonempty("tensor_attention_poly", "q", q.shape[1])
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    u1, u2, u3 = _features(*(a.astype(jnp.float32) for a in (q, k1, k2)), degree, scale)  # [B, T, H, r]
-    w1, w2 = _with_ones(v1.astype(jnp.float32)), _with_ones(v2.astype(jnp.float32))  # ones: the normaliser
+    q, k1, k2 = (a.astype(jnp.float32) for a in (q, k1, k2))
+    w1, w2 = (with_normalizer_column(v.astype(jnp.float32)) for v in (v1, v2))  # ones: the normaliser
     attend = resolve_impl("tensor_attention_poly", impl, _IMPLEMENTATIONS)
-    num_den = attend(u1, u2, u3, w1, w2, bool(causal), chunk_size)
-    return num_den[..., :-1] / num_den[..., -1:]
+    return normalized(attend(q, k1, k2, w1, w2, degree, scale, bool(causal), chunk_size), eps=0.0)
 
 
 def _causal(u1, u2, u3, w1, w2, chunk_size):
