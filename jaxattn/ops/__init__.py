@@ -2,12 +2,15 @@
 
 Every op takes ``impl=`` (``"reference"``, ``"xla"``, ``"pallas"`` where there are kernels,
 ``"auto"``), resolved by one rule in :mod:`jaxattn.ops.dispatch`. ``"reference"`` is the obviously
-correct test oracle: the definition computed independently of the other paths, in fp32 at HIGHEST
-precision (float64 for L-Mul's bit-exact arithmetic); ``"auto"`` (the default) picks the fastest
-path that supports the call. ``feature_maps`` is not an op: it is a namespace module of fixed
-element-wise feature maps ``phi`` (``[..., D] -> [..., D']``, one formula each), which linear-attention
-layers apply to queries and keys before :func:`linear_attention`; its functions take no ``impl``.
-The op contract is in docs/ops.md.
+correct test oracle: the definition, in fp32 at HIGHEST precision (float64 for L-Mul's bit-exact
+arithmetic), computed by its own algorithm; where it needs another op (a discretisation, the
+discrete system, L-Mul's element products) it calls that op's reference, so that no fast path
+stands in for its own oracle. It shares with the fast paths only the argument checks and the
+preparation of inputs (segment starts, masks, a normaliser column of ones). ``"auto"`` (the
+default) picks the fastest path that supports the call. ``feature_maps`` is not an op: it is a
+namespace module of fixed element-wise feature maps ``phi`` (``[..., D] -> [..., D']``, one formula
+each), which linear-attention layers apply to queries and keys before :func:`linear_attention`; its
+functions take no ``impl``. The op contract is in docs/ops.md.
 """
 
 from jaxattn.ops import feature_maps
@@ -22,7 +25,8 @@ from jaxattn.ops.rotary import apply_rotary
 from jaxattn.ops.short_conv import causal_conv1d
 from jaxattn.ops.softmax_attention import softmax_attention
 from jaxattn.ops.ssm_convolution import (
-    fft_convolution, padded_fft_convolution, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel,
+    fft_convolution, padded_fft_convolution, s4_c_from_c_tilde, s4_c_tilde, s4_discrete_system, s4_kernel,
+    s4d_kernel,
 )
 from jaxattn.ops.tensor_attention import tensor_attention
 from jaxattn.ops.tensor_attention_poly import tensor_attention_poly
@@ -41,6 +45,7 @@ __all__ = [
     "lmul_dot_general",
     "padded_fft_convolution",
     "round_mantissa",
+    "s4_c_from_c_tilde",
     "s4_c_tilde",
     "s4_discrete_system",
     "s4_kernel",

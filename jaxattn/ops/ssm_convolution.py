@@ -13,9 +13,9 @@ for ``L`` steps the kernel is computed once and applied by FFT in ``O(L log L)``
   optional anti-causal kernel for bidirectional layers: ``impl="xla"`` by FFT, ``impl="reference"``
   as the direct sum (a ``[L, L]`` Toeplitz product); :func:`padded_fft_convolution` the same with
   padding masked (``impl="reference"``: the direct sum over the pairs of real tokens).
-* :func:`s4_discrete_system` and :func:`s4_c_tilde`, S4's full bilinear system and its ``C~``:
-  ``impl="xla"`` by linear solves and a matrix power by squaring, ``impl="reference"`` by the
-  explicit inverse and ``L`` successive products.
+* :func:`s4_discrete_system`, :func:`s4_c_tilde` and :func:`s4_c_from_c_tilde`, S4's full bilinear
+  system and the conversions between ``C`` and ``C~``: ``impl="xla"`` by linear solves and a matrix
+  power by squaring, ``impl="reference"`` by the explicit inverse and ``L`` successive products.
 
 Modes come in conjugate pairs and only one of each is stored (``P = N/2``), so every kernel is
 ``2 Re`` of a sum over the stored modes, or, for the low-rank term that couples them, a sum over
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxattn.ops.checks import require_nonempty, require_positive_int, require_rank, require_segment_ids
 from jaxattn.ops.discretization import zero_order_hold
-from jaxattn.ops.dispatch import resolve_impl
+from jaxattn.ops.dispatch import resolve_impl, resolve_impl_name
 from jaxattn.ops.segments import in_first_segment
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -45,15 +45,17 @@ def _check_modes(op: str, step: jax.Array, **modes: jax.Array) -> None:
         raise ValueError(f"{op}: `step` must be [H] = {next(iter(shapes.values()))[:1]}, got {step.shape}")
 
 
-def _s4d_kernel_xla(lam_bar_exponent, weights, length):
-    """``sum_n weights[h, n] exp(l dt_h A[h, n])``: one Vandermonde product."""
+def _s4d_kernel_xla(lam_bar_exponent, lam_bar, weights, length):
+    """``sum_n weights[h, n] exp(l dt_h A[h, n])``: one Vandermonde product, from the exponents
+    ``dt A`` (``l dt A`` rather than the powers of ``Abar``)."""
+    del lam_bar
     vandermonde = jnp.exp(lam_bar_exponent[..., None] * jnp.arange(length))  # [H, P, L]: Abar^l
     return jnp.einsum("hp,hpl->hl", weights, vandermonde)
 
 
-def _s4d_kernel_reference(lam_bar_exponent, weights, length):
+def _s4d_kernel_reference(lam_bar_exponent, lam_bar, weights, length):
     """The impulse response ``C Abar^l Bbar``: the state ``Bbar`` multiplied by ``Abar`` once per lag."""
-    lam_bar = jnp.exp(lam_bar_exponent)
+    del lam_bar_exponent
 
     def lag(state, _):
         return lam_bar * state, jnp.sum(state, axis=-1)
@@ -76,7 +78,8 @@ def s4d_kernel(lam: jax.Array, b: jax.Array, c: jax.Array, step: jax.Array, leng
       length: L.
       conjugate_pairs: each mode stands for a conjugate pair (the factor 2); False: the modes are
         all there is (a spectrum without conjugate symmetry, e.g. PTD's), ``K = Re sum_n ...``.
-      impl: ``"reference"`` (the impulse response), ``"xla"`` (Vandermonde) or ``"auto"`` (xla).
+      impl: ``"reference"`` (the impulse response, on :func:`zero_order_hold`'s reference),
+        ``"xla"`` (Vandermonde) or ``"auto"`` (xla).
 
     Returns:
       ``[H, L]`` float32 (float64 for complex128 inputs).
@@ -88,9 +91,10 @@ def s4d_kernel(lam: jax.Array, b: jax.Array, c: jax.Array, step: jax.Array, leng
     """
     _check_modes("s4d_kernel", step, lam=lam, b=b, c=c)
     require_positive_int("s4d_kernel", "length", length)
-    kernel = resolve_impl("s4d_kernel", impl, _S4D_IMPLEMENTATIONS)
-    _, gain = zero_order_hold(lam, step[:, None])  # [H, P]: B_bar = gain B
-    return (2.0 if conjugate_pairs else 1.0) * kernel(step[:, None] * lam, c * b * gain, length).real
+    impl = resolve_impl_name("s4d_kernel", impl, _S4D_IMPLEMENTATIONS)
+    lam_bar, gain = zero_order_hold(lam, step[:, None], impl=impl)  # [H, P]: B_bar = gain B
+    kernel = _S4D_IMPLEMENTATIONS[impl](step[:, None] * lam, lam_bar, c * b * gain, length)
+    return (2.0 if conjugate_pairs else 1.0) * kernel.real
 
 
 def _roots_of_unity(length: int, dtype) -> jax.Array:
@@ -118,11 +122,12 @@ def _s4_generating_function_xla(lam, p, q, b, c_tilde, step, length):
 
 def _s4_generating_function_reference(lam, p, q, b, c_tilde, step, length):
     """``Khat(omega) = C~ (I - Abar omega)^{-1} Bbar`` by a dense solve per root, with the bilinear
-    ``Abar = (I - dt/2 A)^{-1} (I + dt/2 A)``, ``Bbar = (I - dt/2 A)^{-1} dt B``, ``A = Lambda - P Q^*``."""
+    ``Abar = (I - dt/2 A)^{-1} (I + dt/2 A)``, ``Bbar = (I - dt/2 A)^{-1} dt B``, ``A = Lambda - P Q^*``
+    (:func:`s4_discrete_system`'s reference)."""
     omega = _roots_of_unity(length, lam.dtype)
 
     def per_feature(lam, p, q, b, c_tilde, dt):
-        a_bar, b_bar = s4_discrete_system(lam, p, q, b, dt)
+        a_bar, b_bar = s4_discrete_system(lam, p, q, b, dt, impl="reference")
         eye = jnp.eye(a_bar.shape[0], dtype=a_bar.dtype)
         resolvent = jax.vmap(lambda z: jnp.linalg.solve(eye - z * a_bar, b_bar))(omega)  # [L, N]
         (c_full,) = _with_conjugates(c_tilde)
@@ -224,15 +229,64 @@ def s4_c_tilde(lam, p, q, b, c, step, length, *, impl: str = "auto"):
         lam = jnp.full((4, 2), -0.5 + 1j)  # [H, P]
         c_tilde = s4_c_tilde(lam, lam * 0, lam * 0, lam / lam, lam / lam, jnp.full((4,), 0.1), 64)  # [4, 2]
     """
-    c_tilde = resolve_impl("s4_c_tilde", impl, _C_TILDE_IMPLEMENTATIONS)
-    system_impl = "reference" if c_tilde is _c_tilde_reference else "xla"
+    impl = resolve_impl_name("s4_c_tilde", impl, _C_TILDE_IMPLEMENTATIONS)
 
     def per_feature(lam, p, q, b, c, dt):
-        a_bar, _ = s4_discrete_system(lam, p, q, b, dt, impl=system_impl)
+        a_bar, _ = s4_discrete_system(lam, p, q, b, dt, impl=impl)
         (c_full,) = _with_conjugates(c)
-        return c_tilde(a_bar, c_full, length)[: lam.shape[0]]
+        return _C_TILDE_IMPLEMENTATIONS[impl](a_bar, c_full, length)[: lam.shape[0]]
 
     return jax.vmap(per_feature)(lam, p, q, b, c, step)
+
+
+def _c_from_c_tilde_xla(a_bar, c_tilde_full, length):
+    """``C (I - Abar^L) = C~`` solved for ``C``, with ``Abar^L`` by squaring."""
+    power = jnp.linalg.matrix_power(a_bar, length)
+    return jnp.linalg.solve((jnp.eye(power.shape[0], dtype=power.dtype) - power).T, c_tilde_full)
+
+
+def _c_from_c_tilde_reference(a_bar, c_tilde_full, length):
+    """``C~ inv(I - Abar^L)`` with ``Abar^L`` by ``L`` successive products and the explicit inverse."""
+    eye = jnp.eye(a_bar.shape[0], dtype=a_bar.dtype)
+    power = jax.lax.fori_loop(0, length, lambda _, m: jnp.matmul(m, a_bar, precision=_HIGHEST), eye)
+    return jnp.matmul(c_tilde_full, jnp.linalg.inv(eye - power), precision=_HIGHEST)
+
+
+_C_FROM_C_TILDE_IMPLEMENTATIONS = {"reference": _c_from_c_tilde_reference, "xla": _c_from_c_tilde_xla}
+
+
+def s4_c_from_c_tilde(a_bar: jax.Array, c_tilde: jax.Array, length: int, *, impl: str = "auto") -> jax.Array:
+    """S4's read-out ``C = C~ (I - Abar^L)^{-1}`` per feature, the inverse of :func:`s4_c_tilde`: the
+    ``C`` of the recurrent form ``x_k = Abar x_{k-1} + Bbar u_k``, ``y_k = Re(C x_k)`` whose first
+    ``L`` outputs equal the convolution with the kernel that ``C~`` parameterises.
+
+    Args:
+      a_bar: ``Abar`` ``[H, N, N]``, the full system of each feature (:func:`s4_discrete_system`,
+        vmapped over features), its state the ``P = N/2`` stored modes followed by their conjugates.
+      c_tilde: ``C~`` ``[H, P]``, one of each conjugate pair (as :func:`s4_kernel` takes it).
+      length: L, the kernel length ``C~`` refers to.
+      impl: ``"xla"`` (``Abar^L`` by squaring and a linear solve; ``"auto"``) or ``"reference"``
+        (``L`` products and the explicit inverse).
+
+    Returns:
+      ``C`` ``[H, N]`` complex, over the stored modes and their conjugates (the state's layout).
+
+    Example::
+
+        lam = jnp.full((4, 2), -0.5 + 1j)  # [H, P]
+        a_bar, _ = jax.vmap(s4_discrete_system)(lam, lam * 0, lam * 0, lam / lam, jnp.full((4,), 0.1))
+        c = s4_c_from_c_tilde(a_bar, lam / lam, 64)  # [4, 4]
+    """
+    require_rank("s4_c_from_c_tilde", "a_bar", a_bar, "H, N, N")
+    require_rank("s4_c_from_c_tilde", "c_tilde", c_tilde, "H, P")
+    features, modes = c_tilde.shape
+    if a_bar.shape != (features, 2 * modes, 2 * modes):
+        raise ValueError(f"s4_c_from_c_tilde: `a_bar` must be [H, N, N] = {(features, 2 * modes, 2 * modes)} "
+                         f"(N = 2P for `c_tilde` [H, P] = {c_tilde.shape}), got {a_bar.shape}")
+    require_positive_int("s4_c_from_c_tilde", "length", length)
+    solve = resolve_impl("s4_c_from_c_tilde", impl, _C_FROM_C_TILDE_IMPLEMENTATIONS)
+    (c_tilde_full,) = _with_conjugates(c_tilde)  # [H, N]
+    return jax.vmap(lambda a, ct: solve(a, ct, length))(a_bar, c_tilde_full)
 
 
 def _padded_convolution_xla(u, kernels, segment_ids):
@@ -247,12 +301,8 @@ def _padded_convolution_reference(u, kernels, segment_ids):
     """``y[b, t] = real[b, t] sum_s real[b, s] W[t, s] u[b, s]`` with the Toeplitz weights
     ``W[h, t, s] = K[h, t - s]`` (``s <= t``), ``K'[h, s - t - 1]`` (``s > t``), ``real`` the first
     segment's tokens: the direct sum over the pairs of real tokens."""
-    length = u.shape[1]
     dtype = jnp.promote_types(jnp.result_type(u, *kernels), jnp.float32)
-    t, s = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
-    weights = jnp.where(s <= t, kernels[0].astype(dtype)[:, jnp.maximum(t - s, 0)], 0.0)  # [H, L, L]
-    if len(kernels) == 2:
-        weights = weights + jnp.where(s > t, kernels[1].astype(dtype)[:, jnp.maximum(s - t - 1, 0)], 0.0)
+    weights = _toeplitz(_circular_kernel(*kernels, dtype=dtype))  # [H, L, L]
     real = jnp.ones(u.shape[:2], bool) if segment_ids is None else in_first_segment(segment_ids)  # [B, L]
     pairs = (real[:, :, None] & real[:, None, :]).astype(dtype)  # [B, L, L]: both tokens real
     y = jnp.einsum("hts,bts,bsh->bth", weights, pairs, u.astype(dtype), precision=_HIGHEST)
@@ -290,11 +340,27 @@ def _fft_convolution_xla(u, circular):
     return jnp.fft.irfft(spectrum, n=2 * length, axis=1)[:, :length]
 
 
+def _circular_kernel(kernel, reverse_kernel=None, *, dtype):
+    """``[H, 2L]``: the causal lags ``0 .. L-1`` of ``kernel``, then those of ``reverse_kernel`` (lag
+    ``-1 - l`` at index ``2L - 1 - l``) or zeros, so that index ``(t - s) mod 2L`` holds lag ``t - s``."""
+    length = kernel.shape[-1]
+    circular = jnp.pad(kernel.astype(dtype), ((0, 0), (0, length)))
+    if reverse_kernel is not None:
+        circular = circular + jnp.pad(jnp.flip(reverse_kernel.astype(dtype), -1), ((0, 0), (length, 0)))
+    return circular
+
+
+def _toeplitz(circular):
+    """``W[h, t, s] = circular[h, (t - s) mod 2L]`` ``[H, L, L]``: ``K[h, t - s]`` for ``s <= t``,
+    ``K'[h, s - t - 1]`` (or 0) for ``s > t``, the weights of the direct sum ``y[t] = sum_s W[t, s] u[s]``."""
+    length = circular.shape[-1] // 2
+    lags = (jnp.arange(length)[:, None] - jnp.arange(length)[None, :]) % (2 * length)  # [L, L]: t - s
+    return circular[:, lags]
+
+
 def _fft_convolution_reference(u, circular):
     """The direct sum: ``y[t] = sum_s circular[h, (t - s) mod 2L] u[s]`` as a ``[H, L, L]`` Toeplitz product."""
-    length = u.shape[1]
-    lags = (jnp.arange(length)[:, None] - jnp.arange(length)[None, :]) % (2 * length)  # [L, L]: t - s
-    return jnp.einsum("hts,bsh->bth", circular[:, lags], u, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("hts,bsh->bth", _toeplitz(circular), u, precision=_HIGHEST)
 
 
 _FFT_IMPLEMENTATIONS = {"reference": _fft_convolution_reference, "xla": _fft_convolution_xla}
@@ -330,9 +396,6 @@ def fft_convolution(u: jax.Array, kernel: jax.Array, reverse_kernel=None, *, imp
         y = fft_convolution(u, kernel)  # [2, 64, 4]
     """
     _check_convolution("fft_convolution", u, kernel, reverse_kernel)
-    length = u.shape[1]
     dtype = jnp.promote_types(jnp.result_type(u, kernel), jnp.float32)
-    circular = jnp.pad(kernel.astype(dtype), ((0, 0), (0, length)))  # [H, 2L]: lags 0..L-1, then zeros
-    if reverse_kernel is not None:  # lag -1 - l sits at index 2L - 1 - l
-        circular = circular + jnp.pad(jnp.flip(reverse_kernel.astype(dtype), -1), ((0, 0), (length, 0)))
+    circular = _circular_kernel(kernel, reverse_kernel, dtype=dtype)  # [H, 2L]
     return resolve_impl("fft_convolution", impl, _FFT_IMPLEMENTATIONS)(u.astype(dtype), circular)

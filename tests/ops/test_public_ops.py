@@ -26,6 +26,7 @@ SEGMENTS = jnp.array([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
 CONV_KERNEL, FFT_KERNELS = _normal(3, 3), (_normal(3, T), _normal(3, T))  # [W, C], [H, L] each
 MODES = -0.5 + 1j * jnp.arange(1.0, 4.0)[None].repeat(3, 0).astype(jnp.complex64)  # [H=3, P=3]
 STEPS = jnp.array([0.1, 0.03, 0.3])  # [H]
+A_BAR = jax.vmap(jaxattn.ops.s4_discrete_system)(MODES, MODES / 3, MODES / 3, MODES.conj(), STEPS)[0]  # [H, N, N]
 
 
 def _unit(x):
@@ -53,7 +54,7 @@ def _s4_system(impl, lam, p, b, step):
 
 # op -> (call(impl), the impls besides "reference" to compare, relative tolerance). Tolerances: every
 # path accumulates in fp32; the largest, 1e-4, covers the chunked and FFT paths' reordered sums. L-Mul
-# and the mantissa rounding are bit-exact (0 < 1e-7).
+# and the mantissa rounding are bit-exact: tolerance 0 asks for every bit equal.
 CASES = {
     "apply_rotary": (lambda impl: jaxattn.ops.apply_rotary(Q, jnp.arange(T), impl=impl), ("xla",), 1e-6),
     "causal_conv1d": (lambda impl: jaxattn.ops.causal_conv1d(V[:, :, 0], CONV_KERNEL, segment_ids=SEGMENTS,
@@ -70,14 +71,16 @@ CASES = {
     "linear_attention": (lambda impl: jaxattn.ops.linear_attention(Q, K, V, g=GATES, impl=impl,
                                                                    chunk_size=16 if impl == "pallas" else 4),
                          ("xla", "pallas"), 1e-4),
-    "lmul": (lambda impl: jaxattn.ops.lmul(Q, K, mantissa_bits=3, impl=impl), ("xla",), 1e-7),
+    "lmul": (lambda impl: jaxattn.ops.lmul(Q, K, mantissa_bits=3, impl=impl), ("xla",), 0),
     "lmul_dot_general": (lambda impl: jaxattn.ops.lmul_dot_general(Q[0, 0], K[0, 0].T, (((1,), (0,)), ((), ())),
                                                                    mantissa_bits=3, impl=impl), ("xla", "pallas"), 1e-6),
     "padded_fft_convolution": (lambda impl: _flat(*jaxattn.ops.padded_fft_convolution(
         V[:, :, 0], list(FFT_KERNELS), segment_ids=SEGMENTS, impl=impl)), ("xla",), 1e-5),
-    "round_mantissa": (lambda impl: jaxattn.ops.round_mantissa(Q, 3, impl=impl), ("xla",), 1e-7),
+    "round_mantissa": (lambda impl: jaxattn.ops.round_mantissa(Q, 3, impl=impl), ("xla",), 0),
     "s4_c_tilde": (lambda impl: _flat(jaxattn.ops.s4_c_tilde(MODES, MODES / 3, MODES / 3, MODES.conj(), MODES, STEPS,
                                                              9, impl=impl)), ("xla",), 1e-5),
+    "s4_c_from_c_tilde": (lambda impl: _flat(jaxattn.ops.s4_c_from_c_tilde(A_BAR, MODES, 9, impl=impl)),
+                          ("xla",), 1e-5),
     "s4_discrete_system": (lambda impl: _s4_system(impl, MODES[0], MODES[0] / 3, MODES[0].conj(), 0.1), ("xla",), 1e-5),
     "s4_kernel": (lambda impl: jaxattn.ops.s4_kernel(MODES, MODES / 3, MODES / 3, MODES.conj(), MODES, jnp.full(3, 0.1),
                                                      9, impl=impl), ("xla",), 1e-4),
@@ -96,17 +99,30 @@ CASES = {
 # The ops whose reference stands in for a differentiable computation: op -> (f(impl, *args), args,
 # relative tolerance of the gradient of sum |f|^2 with respect to every arg). Odd sizes throughout.
 GRADIENT_CASES = {
+    "apply_rotary": (lambda impl, x: jaxattn.ops.apply_rotary(x, jnp.arange(T), impl=impl), (Q,), 1e-6),
+    "causal_conv1d": (lambda impl, x, w: jaxattn.ops.causal_conv1d(x, w, segment_ids=SEGMENTS, impl=impl)[0],
+                      (V[:, :, 0], CONV_KERNEL), 1e-6),
     "attention_distillation_loss": (_distillation, (Q, K, Q[..., :3], K[..., :3]), 1e-5),
     "attention_distillation_loss (bidirectional)": (functools.partial(_distillation, causal=False),
                                                     (Q, K, Q[..., :3], K[..., :3]), 1e-5),
     "bilinear_transform": (lambda impl, lam, step: _flat(*jaxattn.ops.bilinear_transform(lam, step, impl=impl)),
                            (MODES, STEPS[:, None]), 1e-5),
+    "fft_convolution": (lambda impl, u, k, k_rev: jaxattn.ops.fft_convolution(u, k, k_rev, impl=impl),
+                        (V[:, :, 0], *FFT_KERNELS), 1e-5),
     "lmul": (lambda impl, x, y: jaxattn.ops.lmul(x, y, mantissa_bits=3, backward="lmul", impl=impl), (Q, K), 1e-6),
     "padded_fft_convolution": (lambda impl, u, k, k_rev: _flat(*jaxattn.ops.padded_fft_convolution(
         u, [k, k_rev], segment_ids=SEGMENTS, impl=impl)), (V[:, :, 0], *FFT_KERNELS), 1e-5),
     "s4_c_tilde": (lambda impl, lam, p, b, c, step: jaxattn.ops.s4_c_tilde(lam, p, p, b, c, step, 9, impl=impl),
                    (MODES, MODES / 3, MODES.conj(), MODES, STEPS), 1e-5),
+    "s4_c_from_c_tilde": (lambda impl, a_bar, c: _flat(jaxattn.ops.s4_c_from_c_tilde(a_bar, c, 9, impl=impl)),
+                          (A_BAR, MODES), 1e-5),
     "s4_discrete_system": (_s4_system, (MODES[0], MODES[0] / 3, MODES[0].conj(), jnp.array(0.1)), 1e-5),
+    "s4_kernel": (lambda impl, lam, p, b, c, step: jaxattn.ops.s4_kernel(lam, p, p, b, c, step, 9, impl=impl),
+                  (MODES, MODES / 3, MODES.conj(), MODES, jnp.full(3, 0.1)), 1e-4),
+    "s4d_kernel": (lambda impl, lam, b, c, step: jaxattn.ops.s4d_kernel(lam, b, c, step, 9, impl=impl),
+                   (MODES, MODES.conj(), MODES, jnp.full(3, 0.1)), 1e-5),
+    "tensor_attention_poly": (lambda impl, q, k1, k2, v1, v2: jaxattn.ops.tensor_attention_poly(
+        q, k1, k2, v1, v2, degree=2, chunk_size=4, impl=impl), (Q, K, K, V, V + 3), 1e-4),
     "zero_order_hold": (lambda impl, lam, step: _flat(*jaxattn.ops.zero_order_hold(lam, step, impl=impl)),
                         (MODES, STEPS[:, None]), 1e-5),
 }
@@ -142,7 +158,10 @@ def test_each_impl_agrees_with_the_reference(op, impl):
     want = call("reference")
     got = call(impl)
     assert got.shape == want.shape and got.dtype == want.dtype
-    assert relative_error(got, want) < rtol
+    if rtol == 0:
+        np.testing.assert_array_equal(got, want)
+    else:
+        assert relative_error(got, want) < rtol
 
 
 @pytest.mark.parametrize("case", GRADIENT_CASES)

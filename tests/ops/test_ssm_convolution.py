@@ -8,7 +8,8 @@ import pytest
 
 from jaxattn.nn.hippo import hippo_legs_dplr
 from jaxattn.ops.ssm_convolution import (
-    fft_convolution, padded_fft_convolution, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel,
+    fft_convolution, padded_fft_convolution, s4_c_from_c_tilde, s4_c_tilde, s4_discrete_system, s4_kernel,
+    s4d_kernel,
 )
 
 
@@ -77,6 +78,21 @@ def test_s4_kernel_is_the_powered_bilinear_dplr_matrix(hippo, system_impl):
             want = impulse_response(a_bar, b_bar, full(c), length)
             for impl, kernel in got.items():
                 np.testing.assert_allclose(kernel[h], want, rtol=1e-8, atol=1e-10, err_msg=impl)
+
+
+@pytest.mark.parametrize("impl", ["xla", "reference"])
+def test_s4_c_from_c_tilde_inverts_s4_c_tilde(impl):
+    """``C~ -> C`` undoes ``C -> C~`` (float64), and the read-out over the full state is the stored
+    modes' ``C`` followed by its conjugates."""
+    rng = np.random.default_rng(2)
+    heads, modes, length = 2, 8, 33
+    lam, p, q, b, c, step = dplr_system(rng, heads, modes, hippo=False)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(x) for x in (lam, p, q, b, step)]
+        c_tilde = s4_c_tilde(*args[:4], jnp.asarray(c), args[4], length, impl=impl)
+        a_bar, _ = jax.vmap(s4_discrete_system)(*args)
+        got = np.asarray(s4_c_from_c_tilde(a_bar, c_tilde, length, impl=impl))
+    np.testing.assert_allclose(got, np.concatenate([c, c.conj()], axis=-1), rtol=1e-9, atol=1e-10)
 
 
 def test_fft_convolution_is_the_direct_sum():
