@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxattn.nn.hippo import hippo_legs_dplr
 from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
 from jaxattn.nn.ssm_parameters import per_feature_ssm
-from jaxattn.ops import padded_fft_convolution, s4_discrete_system, s4_kernel
+from jaxattn.ops import padded_fft_convolution, s4_c_from_c_tilde, s4_discrete_system, s4_kernel
 
 
 class S4Carry(NamedTuple):
@@ -94,16 +94,13 @@ class S4(SequenceMixer):
 
     def _recurrent_system(self, features: int):
         """Per feature the full discrete system: ``Abar [H, N, N]``, ``Bbar [H, N]`` and the read-out
-        ``C = C~ (I - Abar^L)^{-1}`` ``[H, N]`` (stored modes and their conjugates), and ``D [H]``."""
+        ``C = C~ (I - Abar^L)^{-1}`` ``[H, N]`` (stored modes and their conjugates,
+        :func:`jaxattn.ops.s4_c_from_c_tilde`), and ``D [H]``."""
         if self.l_max is None:
             raise ValueError("S4.step: set l_max, the kernel length that C~ refers to")
         lam, p, b, cs, step, d = self.system(features)
         a_bar, b_bar = jax.vmap(s4_discrete_system)(lam, p, p, b, step)
-        eye = jnp.eye(a_bar.shape[-1], dtype=a_bar.dtype)
-        c_tilde = jnp.concatenate([cs[0], cs[0].conj()], axis=-1)  # [H, N]
-        power = jax.vmap(lambda a: jnp.linalg.matrix_power(a, self.l_max))(a_bar)
-        c = jax.vmap(lambda ct, m: jnp.linalg.solve((eye - m).T, ct))(c_tilde, power)  # c (I - Abar^L) = C~
-        return a_bar, b_bar, c, d
+        return a_bar, b_bar, s4_c_from_c_tilde(a_bar, cs[0], self.l_max), d
 
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> S4Carry:
         """Zero :class:`S4Carry` (state ``[batch, H, N]``); needs ``features`` (H)."""
