@@ -79,21 +79,14 @@ def resolve_impl_name(
     return impl
 
 
-def resolve_impl(
-    op_name: str,
-    impl: str,
-    implementations: Mapping[str, F],
-    *,
-    pallas_unsupported: Optional[str] = None,
-    dot_general: Optional[Callable] = None,
-    takes_dot_general: Sequence[str] = (),
-) -> F:
+def resolve_impl(op_name: str, impl: str, implementations: Mapping[str, F], **options) -> F:
     """Returns ``implementations[impl]``, resolving ``"auto"`` and a custom ``dot_general`` (module docstring).
 
     Args:
       op_name: the public op, for messages.
       impl: ``"auto"`` or a key of ``implementations``.
       implementations: name -> function; ``"reference"`` is always one.
+      options: keyword options of :func:`resolve_impl_name`:
       pallas_unsupported: why the Pallas path cannot take this call (e.g. ``"segment_ids"``), or None.
         ``"auto"`` then uses XLA and says so once in the log; ``"pallas"`` is refused.
       dot_general: the product the caller asked for (None: the exact one).
@@ -105,6 +98,4 @@ def resolve_impl(
         ``pallas_unsupported``, for ``impl="pallas"`` on a call the kernels do not support (with
         the exact product: a custom ``dot_general`` moves the call off the kernels, as above).
     """
-    name = resolve_impl_name(op_name, impl, implementations, pallas_unsupported=pallas_unsupported,
-                             dot_general=dot_general, takes_dot_general=takes_dot_general)
-    return implementations[name]
+    return implementations[resolve_impl_name(op_name, impl, implementations, **options)]
