@@ -20,7 +20,7 @@ from jaxattn.nn.projections import multi_head_qkv, output_projection
 from jaxattn.nn.registry import SequenceMixer, register_mixer
 from jaxattn.nn.short_conv import zero_conv_history
 from jaxattn.ops import feature_maps, linear_attention
-from jaxattn.ops.linear_attention import fold_transition_signs
+from jaxattn.ops.linear_attention_parts import fold_transition_signs
 from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_linear_attention
 
 class LinearAttentionCarry(NamedTuple):
@@ -106,7 +106,7 @@ class LinearAttention(SequenceMixer):
     (:func:`jaxattn.parallel.sequence.sequence_parallel_linear_attention`), except non-causal with
     ``segment_ids``, which XLA's partitioner handles by gathering the sequence. LASP-2 takes no
     signs: with ``negative_eigenvalues`` it runs on the sign-folded queries and keys
-    (:func:`jaxattn.ops.linear_attention.fold_transition_signs`, exact) with the magnitudes as gates.
+    (:func:`jaxattn.ops.linear_attention_parts.fold_transition_signs`, exact) with the magnitudes as gates.
 
     ``VARIANTS``: ``gated`` (GLA: data gate and short convolution), ``decay`` (RetNet's decay with
     rotary positions), ``hedgehog`` and ``based`` (Taylor features), both normalised,

@@ -24,10 +24,8 @@ from jaxattn.ops.lmul_matmul import lmul_dot_general
 from jaxattn.ops.rotary import apply_rotary
 from jaxattn.ops.short_conv import causal_conv1d
 from jaxattn.ops.softmax_attention import softmax_attention
-from jaxattn.ops.ssm_convolution import (
-    fft_convolution, padded_fft_convolution, s4_c_from_c_tilde, s4_c_tilde, s4_discrete_system, s4_kernel,
-    s4d_kernel,
-)
+from jaxattn.ops.fft_convolution import fft_convolution, padded_fft_convolution
+from jaxattn.ops.ssm_convolution import s4_c_from_c_tilde, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel
 from jaxattn.ops.tensor_attention import tensor_attention
 from jaxattn.ops.tensor_attention_poly import tensor_attention_poly
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxattn.ops.checks import require_nonempty, require_positive_int, require_rank, require_scale
 from jaxattn.ops.dispatch import resolve_impl
-from jaxattn.ops.linear_attention import normalized, with_normalizer_column
+from jaxattn.ops.linear_attention_parts import normalized, with_normalizer_column
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -46,7 +46,7 @@ from jaxattn.ops import delta_rule, diagonal_scan, linear_attention
 from jaxattn.ops.checks import require_rank
 from jaxattn.ops.segments import segment_index, segment_starts
 from jaxattn.ops.delta_rule import validate_arguments as validate_delta_rule_arguments
-from jaxattn.ops.linear_attention import combined_log_decay, normalized, with_normalizer_column
+from jaxattn.ops.linear_attention_parts import combined_log_decay, normalized, with_normalizer_column
 from jaxattn.parallel.mesh import BATCH_AXES, SEQUENCE_AXIS, TENSOR_AXIS
 from jaxattn.parallel.shard_states import incoming_state
 

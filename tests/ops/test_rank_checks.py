@@ -6,11 +6,10 @@ import re
 import jax.numpy as jnp
 import pytest
 
-from jaxattn.ops import attention_distillation_loss, diagonal_scan, linear_attention, softmax_attention
-from jaxattn.ops import tensor_attention, tensor_attention_poly
-from jaxattn.ops.rotary import apply_rotary
-from jaxattn.ops.short_conv import causal_conv1d
-from jaxattn.ops.ssm_convolution import fft_convolution, s4_kernel, s4d_kernel
+from jaxattn.ops import (
+    apply_rotary, attention_distillation_loss, causal_conv1d, diagonal_scan, fft_convolution, linear_attention,
+    s4_kernel, s4d_kernel, softmax_attention, tensor_attention, tensor_attention_poly,
+)
 from jaxattn.parallel.sequence import sequence_parallel_diagonal_scan, sequence_parallel_linear_attention
 
 BTHD = jnp.ones((2, 5, 3, 4))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxattn.nn.hippo import hippo_legs_dplr
-from jaxattn.ops.ssm_convolution import (
+from jaxattn.ops import (
     fft_convolution, padded_fft_convolution, s4_c_from_c_tilde, s4_c_tilde, s4_discrete_system, s4_kernel,
     s4d_kernel,
 )
