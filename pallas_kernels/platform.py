@@ -4,7 +4,8 @@
 function can be lowered for ``tpu`` (Mosaic kernel), ``cuda`` (Triton kernel) or ``cpu``, where
 the Pallas interpreter runs the Triton-backend kernel. ``JAXATTN_PALLAS_INTERPRET`` forces the
 interpreter on every platform: ``=1`` or ``=gpu`` interprets the Triton-backend kernel, ``=tpu`` the
-TPU kernel (to debug a kernel on an accelerator, or test the TPU kernel on CPU).
+TPU kernel (to debug a kernel on an accelerator, or test the TPU kernel on CPU). Every kernel entry
+point also takes ``interpret=`` (:func:`interpreter_mode`), which overrides the switch when not None.
 
 Compiled Triton kernels multiply fp32 blocks as 3xTF32 (three tensor-core products of split
 operands, about fp32 accuracy): Triton's IEEE fp32 product runs on the CUDA cores, and on an H100
@@ -18,10 +19,12 @@ See docs/ops.md#platform-selection-and-interpret-mode.
 import functools
 import os
 from collections.abc import Callable
+from typing import Optional, Union
 
 import jax
-import jax.numpy as jnp
 
+# A kernel call's ``interpret`` argument (see interpreter_mode).
+Interpret = Optional[Union[bool, str]]
 INTERPRET_ENV = "JAXATTN_PALLAS_INTERPRET"
 TRITON_FP32_DOT_ENV = "JAXATTN_TRITON_FP32_DOT"
 _TRITON_FP32_DOTS = {
@@ -41,6 +44,26 @@ def forced_interpreter() -> str:
     raise ValueError(f"{INTERPRET_ENV}={value!r}: expected 0, 1, gpu or tpu")
 
 
+def interpreter_mode(interpret: Interpret = None) -> str:
+    """What a kernel call's ``interpret`` argument asks for: ``"gpu"`` or ``"tpu"`` (interpret that
+    kernel on every platform), ``""`` (the interpreter only on platforms without kernels) or
+    ``"never"``.
+
+    ``None``: the environment switch (:func:`forced_interpreter`), else ``""``; ``True`` (or ``"gpu"``):
+    the Triton-backend kernel; ``"tpu"``: the TPU kernel; ``False``: never interpret (lowering for a
+    platform without kernels, e.g. ``cpu``, then fails).
+    """
+    if interpret is None:
+        return forced_interpreter()
+    if interpret is True or interpret == "gpu":
+        return "gpu"
+    if interpret is False:
+        return "never"
+    if interpret == "tpu":
+        return "tpu"
+    raise ValueError(f"`interpret` must be None, True, False, 'gpu' or 'tpu', got {interpret!r}")
+
+
 def triton_fp32_dot(interpret: bool):
     """The fp32 product algorithm of a Triton-backend kernel (None: ``HIGHEST``); the interpreter
     always uses ``HIGHEST``, which every XLA backend runs."""
@@ -50,22 +73,14 @@ def triton_fp32_dot(interpret: bool):
     return None if interpret else _TRITON_FP32_DOTS[value]
 
 
-def wide_fp32(arrays, width: int = 64) -> bool:
-    """Whether any of ``arrays`` is fp32 with a last axis wider than ``width``: its blocks, split into
-    3xTF32 operands and multi-buffered, overflow an H100's 227 KiB of shared memory at 64 rows."""
-    return any(a.dtype == jnp.float32 and a.shape[-1] > width for a in arrays)
-
-
-def run_on_platform(*args, tpu: Callable, gpu: Callable):
+def run_on_platform(*args, tpu: Callable, gpu: Callable, interpret: Interpret = None):
     """``tpu(*args, interpret=False)`` on TPU, ``gpu(*args, interpret=False)`` on CUDA, and
-    ``gpu(*args, interpret=True)`` on any other platform."""
-    interpreted = functools.partial(gpu, interpret=True)
-    forced = forced_interpreter()
-    if forced:
-        return functools.partial(tpu if forced == "tpu" else gpu, interpret=True)(*args)
-    return jax.lax.platform_dependent(
-        *args,
-        tpu=functools.partial(tpu, interpret=False),
-        cuda=functools.partial(gpu, interpret=False),
-        default=interpreted,
-    )
+    ``gpu(*args, interpret=True)`` on any other platform; ``interpret`` (:func:`interpreter_mode`)
+    forces one kernel in the interpreter everywhere, or (``False``) leaves other platforms without one."""
+    mode = interpreter_mode(interpret)
+    if mode in ("gpu", "tpu"):
+        return functools.partial(tpu if mode == "tpu" else gpu, interpret=True)(*args)
+    branches = dict(tpu=functools.partial(tpu, interpret=False), cuda=functools.partial(gpu, interpret=False))
+    if mode != "never":
+        branches["default"] = functools.partial(gpu, interpret=True)
+    return jax.lax.platform_dependent(*args, **branches)

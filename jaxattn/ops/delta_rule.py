@@ -236,7 +236,7 @@ def _chunked(x: _Inputs, scale: float, chunk_size: int):
     return o[:, : chunks.length], final
 
 
-def _pallas(x: _Inputs, scale: float, chunk_size: int):
+def _pallas(x: _Inputs, scale: float, chunk_size: int, block_sizes=None, interpret=None):
     """:func:`pallas_kernels.delta_rule.chunked_delta_rule` on the steps: queries on each token's last
     step, its decay on the first, padded to whole chunks of steps, head-major (no segments: the
     dispatcher refuses them)."""
@@ -245,7 +245,7 @@ def _pallas(x: _Inputs, scale: float, chunk_size: int):
     log_decay = None if x.log_decay is None else _on_step(x.log_decay, n, 0)
     steps = (_on_step(x.q, n, -1), x.k, x.v, x.beta, log_decay)
     head_major = lambda a: None if a is None else jnp.swapaxes(pad_time(a, chunk_size), 1, 2)  # noqa: E731
-    o, final = chunked_delta_rule(*map(head_major, steps), x.state, scale, chunk_size)
+    o, final = chunked_delta_rule(*map(head_major, steps), x.state, scale, chunk_size, block_sizes, interpret)
     o = jnp.swapaxes(o, 1, 2)[:, : length * n]
     return o.reshape(batch, length, n, heads, o.shape[-1])[:, :, -1], final
 
@@ -312,6 +312,8 @@ def delta_rule(
     output_final_state: bool = False,
     segment_ids: Optional[jax.Array] = None,
     chunk_size: int = 64,
+    block_sizes=None,
+    interpret=None,
     impl: str = "auto",
 ):
     """The (gated) delta rule with ``n = householder_steps`` steps per token.
@@ -334,6 +336,12 @@ def delta_rule(
       chunk_size: delta steps per chunk (the ``xla`` path takes ``chunk_size // n`` whole tokens, at
         least one, and on CPU runs fastest at 16, results/bench_cpu_delta_rule; the ``pallas`` kernels
         need a power of two >= 16 on GPU, a multiple of 8 on TPU).
+      block_sizes: the kernels' tile sizes (impl="pallas" only): a
+        :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`, one per
+        platform (a tuple), or None (the defaults).
+      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
+        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
+        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU without
         ``segment_ids``, else xla).
 
@@ -349,7 +357,8 @@ def delta_rule(
     """
     inputs, scale = _prepare(q, k, v, beta, g, scale, householder_steps, initial_state, segment_ids, chunk_size)
     unsupported = None if segment_ids is None else "segment_ids"
-    core = resolve_impl("delta_rule", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)
+    core = resolve_impl("delta_rule", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported,
+                        pallas_options=dict(block_sizes=block_sizes, interpret=interpret))
     o, final = core(inputs, scale, chunk_size)
     o = o.astype(v.dtype)
     return (o, final) if output_final_state else o

@@ -221,19 +221,22 @@ def _chunked_noncausal(x: _Inputs, scale: float, chunk_size: int):
     return forward + jnp.flip(backward, axis=1) - own, final
 
 
-def _pallas_causal(x: _Inputs, scale: float, chunk_size: int):
+def _pallas_causal(x: _Inputs, scale: float, chunk_size: int, block_sizes=None, interpret=None):
     """The Pallas kernels of :mod:`pallas_kernels.linear_attention` on head-major, chunk-padded inputs
     (no segments: :func:`linear_attention` refuses them through the dispatcher)."""
     batch, length = x.q.shape[:2]
     x, last_sign = _fold_signs(x)  # the kernels see magnitudes only
     x = _pad_to_chunks(x, chunk_size)
     head_major = lambda a: None if a is None else jnp.swapaxes(a, 1, 2)  # noqa: E731
-    o, final = chunked_linear_attention(*map(head_major, (x.q, x.k, x.v, x.log_decay)), x.state, scale, chunk_size)
+    o, final = chunked_linear_attention(*map(head_major, (x.q, x.k, x.v, x.log_decay)), x.state, scale, chunk_size,
+                                        block_sizes, interpret)
     return jnp.swapaxes(o, 1, 2)[:, :length], _unfold_signs(final, last_sign)
 
 
-def _pallas_noncausal(x: _Inputs, scale: float, chunk_size: int):
-    """Without segments non-causal linear attention is two matrix products, XLA's own strength."""
+def _pallas_noncausal(x: _Inputs, scale: float, chunk_size: int, block_sizes=None, interpret=None):
+    """Without segments non-causal linear attention is two matrix products, XLA's own strength (no
+    kernel runs: ``block_sizes`` and ``interpret`` have nothing to tune)."""
+    del block_sizes, interpret
     return _chunked_noncausal(x, scale, chunk_size)
 
 
@@ -308,6 +311,8 @@ def linear_attention(
     segment_ids: Optional[jax.Array] = None,
     chunk_size: int = 64,
     dot_general: Optional[Callable] = None,
+    block_sizes=None,
+    interpret=None,
     impl: str = "auto",
 ):
     """Linear attention ``o_t = scale q_t S_t``, ``S_t = sigma_t exp(g_t + g_gamma) S_{t-1} + k_t^T v_t``.
@@ -335,6 +340,12 @@ def linear_attention(
       dot_general: replaces ``lax.dot_general`` in every product of q, k, v and the state (e.g. an
         L-Matmul, :func:`jaxattn.ops.lmul_dot_general`); it runs on the reference and xla paths
         (``impl="pallas"`` or ``"auto"`` then use xla: :mod:`jaxattn.ops.dispatch`).
+      block_sizes: the kernels' tile sizes (impl="pallas" only): a
+        :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`, one per
+        platform (a tuple), or None (the defaults).
+      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
+        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
+        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU where it
         supports the inputs, else xla).
 
@@ -361,7 +372,8 @@ def linear_attention(
     boundary = None if segment_ids is None else segment_starts(segment_ids)
     core = resolve_impl("linear_attention", impl, _IMPLEMENTATIONS,
                         pallas_unsupported=None if segment_ids is None else "segment_ids",
-                        dot_general=dot_general, takes_dot_general=("reference", "xla"))[bool(causal)]
+                        dot_general=dot_general, takes_dot_general=("reference", "xla"),
+                        pallas_options=dict(block_sizes=block_sizes, interpret=interpret))[bool(causal)]
     inputs = _Inputs(q, k, values, log_decay, state, boundary, dot_general or jax.lax.dot_general, g_negative)
     o, final = core(inputs, scale, chunk_size)
     if normalize:

@@ -97,14 +97,17 @@ def _fast_matmul(a, b, mantissa_bits, semantics, offset, *, bitwise_matmul):
     return _with_special_products(bitwise_matmul(a, b, l), a, b)
 
 
-def _pallas_bitwise_matmul(a, b, l):  # noqa: E741
-    return pallas_lmul_matmul(a, b, l=l)
+def _pallas_matmul(a, b, mantissa_bits, semantics, offset, block_sizes=None, interpret=None):
+    """:func:`_fast_matmul` with the bitwise product by the Pallas kernel."""
+    bitwise_matmul = functools.partial(pallas_lmul_matmul, block_sizes=block_sizes, interpret=interpret)
+    return _fast_matmul(a, b, mantissa_bits, semantics, offset,
+                        bitwise_matmul=lambda a, b, l: bitwise_matmul(a, b, l=l))  # noqa: E741
 
 
 _IMPLEMENTATIONS = {
     "reference": _reference_matmul,
     "xla": functools.partial(_fast_matmul, bitwise_matmul=_bitwise_matmul_xla),
-    "pallas": functools.partial(_fast_matmul, bitwise_matmul=_pallas_bitwise_matmul),
+    "pallas": _pallas_matmul,
 }
 
 
@@ -148,6 +151,8 @@ def lmul_dot_general(
     semantics: str = "bitwise",
     offset: str = "paper",
     backward: str = "straight_through",
+    block_sizes=None,
+    interpret=None,
     impl: str = "auto",
     out_sharding=None,
 ) -> jax.Array:
@@ -164,6 +169,12 @@ def lmul_dot_general(
         :func:`jaxattn.ops.lmul`, memory ``G M K N``), ``"xla"``, ``"pallas"`` (the kernel for
         ``semantics="bitwise"``; the formula is matrix products on every path but the reference) or
         ``"auto"`` (pallas on GPU and TPU).
+      block_sizes: the kernels' tile sizes (impl="pallas" only): a
+        :class:`~pallas_kernels.lmul_matmul.LMulBlockSizes`, one per
+        platform (a tuple), or None (the defaults).
+      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
+        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
+        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
 
     Example::
 
@@ -174,7 +185,8 @@ def lmul_dot_general(
     del precision, out_sharding
     if backward not in BACKWARDS:
         raise ValueError(f"lmul_dot_general: backward={backward!r} is not one of {BACKWARDS}")
-    implementation = resolve_impl("lmul_dot_general", impl, _IMPLEMENTATIONS)
+    implementation = resolve_impl("lmul_dot_general", impl, _IMPLEMENTATIONS,
+                                  pallas_options=dict(block_sizes=block_sizes, interpret=interpret))
     dtype = jnp.result_type(lhs, rhs)
     lhs, rhs = jnp.asarray(lhs, dtype), jnp.asarray(rhs, dtype)
     validate_arguments(lhs, rhs, mantissa_bits, semantics, offset, "lmul_dot_general")

@@ -73,9 +73,10 @@ def _xla(q, k, v, scale, causal, segment_ids, kv_lengths):
     )
 
 
-def _pallas(q, k, v, scale, causal, segment_ids, kv_lengths):
+def _pallas(q, k, v, scale, causal, segment_ids, kv_lengths, block_sizes=None, interpret=None):
     del kv_lengths  # None: the dispatcher refuses kv_lengths for impl="pallas"
-    return flash_attention(q, k, v, scale=scale, causal=causal, segment_ids=segment_ids)
+    return flash_attention(q, k, v, scale=scale, causal=causal, segment_ids=segment_ids, block_sizes=block_sizes,
+                           interpret=interpret)
 
 
 _IMPLEMENTATIONS = {"reference": _reference, "xla": _xla, "pallas": _pallas}
@@ -91,6 +92,8 @@ def softmax_attention(
     segment_ids: Optional[jax.Array] = None,
     kv_lengths: Optional[jax.Array] = None,
     dot_general: Optional[Callable] = None,
+    block_sizes=None,
+    interpret=None,
     impl: str = "auto",
 ) -> jax.Array:
     """Softmax attention ``[B, Tq, H, D] x [B, Tk, H, D] x [B, Tk, H, Dv] -> [B, Tq, H, Dv]``.
@@ -105,6 +108,12 @@ def softmax_attention(
         partly filled cache, or right padding).
       dot_general: replaces the products ``q k^T`` and ``P v`` (e.g. an L-Matmul); the softmax stays
         fp32. It runs on the explicit (reference) path whatever ``impl`` (:mod:`jaxattn.ops.dispatch`).
+      block_sizes: the kernels' tile sizes (impl="pallas" only): a
+        :class:`~pallas_kernels.flash_attention.block_sizes.FlashBlockSizes`, one per
+        platform (a tuple), or None (the defaults).
+      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
+        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
+        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
       impl: ``"reference"``, ``"xla"`` (:func:`jax.nn.dot_product_attention`), ``"pallas"`` or
         ``"auto"`` (pallas on GPU and TPU without ``kv_lengths``, else xla).
 
@@ -134,6 +143,7 @@ def softmax_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     unsupported = "kv_lengths" if kv_lengths is not None else None
     attend = resolve_impl(name, impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported,
-                          dot_general=dot_general, takes_dot_general=("reference",))
+                          dot_general=dot_general, takes_dot_general=("reference",),
+                          pallas_options=dict(block_sizes=block_sizes, interpret=interpret))
     products = {"dot_general": dot_general} if is_custom_dot_general(dot_general) else {}
     return attend(q, k, v, scale, causal, segment_ids, kv_lengths, **products).astype(v.dtype)

@@ -269,10 +269,11 @@ def _xla(q, k1, k2, v1, v2, segment_ids, scale, causal, window):
     return jnp.swapaxes(out[:, :length].reshape(batch, heads, length, -1), 1, 2)
 
 
-def _pallas(q, k1, k2, v1, v2, segment_ids, scale, causal, window):
+def _pallas(q, k1, k2, v1, v2, segment_ids, scale, causal, window, block_sizes=None, interpret=None):
     del segment_ids  # None: the dispatcher refuses segment_ids for impl="pallas"
     # Head-major [B * H, T, d], every operand padded to a length all the kernels' blocks divide.
-    return pallas_tensor_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window)
+    return pallas_tensor_attention(q, k1, k2, v1, v2, scale=scale, causal=causal, window=window,
+                                   block_sizes=block_sizes, interpret=interpret)
 
 
 _IMPLEMENTATIONS = {"reference": _reference, "xla": _xla, "pallas": _pallas}
@@ -289,6 +290,8 @@ def tensor_attention(
     causal: bool = True,
     window: Optional[tuple[int, int]] = None,
     segment_ids: Optional[jax.Array] = None,
+    block_sizes=None,
+    interpret=None,
     impl: str = "auto",
 ) -> jax.Array:
     """2-simplicial attention ``[B, T, H, D]^3 x [B, T, H, Dv]^2 -> [B, T, H, Dv]`` (see the module docstring).
@@ -299,6 +302,12 @@ def tensor_attention(
         ``causal=False``: every pair of the sequence (or segment).
       window: ``(w1, w2)``: the causal sliding window ``i - w1 < j <= i``, ``i - w2 < k <= i``.
       segment_ids: ``[B, T]`` ints (packed sequences): a query sees only pairs of its own segment.
+      block_sizes: the kernels' tile sizes (impl="pallas" only): a
+        :class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`, one per
+        platform (a tuple), or None (the defaults).
+      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
+        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
+        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (the Pallas kernels on GPU and TPU
         where they take the call, else ``"xla"``; the kernels have no ``segment_ids``).
 
@@ -326,5 +335,6 @@ def tensor_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     window = None if window is None else (int(window[0]), int(window[1]))
     unsupported = None if segment_ids is None else "segment_ids"
-    attend = resolve_impl("tensor_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported)
+    attend = resolve_impl("tensor_attention", impl, _IMPLEMENTATIONS, pallas_unsupported=unsupported,
+                          pallas_options=dict(block_sizes=block_sizes, interpret=interpret))
     return attend(q, k1, k2, v1, v2, segment_ids, scale, bool(causal), window).astype(v1.dtype)

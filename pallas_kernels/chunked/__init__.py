@@ -15,17 +15,26 @@ Sequences are head-major ``[B, H, T, D]`` with T a multiple of the chunk size C,
 The TPU module (Mosaic) and the Triton module run the same bodies; :func:`run_on_platform` picks
 one by lowering platform (the Triton one in the interpreter elsewhere). A sweep's options and
 geometry are fixed once here, in a :mod:`~pallas_kernels.chunked.plans` record that both backends
-read. Outputs are fp32.
+read, and so are their launch settings
+(:class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`). Outputs are fp32.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Optional
 
 import jax
 
+from pallas_kernels.block_sizes import operand_class
 from pallas_kernels.chunked import tpu, triton
+from pallas_kernels.chunked.block_sizes import ChunkedBlockSizes
 from pallas_kernels.chunked.plans import ChunkwisePlan, SweepPlan
-from pallas_kernels.platform import run_on_platform
+from pallas_kernels.platform import Interpret, run_on_platform
+
+
+def _on(backend_run, block_sizes):
+    """``backend_run`` with the backend's resolved :class:`ChunkedBlockSizes`."""
+    return lambda *args, interpret: backend_run(*args, block_sizes=block_sizes, interpret=interpret)
 
 
 def sweep(
@@ -39,6 +48,8 @@ def sweep(
     name: str,
     reverse: bool = False,
     carry_history: bool = False,
+    block_sizes=None,
+    interpret: Interpret = None,
 ):
     """Runs ``body`` over the chunks of every (batch, head).
 
@@ -51,6 +62,8 @@ def sweep(
       name: the kernel's name (in errors and profiles).
       reverse: visit the chunks last to first.
       carry_history: also return ``[B, H, N, K, V]``, the carry each chunk received.
+      block_sizes: a :class:`ChunkedBlockSizes`, one per platform, or None (the defaults).
+      interpret: see :func:`pallas_kernels.platform.interpreter_mode`.
 
     Returns:
       ``(outputs, final_carry)``, outputs fp32 ``[B, H, T, w]``; with ``carry_history``
@@ -58,27 +71,19 @@ def sweep(
     """
     batch, heads, length = seq_inputs[0].shape[:3]
     plan = SweepPlan(body, tuple(out_widths), chunk_size, name, reverse, carry_history, batch, heads, length)
-
-    def on(backend):
-        def run(seq_inputs, b, carry, interpret):
-            return backend.sweep(plan, seq_inputs, b, carry, interpret=interpret)
-
-        return run
-
-    return run_on_platform(list(seq_inputs), b, carry, tpu=on(tpu), gpu=on(triton))
+    tpu_sizes, triton_sizes = ChunkedBlockSizes.for_each_platform(block_sizes, *operand_class(seq_inputs))
+    run = lambda backend, sizes: _on(functools.partial(backend.sweep, plan), sizes)  # noqa: E731
+    return run_on_platform(list(seq_inputs), b, carry, tpu=run(tpu, tpu_sizes), gpu=run(triton, triton_sizes),
+                           interpret=interpret)
 
 
 def chunkwise(body: Callable, inputs: Sequence[jax.Array], out_blocks: Sequence[tuple[int, int]], *,
-              name: str) -> list[jax.Array]:
+              name: str, block_sizes=None, interpret: Interpret = None) -> list[jax.Array]:
     """Runs ``body(blocks) -> outputs`` on every chunk: ``inputs`` ``[B, H, N, r_i, c_i]``, outputs fp32
-    ``[B, H, N, r, c]`` for each ``(r, c)`` of ``out_blocks``."""
+    ``[B, H, N, r, c]`` for each ``(r, c)`` of ``out_blocks``; ``block_sizes`` and ``interpret`` as
+    in :func:`sweep`."""
     batch, heads, num_chunks = inputs[0].shape[:3]
     plan = ChunkwisePlan(body, tuple(map(tuple, out_blocks)), name, len(inputs), batch, heads, num_chunks)
-
-    def on(backend):
-        def run(inputs, interpret):
-            return backend.chunkwise(plan, inputs, interpret=interpret)
-
-        return run
-
-    return run_on_platform(list(inputs), tpu=on(tpu), gpu=on(triton))
+    tpu_sizes, triton_sizes = ChunkedBlockSizes.for_each_platform(block_sizes, *operand_class(inputs))
+    run = lambda backend, sizes: _on(functools.partial(backend.chunkwise, plan), sizes)  # noqa: E731
+    return run_on_platform(list(inputs), tpu=run(tpu, tpu_sizes), gpu=run(triton, triton_sizes), interpret=interpret)

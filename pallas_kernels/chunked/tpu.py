@@ -54,8 +54,10 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, history):
 
 
 def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Array], carry: jax.Array, *,
-          interpret: bool = False):
-    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry."""
+          block_sizes=None, interpret: bool = False):
+    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry (the TPU
+    :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes` holds nothing more)."""
+    del block_sizes
     _check_chunk_size(plan.chunk_size, plan.name)
     size, num_chunks = plan.chunk_size, plan.num_chunks
     chunk = (lambda n: num_chunks - 1 - n) if plan.reverse else (lambda n: n)
@@ -95,8 +97,10 @@ def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Arra
     return (outputs, *rest)
 
 
-def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, interpret: bool = False) -> list[jax.Array]:
+def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, block_sizes=None, interpret: bool = False
+              ) -> list[jax.Array]:
     """See :func:`pallas_kernels.chunked.chunkwise`; ``plan`` holds its options and geometry."""
+    del block_sizes
     return list(pl.pallas_call(
         plan.kernel,
         grid=(plan.batch, plan.heads, plan.num_chunks),

@@ -19,7 +19,7 @@ from jax.experimental.pallas import triton as pltriton
 from pallas_kernels.chunked.decay import ChunkDecay
 from pallas_kernels.chunked.plans import ChunkwisePlan, SweepPlan
 from pallas_kernels.dot import fp32_algorithm
-from pallas_kernels.platform import triton_fp32_dot, wide_fp32
+from pallas_kernels.platform import triton_fp32_dot
 
 _MIN_BLOCK = 16
 
@@ -38,12 +38,10 @@ def _check_chunk_size(chunk_size: int, name: str) -> None:
         raise ValueError(f"{name} Triton kernel: chunk_size must be a power of two >= 16, got {chunk_size}")
 
 
-def _compiler_params(operands, num_warps: int, num_stages: Optional[int]):
-    """``num_stages`` None: 2, or 1 (no multi-buffered loads) for fp32 heads wider than 64, whose
-    blocks would not fit in shared memory."""
-    if num_stages is None:
-        num_stages = 1 if wide_fp32(operands) else 2
-    return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+def _compiler_params(block_sizes) -> pltriton.CompilerParams:
+    """Warps and stages of a resolved :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`
+    (by default 1 stage, no multi-buffered loads, for fp32 heads wider than 64)."""
+    return pltriton.CompilerParams(num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages)
 
 
 def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, num_chunks, reverse, history):
@@ -73,8 +71,9 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, num_chunk
 
 
 def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Array], carry: jax.Array, *,
-          interpret: bool = False, num_warps: int = 4, num_stages: Optional[int] = None):
-    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry."""
+          block_sizes, interpret: bool = False):
+    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry,
+    ``block_sizes`` (resolved) its warps and stages."""
     _check_chunk_size(plan.chunk_size, plan.name)
     batch, heads, length, num_chunks = plan.batch, plan.heads, plan.length, plan.num_chunks
     padded_inputs = [_pad_last(a) for a in seq_inputs]
@@ -105,7 +104,7 @@ def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Arra
             in_specs=in_specs + [carry_spec],
             out_specs=out_specs,
             out_shape=out_shape,
-            compiler_params=_compiler_params(seq_inputs, num_warps, num_stages),
+            compiler_params=_compiler_params(block_sizes),
             interpret=interpret,
             name=plan.kernel_name,
         )(*args, padded_carry)
@@ -118,9 +117,10 @@ def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Arra
     return outputs, final, history[..., :key_dim, :value_dim]
 
 
-def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, interpret: bool = False, num_warps: int = 4,
-              num_stages: Optional[int] = None) -> list[jax.Array]:
-    """See :func:`pallas_kernels.chunked.chunkwise`; ``plan`` holds its options and geometry."""
+def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, block_sizes, interpret: bool = False
+              ) -> list[jax.Array]:
+    """See :func:`pallas_kernels.chunked.chunkwise`; ``plan`` holds its options and geometry,
+    ``block_sizes`` (resolved) its warps and stages."""
     padded = [_pad_last(a, axes=2) for a in inputs]
     padded_blocks = [tuple(_block_size(n) for n in shape) for shape in plan.out_blocks]
     with fp32_algorithm(triton_fp32_dot(interpret)):
@@ -131,7 +131,7 @@ def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, interpret: bo
             out_specs=[plan.block_spec(shape) for shape in padded_blocks],
             out_shape=[jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.num_chunks, *shape), jnp.float32)
                        for shape in padded_blocks],
-            compiler_params=_compiler_params(inputs, num_warps, num_stages),
+            compiler_params=_compiler_params(block_sizes),
             interpret=interpret,
             name=plan.kernel_name,
         )(*padded)

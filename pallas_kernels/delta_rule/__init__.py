@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from pallas_kernels.chunked import chunkwise, sweep
 from pallas_kernels.chunked.decay import ChunkDecay, chunk_cumsum
 from pallas_kernels.delta_rule import chunk_math
+from pallas_kernels.platform import Interpret
 
 _NAME = "delta rule"
 
@@ -48,14 +49,15 @@ def _decay(rest) -> Optional[ChunkDecay]:
     return ChunkDecay.from_col_row(*rest) if rest else None
 
 
-def _prepare(k, v, beta, b, chunk_size):
+def _prepare(k, v, beta, b, chunk_size, kernel_options):
     """Every chunk's ``W [B, H, T, K]`` and ``U [B, H, T, V]`` (fp32)."""
     def body(blocks):
         k, v, beta, *rest = blocks
         return chunk_math.prepare_chunk(k, v, beta, _decay(rest))
 
     inputs = [_blocks(k, chunk_size), _blocks(v, chunk_size), _columns(beta, chunk_size), *_decay_blocks(b, chunk_size)]
-    w, u = chunkwise(body, inputs, [(chunk_size, k.shape[-1]), (chunk_size, v.shape[-1])], name=f"{_NAME} prepare")
+    w, u = chunkwise(body, inputs, [(chunk_size, k.shape[-1]), (chunk_size, v.shape[-1])], name=f"{_NAME} prepare",
+                     **kernel_options)
     return w.reshape(k.shape), u.reshape(v.shape)
 
 
@@ -78,24 +80,30 @@ def _reverse_body(scale):
     return body
 
 
-def _forward(q, k, v, beta, log_decay, initial_state, scale, chunk_size):
+def _kernel_options(block_sizes, interpret) -> dict:
+    return dict(block_sizes=block_sizes, interpret=interpret)
+
+
+def _forward(q, k, v, beta, log_decay, initial_state, scale, chunk_size, block_sizes, interpret):
+    options = _kernel_options(block_sizes, interpret)
     b = chunk_cumsum(log_decay, chunk_size)
-    w, u = _prepare(k, v, beta, b, chunk_size)
+    w, u = _prepare(k, v, beta, b, chunk_size, options)
     (out,), final = sweep(_forward_body(scale), (q, k, w, u), b, initial_state, [v.shape[-1]], chunk_size=chunk_size,
-                          name=_NAME)
+                          name=_NAME, **options)
     return (out, final), (q, k, v, beta, log_decay, initial_state)
 
 
-def _backward(scale, chunk_size, residuals, cotangents):
+def _backward(scale, chunk_size, block_sizes, interpret, residuals, cotangents):
     q, k, v, beta, log_decay, initial_state = residuals
     d_out, d_final = cotangents
     gated = log_decay is not None
+    options = _kernel_options(block_sizes, interpret)
     b = chunk_cumsum(log_decay, chunk_size)
-    w, u = _prepare(k, v, beta, b, chunk_size)
+    w, u = _prepare(k, v, beta, b, chunk_size, options)
     _, _, states = sweep(_state_body, (k, w, u), b, initial_state, [], chunk_size=chunk_size, name=_NAME,
-                         carry_history=True)
+                         carry_history=True, **options)
     _, d_initial, d_states = sweep(_reverse_body(scale), (q, k, w, d_out), b, d_final, [], chunk_size=chunk_size,
-                                   name=_NAME, reverse=True, carry_history=True)
+                                   name=_NAME, reverse=True, carry_history=True, **options)
 
     def body(blocks):
         q, k, v, beta, *rest = blocks
@@ -108,7 +116,7 @@ def _backward(scale, chunk_size, residuals, cotangents):
     out_blocks = [(chunk_size, key_dim), (chunk_size, key_dim), (chunk_size, value_dim), (chunk_size, 1)]
     if gated:
         out_blocks += [(chunk_size, 1), (1, chunk_size)]
-    dq, dk, dv, d_beta, *d_b = chunkwise(body, inputs, out_blocks, name=f"{_NAME} gradients")
+    dq, dk, dv, d_beta, *d_b = chunkwise(body, inputs, out_blocks, name=f"{_NAME} gradients", **options)
     d_log_decay = None
     if gated:  # b is the in-chunk cumulative sum of the log decay: its gradient is a reverse one
         d_cum = d_b[0][..., 0] + d_b[1][..., 0, :]  # [B, H, N, C]
@@ -117,7 +125,7 @@ def _backward(scale, chunk_size, residuals, cotangents):
             d_beta.reshape(beta.shape).astype(beta.dtype), d_log_decay, d_initial)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
 def chunked_delta_rule(
     q: jax.Array,
     k: jax.Array,
@@ -127,6 +135,8 @@ def chunked_delta_rule(
     initial_state: jax.Array,
     scale: float,
     chunk_size: int,
+    block_sizes=None,
+    interpret: Interpret = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The delta rule over delta steps, head-major.
 
@@ -138,16 +148,14 @@ def chunked_delta_rule(
       scale: multiplies ``q_t S_t``.
       chunk_size: steps per chunk, T a multiple of it (Triton: a power of two >= 16; TPU: a
         multiple of 8).
+      block_sizes: a :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`, one per
+        platform, or None (the defaults).
+      interpret: see :func:`pallas_kernels.platform.interpreter_mode`.
 
     Returns:
       ``o [B, H, T, V]`` fp32 and the final state ``[B, H, K, V]`` fp32.
     """
-    return _forward(q, k, v, beta, log_decay, initial_state, scale, chunk_size)[0]
+    return _forward(q, k, v, beta, log_decay, initial_state, scale, chunk_size, block_sizes, interpret)[0]
 
 
-chunked_delta_rule.defvjp(
-    lambda q, k, v, beta, log_decay, initial_state, scale, chunk_size: _forward(
-        q, k, v, beta, log_decay, initial_state, scale, chunk_size
-    ),
-    _backward,
-)
+chunked_delta_rule.defvjp(_forward, _backward)

@@ -1,6 +1,7 @@
 """GPU (Triton backend) diagonal scan: one program per (batch, feature tile) walks the whole
 sequence, one coalesced row of features per time step, with the carry in registers; the loads of
-:data:`UNROLL` steps are issued together, since the scan is bound by memory latency.
+``unroll`` steps are issued together, since the scan is bound by memory latency. Tiles, unroll,
+warps and stages: :class:`~pallas_kernels.diagonal_scan.block_sizes.ScanBlockSizes`.
 
 See docs/ssm.md#the-parallel-scan.
 """
@@ -12,11 +13,6 @@ from jax.experimental.pallas import triton as pltriton
 
 from pallas_kernels.diagonal_scan import recurrence
 
-FEATURE_TILE = 128
-# Time steps per loop iteration (recurrence.scan_rows): on an H100 (B=8, T=16384, F=1024, fp32 forward)
-# 1 row took 7.5 ms, 4 rows 2.6 ms, 8 rows 2.4 ms, 16 rows 1.4 ms (results/bench_gpu_h100/logs/tune_scan.log).
-UNROLL = 16
-
 
 def _kernel(*refs, parts, length, reverse, unroll):
     a_refs, b_refs, h0_refs = refs[:parts], refs[parts : 2 * parts], refs[2 * parts : 3 * parts]
@@ -27,21 +23,22 @@ def _kernel(*refs, parts, length, reverse, unroll):
         ref[...] = value
 
 
-def scan(a: tuple, b: tuple, h0: tuple, *, reverse: bool, interpret: bool = False, num_warps: int = 4,
-         unroll: int = UNROLL) -> tuple:
-    """Same contract as :func:`pallas_kernels.diagonal_scan.tpu.scan` (F a multiple of 128, any T)."""
+def scan(a: tuple, b: tuple, h0: tuple, *, reverse: bool, block_sizes, interpret: bool = False) -> tuple:
+    """Same contract as :func:`pallas_kernels.diagonal_scan.tpu.scan` (F a multiple of the feature
+    tile, any T); ``block_sizes``: a resolved Triton ``ScanBlockSizes``."""
     batch, length, features = a[0].shape
+    feature_tile, unroll = block_sizes.feature_tile, block_sizes.unroll
     parts = len(a)
-    seq_spec = pl.BlockSpec((None, length, FEATURE_TILE), lambda i, f: (i, 0, f))
-    row_spec = pl.BlockSpec((None, 1, FEATURE_TILE), lambda i, f: (i, 0, f))
+    seq_spec = pl.BlockSpec((None, length, feature_tile), lambda i, f: (i, 0, f))
+    row_spec = pl.BlockSpec((None, 1, feature_tile), lambda i, f: (i, 0, f))
     outputs = pl.pallas_call(
         lambda *refs: _kernel(*refs, parts=parts, length=length, reverse=reverse, unroll=unroll),
-        grid=(batch, features // FEATURE_TILE),
+        grid=(batch, features // feature_tile),
         in_specs=[seq_spec] * (2 * parts) + [row_spec] * parts,
         out_specs=[seq_spec] * parts + [row_spec] * parts,
         out_shape=[jax.ShapeDtypeStruct(a[0].shape, jnp.float32)] * parts
         + [jax.ShapeDtypeStruct(h0[0].shape, jnp.float32)] * parts,
-        compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=1),
+        compiler_params=pltriton.CompilerParams(num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages),
         interpret=interpret,
         name="diagonal_scan",
     )(*a, *b, *h0)

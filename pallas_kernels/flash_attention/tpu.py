@@ -16,12 +16,12 @@ from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.flash_attention.block_math import Positions, keep_mask
 
-BLOCK = 128
 
 
-def block_size(length: int, operands=()) -> int:
-    """Blocks of 128 tokens, or the whole (8-padded) sequence when it is shorter (``operands``: unused)."""
-    return min(BLOCK, -(-length // 8) * 8)
+def block_size(length: int, block: int) -> int:
+    """``block`` tokens (:class:`~pallas_kernels.flash_attention.block_sizes.FlashBlockSizes`), or the
+    whole (8-padded) sequence when it is shorter."""
+    return min(block, -(-length // 8) * 8)
 
 
 def _kernel(*refs, spec, layout):
@@ -58,8 +58,11 @@ def _kernel(*refs, spec, layout):
             ref[...] = value.astype(ref.dtype)
 
 
-def run(spec, layout, *, interpret: bool = False) -> list[jax.Array]:
-    """Runs one pass; returns fp32 ``[B, H, T_outer, w]`` per output width."""
+def run(spec, layout, block_sizes=None, *, interpret: bool = False) -> list[jax.Array]:
+    """Runs one pass; returns fp32 ``[B, H, T_outer, w]`` per output width. The blocks are the
+    layout's; ``block_sizes`` (a TPU :class:`~pallas_kernels.flash_attention.block_sizes.FlashBlockSizes`)
+    holds nothing else for Mosaic."""
+    del block_sizes
     batch, heads, outer_length = layout.outer[0].shape[:3]
     inner_length = layout.inner[0].shape[2]
     bo, bi = layout.block_outer, layout.block_inner

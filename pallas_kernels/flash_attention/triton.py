@@ -8,8 +8,6 @@ width 1, are not padded) and the outputs cut back.
 See docs/softmax_attention.md#flash-attention.
 """
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
@@ -17,16 +15,16 @@ from jax.experimental.pallas import triton as pltriton
 
 from pallas_kernels.dot import fp32_algorithm
 from pallas_kernels.flash_attention.block_math import Positions, keep_mask
-from pallas_kernels.platform import triton_fp32_dot, wide_fp32
+from pallas_kernels.platform import triton_fp32_dot
 
-BLOCK = 64
 _MIN_BLOCK = 16
 
 
-def block_size(length: int, operands=()) -> int:
-    """64 tokens (32 for fp32 heads wider than 64, for shared memory), or the power of two >= 16 above
-    a shorter length."""
-    return min(BLOCK // 2 if wide_fp32(operands) else BLOCK, max(_MIN_BLOCK, pl.next_power_of_2(length)))
+def block_size(length: int, block: int) -> int:
+    """``block`` tokens (:class:`~pallas_kernels.flash_attention.block_sizes.FlashBlockSizes`: 64, or
+    32 for fp32 heads wider than 64, for shared memory), or the power of two >= 16 above a shorter
+    length."""
+    return min(block, max(_MIN_BLOCK, pl.next_power_of_2(length)))
 
 
 def _padded_width(width: int) -> int:
@@ -77,11 +75,10 @@ def _kernel(*refs, spec, layout, num_inner):
         ref[outer_rows, :] = value.astype(ref.dtype)
 
 
-def run(spec, layout, *, interpret: bool = False, num_warps: int = 4, num_stages: Optional[int] = None) -> list[jax.Array]:
-    """Runs one pass; returns fp32 ``[B, H, T_outer, w]`` per output width. ``num_stages`` None: 2, or
-    1 for fp32 heads wider than 64 (shared memory)."""
-    if num_stages is None:
-        num_stages = 1 if wide_fp32([*layout.outer, *layout.inner]) else 2
+def run(spec, layout, block_sizes, *, interpret: bool = False) -> list[jax.Array]:
+    """Runs one pass; returns fp32 ``[B, H, T_outer, w]`` per output width. Blocks come from the
+    layout, warps and stages from ``block_sizes`` (a resolved Triton
+    :class:`~pallas_kernels.flash_attention.block_sizes.FlashBlockSizes`)."""
     widths = spec.out_widths(layout)
     layout = layout._replace(outer=[_pad_width(a) for a in layout.outer], inner=[_pad_width(a) for a in layout.inner])
     batch, heads, outer_length = layout.outer[0].shape[:3]
@@ -103,7 +100,7 @@ def run(spec, layout, *, interpret: bool = False, num_warps: int = 4, num_stages
             in_specs=in_specs,
             out_specs=[pl.BlockSpec((None, None, outer_length, w), lambda b, h, i: (b, h, 0, 0)) for w in padded_widths],
             out_shape=[jax.ShapeDtypeStruct((batch, heads, outer_length, w), jnp.float32) for w in padded_widths],
-            compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+            compiler_params=pltriton.CompilerParams(num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages),
             interpret=interpret,
             name=f"flash_attention_{spec.name}",
         )(*args)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from pallas_kernels.chunked import sweep
 from pallas_kernels.chunked.decay import chunk_cumsum
 from pallas_kernels.linear_attention import chunk_math
+from pallas_kernels.platform import Interpret
 
 _NAME = "linear attention"
 
@@ -45,22 +46,22 @@ def _dkv_body(scale):
     return body
 
 
-def _forward(q, k, v, log_decay, initial_state, scale, chunk_size):
+def _forward(q, k, v, log_decay, initial_state, scale, chunk_size, block_sizes, interpret):
     b = chunk_cumsum(log_decay, chunk_size)
     (out,), final = sweep(_forward_body(scale), (q, k, v), b, initial_state, [v.shape[-1]], chunk_size=chunk_size,
-                         name=_NAME)
+                          name=_NAME, block_sizes=block_sizes, interpret=interpret)
     return (out, final), (q, k, v, log_decay, initial_state, final)
 
 
-def _backward(scale, chunk_size, residuals, cotangents):
+def _backward(scale, chunk_size, block_sizes, interpret, residuals, cotangents):
     q, k, v, log_decay, initial_state, final = residuals
     d_out, d_final = cotangents
     d_out = d_out.astype(v.dtype)
     b = chunk_cumsum(log_decay, chunk_size)
-    (dq,), _ = sweep(_dq_body(scale), (k, v, d_out), b, initial_state, [q.shape[-1]], chunk_size=chunk_size, name=_NAME)
+    options = dict(chunk_size=chunk_size, name=_NAME, block_sizes=block_sizes, interpret=interpret)
+    (dq,), _ = sweep(_dq_body(scale), (k, v, d_out), b, initial_state, [q.shape[-1]], **options)
     (dk, dv), d_initial = sweep(
-        _dkv_body(scale), (q, k, v, d_out), b, d_final, [k.shape[-1], v.shape[-1]], chunk_size=chunk_size, name=_NAME,
-        reverse=True,
+        _dkv_body(scale), (q, k, v, d_out), b, d_final, [k.shape[-1], v.shape[-1]], reverse=True, **options,
     )
     d_log_decay = None
     if log_decay is not None:
@@ -70,7 +71,7 @@ def _backward(scale, chunk_size, residuals, cotangents):
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), d_log_decay, d_initial
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
 def chunked_linear_attention(
     q: jax.Array,
     k: jax.Array,
@@ -79,6 +80,8 @@ def chunked_linear_attention(
     initial_state: jax.Array,
     scale: float,
     chunk_size: int,
+    block_sizes=None,
+    interpret: Interpret = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Causal linear attention on head-major inputs.
 
@@ -88,16 +91,14 @@ def chunked_linear_attention(
       initial_state: ``[B, H, K, V]`` fp32.
       scale: multiplies ``q_t S_t``.
       chunk_size: tokens per chunk (Triton: a power of two >= 16; TPU: a multiple of 8).
+      block_sizes: a :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`, one per
+        platform, or None (the defaults).
+      interpret: see :func:`pallas_kernels.platform.interpreter_mode`.
 
     Returns:
       ``o [B, H, T, V]`` fp32 and the final state ``[B, H, K, V]`` fp32.
     """
-    return _forward(q, k, v, log_decay, initial_state, scale, chunk_size)[0]
+    return _forward(q, k, v, log_decay, initial_state, scale, chunk_size, block_sizes, interpret)[0]
 
 
-chunked_linear_attention.defvjp(
-    lambda q, k, v, log_decay, initial_state, scale, chunk_size: _forward(
-        q, k, v, log_decay, initial_state, scale, chunk_size
-    ),
-    _backward,
-)
+chunked_linear_attention.defvjp(_forward, _backward)

@@ -8,8 +8,9 @@ recomputes the probabilities from the saved row log-sum-exp, with ``dS = P .* (d
 in three passes: over k1 and k2 blocks per query block for ``dq``, over query and k2 blocks per k1
 block for ``dk1, dv1``, over query and k1 blocks per k2 block for ``dk2, dv2``. The math is in
 :mod:`.block_math`, the passes in :mod:`.passes`, the tile loops in :mod:`.tpu` and :mod:`.triton`,
-chosen by lowering platform. Tiles that the causal or window mask (or the padding) hides entirely
-are skipped.
+chosen by lowering platform, their tile sizes in
+:class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`. Tiles that the causal or
+window mask (or the padding) hides entirely are skipped.
 """
 
 import functools
@@ -17,47 +18,52 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import pallas as pl
 
-from pallas_kernels.platform import run_on_platform
+from pallas_kernels.block_sizes import padded_length
+from pallas_kernels.platform import Interpret, run_on_platform
 from pallas_kernels.tensor_attention import passes, tpu, triton
+from pallas_kernels.tensor_attention.block_sizes import TensorBlockSizes
 
 
-def _run(make_pass, queries, k1s, k2s, mask):
-    """One pass on the platform's kernel, with that backend's block sizes."""
+def _run(make_pass, queries, k1s, k2s, mask, sizes, interpret):
+    """One pass on the platform's kernel with its block sizes (``sizes``: TPU's and Triton's
+    :class:`TensorBlockSizes`)."""
 
-    def on(backend):
+    def on(backend, block_sizes):
         def run(queries, k1s, k2s, interpret):
-            layout = passes.Layout((queries, k1s, k2s), backend.block_sizes(queries[0].shape[1]), **mask)
-            return backend.run(make_pass, layout, interpret=interpret)
+            layout = passes.Layout((queries, k1s, k2s), backend.block_sizes(queries[0].shape[1], block_sizes), **mask)
+            return backend.run(make_pass, layout, block_sizes, interpret=interpret)
 
         return run
 
-    return run_on_platform(list(queries), list(k1s), list(k2s), tpu=on(tpu), gpu=on(triton))
+    tpu_sizes, triton_sizes = sizes
+    return run_on_platform(list(queries), list(k1s), list(k2s), tpu=on(tpu, tpu_sizes), gpu=on(triton, triton_sizes),
+                           interpret=interpret)
 
 
 def _mask(length, causal, window):
     return dict(length=length, causal=causal, window=window)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def _attention(q, k1, k2, v1, v2, scale, length, causal, window):
-    return _forward(q, k1, k2, v1, v2, scale, length, causal, window)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+def _attention(q, k1, k2, v1, v2, scale, length, causal, window, sizes, interpret):
+    return _forward(q, k1, k2, v1, v2, scale, length, causal, window, sizes, interpret)[0]
 
 
-def _forward(q, k1, k2, v1, v2, scale, length, causal, window):
-    out, lse = _run(passes.forward_pass(scale), [q], [k1, v1], [k2, v2], _mask(length, causal, window))
+def _forward(q, k1, k2, v1, v2, scale, length, causal, window, sizes, interpret):
+    out, lse = _run(passes.forward_pass(scale), [q], [k1, v1], [k2, v2], _mask(length, causal, window), sizes,
+                    interpret)
     return out, (q, k1, k2, v1, v2, out, lse)
 
 
-def _backward(scale, length, causal, window, residuals, d_out):
+def _backward(scale, length, causal, window, sizes, interpret, residuals, d_out):
     q, k1, k2, v1, v2, out, lse = residuals
     delta = jnp.sum(d_out * out, axis=-1, keepdims=True)  # rowsum(dO .* O) [G, T, 1]
     operands = ([q, d_out.astype(v1.dtype), lse, delta], [k1, v1], [k2, v2])
-    mask = _mask(length, causal, window)
-    (dq,) = _run(passes.dq_pass(scale), *operands, mask)
-    dk1, dv1 = _run(passes.dk1_dv1_pass(scale), *operands, mask)
-    dk2, dv2 = _run(passes.dk2_dv2_pass(scale), *operands, mask)
+    options = (_mask(length, causal, window), sizes, interpret)
+    (dq,) = _run(passes.dq_pass(scale), *operands, *options)
+    dk1, dv1 = _run(passes.dk1_dv1_pass(scale), *operands, *options)
+    dk2, dv2 = _run(passes.dk2_dv2_pass(scale), *operands, *options)
     grads = (dq, dk1, dk2, dv1, dv2)
     return tuple(g.astype(a.dtype) for g, a in zip(grads, (q, k1, k2, v1, v2)))
 
@@ -65,26 +71,22 @@ def _backward(scale, length, causal, window, residuals, d_out):
 _attention.defvjp(_forward, _backward)
 
 
-def _padded_length(length: int) -> int:
-    """A length every backend's block divides: a multiple of 128, or a power of two >= 16 below it."""
-    largest = max(*tpu.BLOCKS, *triton.BLOCKS)
-    if length >= largest:
-        return -(-length // largest) * largest
-    return max(16, pl.next_power_of_2(length))
-
-
 def tensor_attention(
     q: jax.Array, k1: jax.Array, k2: jax.Array, v1: jax.Array, v2: jax.Array, *, scale: float, causal: bool = False,
-    window: Optional[tuple[int, int]] = None,
+    window: Optional[tuple[int, int]] = None, block_sizes=None, interpret: Interpret = None,
 ) -> jax.Array:
     """``[B, T, H, D]^3 x [B, T, H, Dv]^2 -> [B, T, H, Dv]`` fp32.
 
     ``causal``: pairs with ``j, k <= i``; ``window=(w1, w2)``: ``i - w1 < j <= i``, ``i - w2 < k <= i``
     (implies causal). Inputs run in their (common) dtype; softmax statistics and accumulators are fp32.
+    ``block_sizes``: a :class:`TensorBlockSizes`, one per platform, or None (the defaults);
+    ``interpret``: see :func:`pallas_kernels.platform.interpreter_mode`. The sequence is padded to a
+    length every block of both platforms divides.
     """
     batch, length, heads = q.shape[:3]
     key_dtype, value_dtype = jnp.result_type(q, k1, k2), jnp.result_type(v1, v2)
-    padded = _padded_length(length)
+    sizes = TensorBlockSizes.for_each_platform(block_sizes, key_dtype, q.shape[-1])
+    padded = padded_length(length, [b for s in sizes for b in s.blocks])
 
     def head_major(a, dtype):
         a = jnp.swapaxes(a.astype(dtype), 1, 2).reshape(batch * heads, length, a.shape[-1])
@@ -93,6 +95,6 @@ def tensor_attention(
     window = None if window is None else (int(window[0]), int(window[1]))
     out = _attention(
         *(head_major(a, key_dtype) for a in (q, k1, k2)), *(head_major(a, value_dtype) for a in (v1, v2)),
-        float(scale), length, bool(causal) or window is not None, window,
+        float(scale), length, bool(causal) or window is not None, window, sizes, interpret,
     )
     return jnp.swapaxes(out[:, :length].reshape(batch, heads, length, -1), 1, 2)

@@ -6,8 +6,9 @@ are the sequential grid axes, in increasing axis order. Each step gets one block
 (``[b, d]`` of the ``[G, T, d]`` arrays, ``T`` a multiple of the blocks) and folds ``step`` over
 its tile when the mask leaves any triple of it visible. Other steps are skipped with ``pl.when``
 and read the blocks of a neighbouring visible step (:func:`.passes.fetched_blocks`): no new copies.
-Blocks: 32 queries x 16 k1 tokens make the ``[512, D]`` pair matrix, against 128 k2 tokens (or the
-whole, 8-aligned, sequence when shorter).
+Blocks (:class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`; by default): 32
+queries x 16 k1 tokens make the ``[512, D]`` pair matrix, against 128 k2 tokens (or the whole,
+8-aligned, sequence when shorter).
 
 See docs/tensor_attention.md#the-streaming-algorithm.
 """
@@ -20,12 +21,10 @@ from jax.experimental.pallas import tpu as pltpu
 from pallas_kernels.tensor_attention import passes
 from pallas_kernels.tensor_attention.block_math import Positions, keep_mask
 
-BLOCKS = (32, 16, 128)  # (queries, k1, k2)
-
-
-def block_sizes(length: int) -> tuple[int, int, int]:
-    """Per-axis blocks for a padded length that each of :data:`BLOCKS` (or the length) divides."""
-    return tuple(min(b, length) for b in BLOCKS)
+def block_sizes(length: int, sizes) -> tuple[int, int, int]:
+    """Per-axis blocks ``sizes.blocks`` (a :class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`),
+    each clamped to the padded ``length`` (which each divides)."""
+    return tuple(min(b, length) for b in sizes.blocks)
 
 
 def _kernel(*refs, spec, layout):
@@ -59,8 +58,10 @@ def _kernel(*refs, spec, layout):
             ref[...] = value.astype(ref.dtype)
 
 
-def run(spec, layout, *, interpret: bool = False) -> list[jax.Array]:
-    """Runs one pass; returns fp32 ``[G, T, w]`` per output width, indexed by the pass's axis."""
+def run(spec, layout, block_sizes=None, *, interpret: bool = False) -> list[jax.Array]:
+    """Runs one pass; returns fp32 ``[G, T, w]`` per output width, indexed by the pass's axis. The
+    blocks are the layout's; ``block_sizes`` (TPU's) holds nothing else for Mosaic."""
+    del block_sizes
     heads, length = layout.operands[0][0].shape[:2]
     order = (spec.grid_axis, *passes.loop_axes(spec.grid_axis))
 

@@ -2,8 +2,9 @@
 two nested loops over the blocks of the other two axes that the mask leaves visible (loop bounds
 from :func:`pallas_kernels.tensor_attention.passes.block_range`), accumulators in registers.
 
-Runs any :class:`pallas_kernels.tensor_attention.passes.Pass`, like the TPU module. Blocks: 16
-queries x 8 k1 tokens make the ``[128, D]`` pair matrix, against 32 k2 tokens. Triton blocks need
+Runs any :class:`pallas_kernels.tensor_attention.passes.Pass`, like the TPU module. Blocks
+(:class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`; by default): 16 queries x
+8 k1 tokens make the ``[128, D]`` pair matrix, against 32 k2 tokens. Triton blocks need
 power-of-two sizes of at least 16 in matrix products: head sizes are zero-padded to one (row
 statistics, of width 1, are not padded) and the outputs cut back.
 
@@ -20,12 +21,13 @@ from pallas_kernels.platform import triton_fp32_dot
 from pallas_kernels.tensor_attention import passes
 from pallas_kernels.tensor_attention.block_math import Positions, keep_mask
 
-BLOCKS = (16, 8, 32)  # (queries, k1, k2)
 _MIN_WIDTH = 16
 
 
-def block_sizes(length: int) -> tuple[int, int, int]:
-    return tuple(min(b, length) for b in BLOCKS)
+def block_sizes(length: int, sizes) -> tuple[int, int, int]:
+    """Per-axis blocks ``sizes.blocks`` (a :class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`),
+    each clamped to the padded ``length`` (which each divides)."""
+    return tuple(min(b, length) for b in sizes.blocks)
 
 
 def _padded_width(width: int) -> int:
@@ -73,8 +75,9 @@ def _kernel(*refs, spec, layout):
         ref[rows(grid_axis, grid_index), :] = value.astype(ref.dtype)
 
 
-def run(spec, layout, *, interpret: bool = False, num_warps: int = 8, num_stages: int = 2) -> list[jax.Array]:
-    """Runs one pass; returns fp32 ``[G, T, w]`` per output width, indexed by the pass's axis."""
+def run(spec, layout, block_sizes, *, interpret: bool = False) -> list[jax.Array]:
+    """Runs one pass; returns fp32 ``[G, T, w]`` per output width, indexed by the pass's axis. Blocks
+    come from the layout, warps and stages from ``block_sizes`` (Triton's, resolved)."""
     widths = spec.out_widths(layout)
     layout = layout._replace(operands=tuple([_pad_width(a) for a in ops] for ops in layout.operands))
     heads, length = layout.operands[0][0].shape[:2]
@@ -88,7 +91,7 @@ def run(spec, layout, *, interpret: bool = False, num_warps: int = 8, num_stages
             in_specs=[whole(a.shape[-1]) for a in args],
             out_specs=[whole(w) for w in padded_widths],
             out_shape=[jax.ShapeDtypeStruct((heads, length, w), jnp.float32) for w in padded_widths],
-            compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+            compiler_params=pltriton.CompilerParams(num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages),
             interpret=interpret,
             name=f"tensor_attention_{spec.name}",
         )(*args)

@@ -10,6 +10,7 @@ from numerics import relative_error
 
 from jaxattn.ops import delta_rule
 from pallas_kernels.delta_rule.chunk_math import system_inverse
+from pallas_kernels.chunked.block_sizes import ChunkedBlockSizes
 from pallas_kernels.platform import INTERPRET_ENV
 
 from tests.ops.test_delta_rule import check_matches_reference, make_inputs, near_reflections
@@ -104,8 +105,11 @@ def test_chunk_size_errors_name_the_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
-@pytest.mark.parametrize("steps, gated", [(1, False), (2, True)])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, steps, gated, verified_triton_modules):
+@pytest.mark.parametrize("steps, gated, block_sizes", [
+    (1, False, None), (2, True, None), (1, True, ChunkedBlockSizes("triton", num_warps=2, num_stages=3)),
+])
+def test_forward_and_backward_lower_for_accelerators(platform, marker, steps, gated, block_sizes,
+                                                     verified_triton_modules):
     """Six kernels: the forward's chunk terms and sweep; the backward's chunk terms, forward and
     reverse sweeps and gradients."""
     batch, length, heads, dim = 2, 100, 3, 64
@@ -116,7 +120,7 @@ def test_forward_and_backward_lower_for_accelerators(platform, marker, steps, ga
 
     def loss(q, k, v, beta, g):
         return jnp.sum(delta_rule(q, k, v, beta, g=g, householder_steps=steps, initial_state=jnp.zeros((batch, heads, dim, dim)),
-                                  impl="pallas"))
+                                  impl="pallas", block_sizes=block_sizes))
 
     grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4) if gated else (0, 1, 2, 3))
     text = jax.jit(grad).trace(q, k, v, beta, g).lower(lowering_platforms=(platform,)).as_text()

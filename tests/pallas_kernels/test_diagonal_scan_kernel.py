@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxattn.ops import diagonal_scan
+from pallas_kernels.diagonal_scan.block_sizes import ScanBlockSizes
 
 from tests.ops.test_diagonal_scan import numpy_scan, random_inputs
 
@@ -56,12 +57,16 @@ def test_float64_is_refused_by_pallas_and_auto_uses_xla():
 
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
-@pytest.mark.parametrize("complex_", [False, True])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_, verified_triton_modules):
+@pytest.mark.parametrize("complex_, block_sizes", [
+    (False, None), (True, None),
+    (False, (ScanBlockSizes("tpu", feature_tile=256, time_tile=64),
+             ScanBlockSizes("triton", feature_tile=64, unroll=4))),
+])
+def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_, block_sizes, verified_triton_modules):
     a, b, h0 = random_inputs(jax.random.key(1), (2, 600, 200), complex_)
 
     def loss(a, b, h0):
-        h, h_last = diagonal_scan(a, b, h0=h0, impl="pallas")
+        h, h_last = diagonal_scan(a, b, h0=h0, impl="pallas", block_sizes=block_sizes)
         return jnp.sum(jnp.abs(h)) + jnp.sum(jnp.abs(h_last))
 
     lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).trace(a, b, h0).lower(lowering_platforms=(platform,))
@@ -72,11 +77,14 @@ def test_forward_and_backward_lower_for_accelerators(platform, marker, complex_,
 def test_triton_kernel_unrolled_loop_matches_one_row_loop(reverse):
     """Several rows per loop iteration, with a remainder (T = 4 * 9 + 3), in the interpreter."""
     from pallas_kernels.diagonal_scan import triton
+    from pallas_kernels.diagonal_scan.block_sizes import ScanBlockSizes
 
     keys = jax.random.split(jax.random.key(3), 3)
     a = jax.random.uniform(keys[0], (2, 39, 256), minval=-1.0, maxval=1.0)
     b, h0 = jax.random.normal(keys[1], (2, 39, 256)), jax.random.normal(keys[2], (2, 1, 256))
-    run = lambda unroll: triton.scan((a,), (b,), (h0,), reverse=reverse, interpret=True, unroll=unroll)  # noqa: E731
+    sizes = lambda unroll: ScanBlockSizes.resolve(ScanBlockSizes("triton", unroll=unroll), "triton")  # noqa: E731
+    run = lambda unroll: triton.scan((a,), (b,), (h0,), reverse=reverse, interpret=True,  # noqa: E731
+                                     block_sizes=sizes(unroll))
     (want,), (want_last,) = run(1)
     (got,), (got_last,) = run(4)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxattn.ops import softmax_attention
+from pallas_kernels.flash_attention.block_sizes import FlashBlockSizes
 
 
 def relative_error(got, want):
@@ -72,13 +73,17 @@ def test_kv_lengths_are_refused_and_auto_uses_xla_on_cpu():
 
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
-@pytest.mark.parametrize("segments", [False, True])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, segments, verified_triton_modules):
+@pytest.mark.parametrize("segments, block_sizes", [
+    (False, None), (True, None),
+    (True, (FlashBlockSizes("tpu", block_q=64, block_k=256), FlashBlockSizes("triton", block_q=32, block_k=128,
+                                                                             num_warps=8, num_stages=3))),
+])
+def test_forward_and_backward_lower_for_accelerators(platform, marker, segments, block_sizes, verified_triton_modules):
     q = k = v = jnp.zeros((2, 300, 4, 64))
     segment_ids = jnp.zeros((2, 300), jnp.int32) if segments else None
 
     def loss(q, k, v):
-        return jnp.sum(softmax_attention(q, k, v, segment_ids=segment_ids, impl="pallas"))
+        return jnp.sum(softmax_attention(q, k, v, segment_ids=segment_ids, impl="pallas", block_sizes=block_sizes))
 
     lowered = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).trace(q, k, v).lower(lowering_platforms=(platform,))
     assert lowered.as_text().count(marker) == 3  # forward, dQ pass, dK/dV pass

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxattn.ops import linear_attention
+from pallas_kernels.chunked.block_sizes import ChunkedBlockSizes
 from pallas_kernels.platform import INTERPRET_ENV
 
 from tests.ops.test_linear_attention import CASES as ALL_CASES
@@ -60,8 +61,11 @@ def test_chunk_size_errors_name_the_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
-@pytest.mark.parametrize("name", ["plain", "gated+initial_state"])
-def test_forward_and_backward_lower_for_accelerators(platform, marker, name, verified_triton_modules):
+@pytest.mark.parametrize("name, block_sizes", [
+    ("plain", None), ("gated+initial_state", None),
+    ("gated+initial_state", ChunkedBlockSizes("triton", num_warps=8, num_stages=3)),
+])
+def test_forward_and_backward_lower_for_accelerators(platform, marker, name, block_sizes, verified_triton_modules):
     """One forward and two backward sweeps per call; each lowers to a kernel of that platform."""
     q, k, v, kwargs = build(ALL_CASES[name], length=100)
     q, k, v = (jnp.broadcast_to(a, (2, 100, 3, 64)) for a in (q[..., :1], k[..., :1], v[..., :1]))
@@ -69,7 +73,7 @@ def test_forward_and_backward_lower_for_accelerators(platform, marker, name, ver
         kwargs["initial_state"] = jnp.zeros((2, 3, 64, 64))
 
     def loss(q, k, v):
-        return jnp.sum(linear_attention(q, k, v, impl="pallas", chunk_size=64, **kwargs))
+        return jnp.sum(linear_attention(q, k, v, impl="pallas", chunk_size=64, block_sizes=block_sizes, **kwargs))
 
     text = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).trace(q, k, v).lower(lowering_platforms=(platform,)).as_text()
     assert text.count(marker) == 3

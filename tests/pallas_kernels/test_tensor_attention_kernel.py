@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxattn.ops import tensor_attention
+from pallas_kernels.tensor_attention.block_sizes import TensorBlockSizes
 
 
 def relative_error(got, want):
@@ -64,7 +65,11 @@ def test_auto_uses_xla_on_cpu():
 
 
 @pytest.mark.parametrize("platform, marker", [("tpu", "tpu_custom_call"), ("cuda", "__gpu$xla.gpu.triton")])
-@pytest.mark.parametrize("mask", [dict(causal=False), dict(causal=True), dict(window=(64, 200))])
+@pytest.mark.parametrize("mask", [
+    dict(causal=False), dict(causal=True), dict(window=(64, 200)),
+    dict(causal=True, block_sizes=(TensorBlockSizes("tpu", block_q=16, block_k1=8, block_k2=256),
+                                   TensorBlockSizes("triton", block_q=8, block_k1=8, block_k2=64, num_warps=4))),
+])
 def test_forward_and_backward_lower_for_accelerators(platform, marker, mask, verified_triton_modules):
     args = [jnp.zeros((2, 300, 2, 64))] * 5
 
