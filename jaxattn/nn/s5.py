@@ -188,17 +188,32 @@ class S5(SequenceMixer):
         lam_bar, b_bar = DISCRETIZATIONS[self.discretization](lam, _from_pairs(b), step)
         return lam_bar, b_bar, [_from_pairs(c) for c in cs], d
 
-    def _read_out(self, c: jax.Array, states: jax.Array) -> jax.Array:
-        """``Re(C~ x)`` (times 2 with conjugate symmetry): ``[..., P] -> [..., H]``."""
-        y = jnp.einsum("...p,hp->...h", states, c).real
-        return 2.0 * y if self.conj_sym else y
+    def _read_out(self, cs: list[jax.Array], states: list[jax.Array]) -> jax.Array:
+        """``sum_k Re(C~_k x_k)`` (times 2 with conjugate symmetry): ``[..., P]`` each -> ``[..., H]``.
+
+        One real matmul over ``[Re x_1, Im x_1, Re x_2, ...]`` ``[..., 2 K P]``, since
+        ``Re(C~ x) = Re C~ Re x - Im C~ Im x``: half the products of a complex matmul whose imaginary
+        part is thrown away, and both directions of the bidirectional layer in one product.
+        """
+        factor = 2.0 if self.conj_sym else 1.0
+        weights = jnp.concatenate([w for c in cs for w in (factor * c.real, -factor * c.imag)], axis=-1)
+        parts = jnp.concatenate([part for x in states for part in (x.real, x.imag)], axis=-1)
+        return jnp.einsum("...k,hk->...h", parts, weights)
+
+    @staticmethod
+    def _drive(x: jax.Array, b_bar: jax.Array) -> jax.Array:
+        """``B_bar u`` ``[..., H] -> [..., P]`` complex, as one real matmul of the real input with
+        ``[Re B_bar; Im B_bar]`` (a complex einsum would promote ``u`` and do twice the products)."""
+        parts = jnp.einsum("...h,kh->...k", x.astype(jnp.float32), jnp.concatenate([b_bar.real, b_bar.imag]))
+        real, imag = jnp.split(parts, 2, axis=-1)
+        return jax.lax.complex(real, imag)
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         """``x [B, L, H] -> y [B, L, H]``; ``segment_ids [B, L]`` resets the state at each boundary."""
         del train
         self.check_sequence(x, segment_ids)
         lam_bar, b_bar, cs, d = self.discrete_system(x.shape[-1])
-        bu = jnp.einsum("blh,ph->blp", x.astype(jnp.float32), b_bar)
+        bu = self._drive(x, b_bar)
 
         def transitions(reverse: bool) -> jax.Array:
             a = jnp.broadcast_to(lam_bar, (1, 1, lam_bar.shape[0]))
@@ -206,12 +221,12 @@ class S5(SequenceMixer):
                 return a
             return jnp.where(state_resets(segment_ids, reverse)[..., None], 0.0, a)
 
-        states = scan_states(transitions(False), bu, impl=self.scan_impl)
-        y = self._read_out(cs[0], states)
+        # Without segment resets the transition keeps its time axis of size 1: the scan's backward
+        # then runs with the same constant transition (jaxattn.ops.diagonal_scan, impl "xla").
+        states = [scan_states(transitions(False), bu, impl=self.scan_impl)]
         if not self.causal:
-            states_rev = scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl)
-            y = y + self._read_out(cs[1], states_rev)
-        return (y + d * x).astype(x.dtype)
+            states.append(scan_states(transitions(True), bu, reverse=True, impl=self.scan_impl))
+        return (self._read_out(cs, states) + d * x).astype(x.dtype)
 
     def init_carry(self, batch_size: int, features: Optional[int] = None) -> jax.Array:
         """Zero state ``[batch, P]`` complex64 for :meth:`step` (one state for all ``features``)."""
@@ -222,5 +237,5 @@ class S5(SequenceMixer):
         """One token: ``carry [B, P]``, ``x_t [B, H]`` -> ``(carry, y_t [B, H])``; equals :meth:`__call__`."""
         self.require_causal("S5.step")
         lam_bar, b_bar, cs, d = self.discrete_system(x_t.shape[-1])
-        carry = lam_bar * carry + jnp.einsum("bh,ph->bp", x_t.astype(jnp.float32), b_bar)
-        return carry, (self._read_out(cs[0], carry) + d * x_t).astype(x_t.dtype)
+        carry = lam_bar * carry + self._drive(x_t, b_bar)
+        return carry, (self._read_out(cs[:1], [carry]) + d * x_t).astype(x_t.dtype)

@@ -104,3 +104,29 @@ def test_reference_gradient_matches_finite_differences():
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         diagonal_scan(**kwargs)
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("a_shape", [(1, 1, 5, 1), (3, 1, 5, 2), (1, 1, 1, 2)], ids=str)
+def test_time_invariant_transition_matches_reference(complex_, reverse, a_shape):
+    """A transition without its time axis (S5, S4D) takes the xla impl's time-invariant backward:
+    forward, final state and every gradient equal the reference's (odd T = 37, broadcast axes)."""
+    shape = (3, 37, 5, 2)
+    a, b, h0 = random_inputs(jax.random.key(6), shape, complex_)
+    a = a[tuple(slice(0, n) for n in a_shape)]
+    weights = jax.random.normal(jax.random.key(7), shape)
+
+    def loss(impl, a, b, h0):
+        h, h_last = diagonal_scan(a, b, h0=h0, reverse=reverse, impl=impl)
+        return jnp.sum(jnp.real(h) * weights) + jnp.sum(jnp.abs(h_last) ** 2)
+
+    outputs = {impl: diagonal_scan(a, b, h0=h0, reverse=reverse, impl=impl) for impl in ("reference", "xla")}
+    for got, want in zip(outputs["xla"], outputs["reference"]):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+    grads = {impl: jax.grad(lambda *args: loss(impl, *args), argnums=(0, 1, 2))(a, b, h0) for impl in ("reference", "xla")}
+    assert grads["xla"][0].shape == a_shape
+    for g_xla, g_ref in zip(grads["xla"], grads["reference"]):
+        # da sums T B (features) terms: the tolerance is relative to its scale.
+        scale = float(np.max(np.abs(np.asarray(g_ref)))) + 1e-6
+        np.testing.assert_allclose(np.asarray(g_xla) / scale, np.asarray(g_ref) / scale, atol=2e-5)
