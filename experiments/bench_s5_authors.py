@@ -128,6 +128,7 @@ def compare(authors_ssm, shape: dict, repeats: int) -> dict:
     fwd_bwd = alternate_medians(backward, (params, x, w), repeats)
     return dict(
         shape, max_abs_diff_output=max_abs_diff(y_ours, y_theirs),
+        max_rel_diff_output=max_abs_diff(y_ours, y_theirs) / float(jnp.max(jnp.abs(y_theirs))),
         max_rel_diff_gradients=max_abs_diff(grads_ours, grads_theirs) / scale,
         forward_s=fwd, forward_backward_s=fwd_bwd,
         speedup_forward=fwd["theirs"] / fwd["ours"], speedup_forward_backward=fwd_bwd["theirs"] / fwd_bwd["ours"],
@@ -147,7 +148,7 @@ def cpu_name() -> str:
 
 def markdown(result: dict) -> str:
     lines = [
-        "| L | H | N | J | B | max abs diff y | max rel diff grads | fwd ours ms | fwd theirs ms | fwd speed-up "
+        "| L | H | N | J | B | max abs diff y (rel) | max rel diff grads | fwd ours ms | fwd theirs ms | fwd speed-up "
         "| fwd+bwd ours ms | fwd+bwd theirs ms | fwd+bwd speed-up |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -155,7 +156,7 @@ def markdown(result: dict) -> str:
         f, fb = r["forward_s"], r["forward_backward_s"]
         lines.append(
             f"| {r['length']} | {r['features']} | {r['state_size']} | {r['blocks']} | {r['batch']} "
-            f"| {r['max_abs_diff_output']:.1e} | {r['max_rel_diff_gradients']:.1e} "
+            f"| {r['max_abs_diff_output']:.1e} ({r['max_rel_diff_output']:.0e}) | {r['max_rel_diff_gradients']:.1e} "
             f"| {1e3 * f['ours']:.1f} | {1e3 * f['theirs']:.1f} | {r['speedup_forward']:.2f}x "
             f"| {1e3 * fb['ours']:.1f} | {1e3 * fb['theirs']:.1f} | {r['speedup_forward_backward']:.2f}x |"
         )

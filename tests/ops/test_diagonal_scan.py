@@ -124,7 +124,8 @@ def test_time_invariant_transition_matches_reference(complex_, reverse, a_shape)
     outputs = {impl: diagonal_scan(a, b, h0=h0, reverse=reverse, impl=impl) for impl in ("reference", "xla")}
     for got, want in zip(outputs["xla"], outputs["reference"]):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
-    grads = {impl: jax.grad(lambda *args: loss(impl, *args), argnums=(0, 1, 2))(a, b, h0) for impl in ("reference", "xla")}
+    grads = {impl: jax.grad(lambda *args: loss(impl, *args), argnums=(0, 1, 2))(a, b, h0)
+             for impl in ("reference", "xla")}
     assert grads["xla"][0].shape == a_shape
     for g_xla, g_ref in zip(grads["xla"], grads["reference"]):
         # da sums T B (features) terms: the tolerance is relative to its scale.
