@@ -1,16 +1,33 @@
-"""Test set-up: 8 fake CPU devices (set before JAX starts) for the sharding tests, and the tiers.
+"""Test set-up: 8 fake CPU devices (set before JAX starts) for the sharding tests, a compilation
+cache per test process, and the tiers.
+
+Many tests compile a program another test (or the first half of an interrupted run, or another seed
+of a study's subprocess) compiled already: the same HLO for the same devices. A persistent
+compilation cache, one fresh directory per test process (so no two processes write to it at once;
+subprocesses a test starts inherit it), turns those compilations into loads of the same
+executable; the numbers the tests check are those of the executable XLA built. A directory given
+in ``JAX_COMPILATION_CACHE_DIR`` is used instead, and tests that start concurrent processes set
+their own.
 
 The quick tier (``-m "not slow"``) runs every test once: a parametrized test on its first parameter
 set only (the collection hook below marks the others ``slow``), and no test marked ``slow`` by hand
 (the end-to-end experiment runs). The full suite, which CI runs, covers every parameter set.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jaxattn-test-compilation-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def pytest_collection_modifyitems(config, items):
