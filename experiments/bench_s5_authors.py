@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -175,7 +176,7 @@ def main(argv):
     except FileNotFoundError as error:
         raise app.UsageError(str(error)) from None
     result = dict(
-        command=" ".join(["python -m experiments.bench_s5_authors", *sys.argv[1:]]),
+        command=shlex.join(["python", "-m", "experiments.bench_s5_authors", *sys.argv[1:]]),
         device=str(jax.devices()[0].device_kind), cpu=cpu_name(), cpu_count=os.cpu_count(),
         load_average=" ".join(f"{v:.2f}" for v in os.getloadavg()), jax_version=jax.__version__,
         repeats=FLAGS.repeats, note=FLAGS.note, rows=[],
