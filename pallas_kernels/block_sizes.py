@@ -23,7 +23,12 @@ the TPU and the GPU lowering.
 a power of two where Triton blocks need one, a multiple of 8 (sublanes) or 128 (lanes) where a
 Mosaic block needs one) and raises naming the field and the rule.
 
-See docs/ops.md#block-sizes.
+Tuned sizes: a kernel entry point passes its ``block_sizes`` through :meth:`KernelBlockSizes.tuned`
+with the op it serves and the call's extents; for every platform the caller left to the defaults,
+the lookup installed with :func:`set_tuned_lookup` (``jaxattn.autotune`` installs its cache) may
+supply measured sizes. Nothing installed: the defaults, as before.
+
+See docs/ops.md#block-sizes and docs/autotune.md.
 """
 
 import dataclasses
@@ -60,6 +65,19 @@ def multiple_of(m: int) -> Rule:
 
 def at_least(m: int) -> Rule:
     return Rule(f">= {m}", lambda n: n >= m)
+
+
+# ``lookup(family, platform, op, dtype, sizes) -> instance of family for platform, or None``: the source of
+# tuned sizes. A hook rather than an import because pallas_kernels never imports jaxattn.
+TunedLookup = Callable[[type, str, str, Any, Mapping[str, int]], Optional["KernelBlockSizes"]]
+_tuned_lookup: Optional[TunedLookup] = None
+
+
+def set_tuned_lookup(lookup: Optional[TunedLookup]) -> Optional[TunedLookup]:
+    """Installs ``lookup`` as the source of tuned block sizes (None: none); returns the one it replaces."""
+    global _tuned_lookup
+    previous, _tuned_lookup = _tuned_lookup, lookup
+    return previous
 
 
 def dtype_class(dtype: Any = None, head_dim: int = 0) -> Optional[str]:
@@ -141,6 +159,21 @@ class KernelBlockSizes:
         if len(set(platforms)) != len(platforms):
             raise ValueError(f"`block_sizes`: one {cls.__name__} per platform, got {platforms}")
         return next((s for s in given if s.platform == platform), None)
+
+    @classmethod
+    def tuned(cls, block_sizes: Any, op: str, dtype: Any, **sizes: int) -> Any:
+        """``block_sizes`` plus, for each platform it leaves to the defaults, the sizes tuned for ``op`` on a
+        call of these extents (``sizes``, e.g. ``length=T, head_dim=D``) by the installed lookup
+        (:func:`set_tuned_lookup`); ``block_sizes`` itself when the lookup has none. A platform given an
+        instance keeps it, its None fields taking the built-in defaults (:meth:`resolve`)."""
+        if _tuned_lookup is None:
+            return block_sizes
+        chosen = {platform: cls.chosen(block_sizes, platform) for platform in PLATFORMS}
+        found = {platform: _tuned_lookup(cls, platform, op, dtype, sizes)
+                 for platform, given in chosen.items() if given is None}
+        if all(s is None for s in found.values()):
+            return block_sizes
+        return tuple(s for s in {**chosen, **found}.values() if s is not None)
 
     @classmethod
     def resolve(cls, block_sizes: Any, platform: str, dtype: Any = None, head_dim: int = 0) -> "KernelBlockSizes":

@@ -145,6 +145,8 @@ def lmul_matmul(a: jax.Array, b: jax.Array, *, l: int, block_sizes=None,  # noqa
     fmt = lmul_bits.float_format(a.dtype)
     groups, rows, depth = a.shape
     cols = b.shape[-1]
+    block_sizes = LMulBlockSizes.tuned(block_sizes, "lmul_dot_general", a.dtype, groups=groups, rows=rows,
+                                       depth=depth, cols=cols)
     tpu_sizes, triton_sizes = LMulBlockSizes.for_each_platform(block_sizes, a.dtype)
     # Pad every axis to a multiple of both backends' blocks (padding is not live: adds nothing).
     padded_rows = _padded(rows, tpu_sizes.block_m, triton_sizes.block_m)

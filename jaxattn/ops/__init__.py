@@ -28,6 +28,7 @@ from jaxattn.ops.fft_convolution import fft_convolution, padded_fft_convolution
 from jaxattn.ops.ssm_convolution import s4_c_from_c_tilde, s4_c_tilde, s4_discrete_system, s4_kernel, s4d_kernel
 from jaxattn.ops.tensor_attention import tensor_attention
 from jaxattn.ops.tensor_attention_poly import tensor_attention_poly
+from jaxattn import autotune as _autotune  # noqa: F401 -- installs the tuned block sizes (docs/autotune.md)
 
 __all__ = [
     "apply_rotary",

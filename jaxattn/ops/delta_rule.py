@@ -37,6 +37,7 @@ from jaxattn.ops.chunks import chunk_major, pad_time
 from jaxattn.ops.dispatch import resolve_impl
 from jaxattn.ops.segments import same_segment, segment_index, segment_starts
 from jaxattn.ops.triangular import unit_lower_triangular_inverse
+from pallas_kernels.chunked.block_sizes import ChunkedBlockSizes
 from pallas_kernels.delta_rule import chunked_delta_rule
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -245,6 +246,9 @@ def _pallas(x: _Inputs, scale: float, chunk_size: int, block_sizes=None, interpr
     log_decay = None if x.log_decay is None else _on_step(x.log_decay, n, 0)
     steps = (_on_step(x.q, n, -1), x.k, x.v, x.beta, log_decay)
     head_major = lambda a: None if a is None else jnp.swapaxes(pad_time(a, chunk_size), 1, 2)  # noqa: E731
+    block_sizes = ChunkedBlockSizes.tuned(block_sizes, "delta_rule", jnp.result_type(x.q, x.k, x.v), length=length * n,
+                                          head_dim=x.k.shape[-1], value_dim=x.v.shape[-1], batch_heads=batch * heads,
+                                          chunk_size=chunk_size)
     o, final = chunked_delta_rule(*map(head_major, steps), x.state, scale, chunk_size, block_sizes, interpret)
     o = jnp.swapaxes(o, 1, 2)[:, : length * n]
     return o.reshape(batch, length, n, heads, o.shape[-1])[:, :, -1], final

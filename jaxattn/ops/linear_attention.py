@@ -47,6 +47,7 @@ from jaxattn.ops.linear_attention_parts import (
     combined_log_decay, fold_transition_signs, normalized, with_normalizer_column,
 )
 from jaxattn.ops.segments import ends_from_starts, same_segment, segment_index, segment_starts
+from pallas_kernels.chunked.block_sizes import ChunkedBlockSizes
 from pallas_kernels.linear_attention import chunked_linear_attention
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -228,6 +229,9 @@ def _pallas_causal(x: _Inputs, scale: float, chunk_size: int, block_sizes=None, 
     x, last_sign = _fold_signs(x)  # the kernels see magnitudes only
     x = _pad_to_chunks(x, chunk_size)
     head_major = lambda a: None if a is None else jnp.swapaxes(a, 1, 2)  # noqa: E731
+    block_sizes = ChunkedBlockSizes.tuned(block_sizes, "linear_attention", jnp.result_type(x.q, x.k, x.v),
+                                          length=length, head_dim=x.q.shape[-1], value_dim=x.v.shape[-1],
+                                          batch_heads=batch * x.q.shape[2], chunk_size=chunk_size)
     o, final = chunked_linear_attention(*map(head_major, (x.q, x.k, x.v, x.log_decay)), x.state, scale, chunk_size,
                                         block_sizes, interpret)
     return jnp.swapaxes(o, 1, 2)[:, :length], _unfold_signs(final, last_sign)

@@ -83,6 +83,9 @@ def flash_attention(
     length every block of both platforms divides.
     """
     length_q, length_k = q.shape[1], k.shape[1]
+    block_sizes = FlashBlockSizes.tuned(block_sizes, "softmax_attention", operand_class([q, k, v])[0], queries=length_q,
+                                        keys=length_k, head_dim=q.shape[-1], value_dim=v.shape[-1],
+                                        batch_heads=q.shape[0] * q.shape[2])
     sizes = FlashBlockSizes.for_each_platform(block_sizes, *operand_class([q, k, v]))
     padded_q = padded_length(length_q, [s.block_q for s in sizes])
     padded_k = padded_length(length_k, [s.block_k for s in sizes])

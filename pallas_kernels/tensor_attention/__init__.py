@@ -85,6 +85,8 @@ def tensor_attention(
     """
     batch, length, heads = q.shape[:3]
     key_dtype, value_dtype = jnp.result_type(q, k1, k2), jnp.result_type(v1, v2)
+    block_sizes = TensorBlockSizes.tuned(block_sizes, "tensor_attention", key_dtype, length=length,
+                                         head_dim=q.shape[-1], value_dim=v1.shape[-1], batch_heads=batch * heads)
     sizes = TensorBlockSizes.for_each_platform(block_sizes, key_dtype, q.shape[-1])
     padded = padded_length(length, [b for s in sizes for b in s.blocks])
 
