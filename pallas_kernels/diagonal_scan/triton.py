@@ -18,14 +18,16 @@ def _kernel(*refs, parts, length, reverse, unroll):
     a_refs, b_refs, h0_refs = refs[:parts], refs[parts : 2 * parts], refs[2 * parts : 3 * parts]
     h_refs, last_refs = refs[3 * parts : 4 * parts], refs[4 * parts :]
 
-    h = recurrence.scan_rows(a_refs, b_refs, h_refs, tuple(r[...] for r in h0_refs), length, reverse, unroll)
+    h0 = tuple(r[...].astype(jnp.float32) for r in h0_refs)
+    h = recurrence.scan_rows(a_refs, b_refs, h_refs, h0, length, reverse, unroll)
     for ref, value in zip(last_refs, h):
         ref[...] = value
 
 
 def scan(a: tuple, b: tuple, h0: tuple, *, reverse: bool, block_sizes, interpret: bool = False) -> tuple:
     """Same contract as :func:`pallas_kernels.diagonal_scan.tpu.scan` (F a multiple of the feature
-    tile, any T); ``block_sizes``: a resolved Triton ``ScanBlockSizes``."""
+    tile, any T); ``block_sizes``: a resolved Triton ``ScanBlockSizes``. Half-precision rows are
+    loaded and stored as they are, widened to fp32 in registers (:func:`recurrence.scan_rows`)."""
     batch, length, features = a[0].shape
     feature_tile, unroll = block_sizes.feature_tile, block_sizes.unroll
     parts = len(a)
@@ -36,7 +38,7 @@ def scan(a: tuple, b: tuple, h0: tuple, *, reverse: bool, block_sizes, interpret
         grid=(batch, features // feature_tile),
         in_specs=[seq_spec] * (2 * parts) + [row_spec] * parts,
         out_specs=[seq_spec] * parts + [row_spec] * parts,
-        out_shape=[jax.ShapeDtypeStruct(a[0].shape, jnp.float32)] * parts
+        out_shape=[jax.ShapeDtypeStruct(b[0].shape, b[0].dtype)] * parts
         + [jax.ShapeDtypeStruct(h0[0].shape, jnp.float32)] * parts,
         compiler_params=pltriton.CompilerParams(num_warps=block_sizes.num_warps, num_stages=block_sizes.num_stages),
         interpret=interpret,

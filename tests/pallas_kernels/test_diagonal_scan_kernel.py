@@ -1,6 +1,8 @@
 """Pallas diagonal scan: both kernels in the interpreter (long and odd T, tiles of features, bf16)
 against the NumPy loop, and lowering for TPU and CUDA, forward and backward."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +48,60 @@ def test_bfloat16_keeps_its_dtype_and_computes_in_fp32(kernel):
     assert h.dtype == jnp.bfloat16
     # Exact fp32 arithmetic on bf16 inputs; only the stored output is rounded (2^-8 relative).
     np.testing.assert_allclose(np.asarray(h, np.float32), expected.real, rtol=8e-3, atol=8e-3)
+
+
+# Tiles that leave several TPU time tiles and a remainder of Triton's unrolled loop (T = 2 * 16 + 5).
+HALF_SIZES = (ScanBlockSizes("tpu", time_tile=16), ScanBlockSizes("triton", unroll=16))
+# Unit roundoff (half an ulp, relative) of the stored dtype.
+UNIT_ROUNDOFF = {jnp.bfloat16: 2.0 ** -8, jnp.float16: 2.0 ** -11}
+
+
+def _half_inputs(dtype, shape=(2, 37, 6)):
+    a, b, h0 = random_inputs(jax.random.key(5), shape, False)
+    cotangent = jax.random.normal(jax.random.key(6), shape).astype(dtype)
+    return (*(x.astype(dtype) for x in (a, b, h0)), cotangent)
+
+
+@pytest.mark.parametrize("dtype, reverse", [(jnp.bfloat16, False), (jnp.bfloat16, True), (jnp.float16, False)])
+def test_half_precision_is_the_fp32_scan_of_the_same_inputs_rounded_once(kernel, dtype, reverse):
+    """The kernels read half-precision blocks and carry fp32 states: the states and the gradients
+    equal the fp32 reference on the same (exactly widened) inputs up to the rounding of what is
+    stored: one rounding (the unit roundoff u) of h and db and, for da = g h_{t-1} and dh0 = a_0 g_0,
+    of both factors and the product (3u)."""
+    a, b, h0, cotangent = _half_inputs(dtype)
+    widened = lambda xs: [x.astype(jnp.float32) for x in xs]  # noqa: E731
+
+    def run(impl, a, b, h0, d_h, **options):
+        scan = lambda a, b, h0: diagonal_scan(a, b, h0=h0, reverse=reverse, impl=impl, **options)  # noqa: E731
+        (h, h_last), vjp = jax.vjp(scan, a, b, h0)
+        return (h, h_last), vjp((d_h, jnp.zeros_like(h_last)))
+
+    (h, h_last), grads = run("pallas", a, b, h0, cotangent, block_sizes=HALF_SIZES)
+    (want, want_last), want_grads = run("reference", *widened((a, b, h0, cotangent)))
+    assert h.dtype == h_last.dtype == dtype and all(g.dtype == dtype for g in grads)
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    unit = UNIT_ROUNDOFF[dtype]
+    np.testing.assert_allclose(f32(h), want, rtol=unit, atol=1e-5)
+    np.testing.assert_allclose(f32(h_last), want_last, rtol=unit, atol=1e-5)
+    for got, expected, rtol in zip(grads, want_grads, (3 * unit, unit, 3 * unit)):
+        np.testing.assert_allclose(f32(got), expected, rtol=rtol, atol=1e-5)
+
+
+@pytest.mark.parametrize("platform, marker", [("cuda", "__gpu$xla.gpu.triton"), ("tpu", "tpu_custom_call")])
+def test_bfloat16_reaches_the_kernel_without_a_conversion_pass(platform, marker, verified_triton_modules):
+    """In the program lowered for an accelerator, forward and backward, no fp32 array of the sequence's size
+    exists: the bf16 blocks are read and written by the kernels themselves (an fp32 copy of ``a``,
+    ``b`` or ``h`` would be two extra passes over memory)."""
+    a, b, h0, cotangent = _half_inputs(jnp.bfloat16, shape=(2, 301, 256))
+
+    def forward_and_backward(a, b, h0, d_h):
+        (h, h_last), vjp = jax.vjp(lambda a, b, h0: diagonal_scan(a, b, h0=h0, impl="pallas"), a, b, h0)
+        return h, h_last, vjp((d_h, jnp.zeros_like(h_last)))
+
+    text = jax.jit(forward_and_backward).trace(a, b, h0, cotangent).lower(lowering_platforms=(platform,)).as_text()
+    assert text.count(marker) == 2
+    assert re.search(r"tensor<2x\d+x256xbf16>", text)  # the sequence (T padded to the TPU time tile) in bf16
+    assert not re.search(r"tensor<2x\d{2,}x256xf32>", text), "an fp32 copy of a [B, T, F] array surrounds the kernel"
 
 
 def test_float64_is_refused_by_pallas_and_auto_uses_xla():
