@@ -23,7 +23,7 @@ from experiments.bench_cases import CASES, Shape
 from experiments.bench_report import write_markdown, write_plot
 from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
-from experiments.timing import median_seconds
+from jaxattn.timing import median_seconds
 from pallas_kernels import triton_raw
 
 _OPS = flags.DEFINE_list("ops", list(CASES), "Ops to benchmark.")

@@ -9,7 +9,7 @@ and warp counts, and checks each against the one-row loop. Run on a GPU from the
 import jax
 import jax.numpy as jnp
 
-from experiments.timing import median_seconds
+from jaxattn.timing import median_seconds
 from pallas_kernels.diagonal_scan import triton
 
 

@@ -21,7 +21,7 @@
 import jax
 import jax.numpy as jnp
 
-from experiments.timing import median_seconds
+from jaxattn.timing import median_seconds
 from jaxattn.ops import delta_rule, linear_attention
 
 IMPLS = ("reference", "xla", "pallas")
@@ -107,7 +107,7 @@ print(f"every implementation matches the reference to {tolerance:g} (relative)")
 #
 # On a CPU the Pallas path is the interpreter, whose speed says nothing about the kernel, so the
 # timing runs only on an accelerator: forward plus backward, the median of a few runs after
-# compiling (`experiments.timing.median_seconds`, as the benchmarks time), at a size where the
+# compiling (`jaxattn.timing.median_seconds`, as the benchmarks time), at a size where the
 # kernels matter.
 
 # %%

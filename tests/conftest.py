@@ -9,6 +9,10 @@ executable; the numbers the tests check are those of the executable XLA built. A
 in ``JAX_COMPILATION_CACHE_DIR`` is used instead, and tests that start concurrent processes set
 their own.
 
+Tuned kernel block sizes in the machine's user cache (docs/autotune.md) would change which tiles the
+kernel tests run; the suite turns that cache off (``JAXATTN_AUTOTUNE_CACHE=""``) unless a test sets
+its own.
+
 The quick tier (``-m "not slow"``) runs every test once: a parametrized test on its first parameter
 set only (the collection hook below marks the others ``slow``), and no test marked ``slow`` by hand
 (the end-to-end experiment runs). The full suite, which CI runs, covers every parameter set.
@@ -28,6 +32,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ["JAXATTN_AUTOTUNE_CACHE"] = ""
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,7 +4,7 @@ import pytest
 from absl import app, logging
 
 from experiments.logging_setup import start_main
-from experiments.timing import median_seconds
+from jaxattn.timing import median_seconds
 from jaxattn.train.plots import pyplot, save_figure
 
 
