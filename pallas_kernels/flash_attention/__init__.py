@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.block_sizes import operand_class, padded_length
-from pallas_kernels.flash_attention import passes, tpu, triton
-from pallas_kernels.flash_attention.block_sizes import FlashBlockSizes
+from pallas_kernels.flash_attention import mosaic_gpu, passes, tpu, triton
+from pallas_kernels.flash_attention.block_sizes import MOSAIC_GPU, FlashBlockSizes
 from pallas_kernels.platform import Interpret, run_on_platform
 
 
 def _run(make_pass, outer, inner, q_segments, k_segments, *, outer_is_query, causal_offset, num_keys, sizes,
-         interpret):
-    """One pass on the platform's kernel with its block sizes (``sizes``: TPU's and Triton's
-    :class:`FlashBlockSizes`)."""
+         interpret, mosaic=None):
+    """One pass on the platform's kernel with its block sizes (``sizes``: TPU's, Triton's and Mosaic
+    GPU's :class:`FlashBlockSizes`); ``mosaic``: the pass's Mosaic GPU branch, if any."""
 
     def on(backend, block_sizes):
         def run(outer, inner, q_segments, k_segments, interpret):
@@ -39,9 +39,9 @@ def _run(make_pass, outer, inner, q_segments, k_segments, *, outer_is_query, cau
 
         return run
 
-    tpu_sizes, triton_sizes = sizes
+    tpu_sizes, triton_sizes, _ = sizes
     return run_on_platform(list(outer), list(inner), q_segments, k_segments, tpu=on(tpu, tpu_sizes),
-                           gpu=on(triton, triton_sizes), interpret=interpret)
+                           gpu=on(triton, triton_sizes), interpret=interpret, mosaic_gpu=mosaic)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
@@ -50,8 +50,10 @@ def _attention(q, k, v, q_segments, k_segments, scale, causal_offset, num_keys, 
 
 
 def _forward(q, k, v, q_segments, k_segments, scale, causal_offset, num_keys, sizes, interpret):
+    mosaic = mosaic_gpu.forward_branch(q, k, v, q_segments, scale=scale, causal_offset=causal_offset,
+                                       num_keys=num_keys, block_sizes=sizes[2])
     out, lse = _run(passes.forward_pass(scale), [q], [k, v], q_segments, k_segments, outer_is_query=True,
-                    causal_offset=causal_offset, num_keys=num_keys, sizes=sizes, interpret=interpret)
+                    causal_offset=causal_offset, num_keys=num_keys, sizes=sizes, interpret=interpret, mosaic=mosaic)
     return out, (q, k, v, q_segments, k_segments, out, lse)
 
 
@@ -59,6 +61,8 @@ def _backward(scale, causal_offset, num_keys, sizes, interpret, residuals, d_out
     q, k, v, q_segments, k_segments, out, lse = residuals
     delta = jnp.sum(d_out * out, axis=-1, keepdims=True)  # rowsum(dO .* O) [B, H, Tq, 1]
     d_out = d_out.astype(v.dtype)
+    # The backward passes are Triton's: interpreting the Mosaic GPU forward interprets them.
+    interpret = True if interpret == "mosaic_gpu" else interpret
     mask = dict(causal_offset=causal_offset, num_keys=num_keys, sizes=sizes, interpret=interpret)
     (dq,) = _run(passes.dq_pass(scale), [q, d_out, lse, delta], [k, v], q_segments, k_segments,
                  outer_is_query=True, **mask)
@@ -83,12 +87,14 @@ def flash_attention(
     length every block of both platforms divides.
     """
     length_q, length_k = q.shape[1], k.shape[1]
+    mosaic_sizes = FlashBlockSizes.resolve(block_sizes, MOSAIC_GPU)  # not tuned: no lookup for its platform
     block_sizes = FlashBlockSizes.tuned(block_sizes, "softmax_attention", operand_class([q, k, v])[0], queries=length_q,
                                         keys=length_k, head_dim=q.shape[-1], value_dim=v.shape[-1],
                                         batch_heads=q.shape[0] * q.shape[2])
     sizes = FlashBlockSizes.for_each_platform(block_sizes, *operand_class([q, k, v]))
-    padded_q = padded_length(length_q, [s.block_q for s in sizes])
+    padded_q = padded_length(length_q, [s.block_q for s in sizes])  # the Mosaic GPU kernel pads its own
     padded_k = padded_length(length_k, [s.block_k for s in sizes])
+    sizes += (mosaic_sizes,)
 
     def head_major(a, length, padded):
         a = jnp.swapaxes(a, 1, 2)

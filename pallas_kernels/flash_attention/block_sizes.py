@@ -6,7 +6,11 @@ See docs/ops.md#block-sizes and docs/softmax_attention.md#flash-attention.
 import dataclasses
 from typing import Optional
 
-from pallas_kernels.block_sizes import POWER_OF_TWO, WIDE_FP32, KernelBlockSizes, at_least, multiple_of
+from pallas_kernels.block_sizes import POSITIVE, POWER_OF_TWO, WIDE_FP32, KernelBlockSizes, at_least, multiple_of
+
+# The Mosaic GPU (Hopper) forward kernel's platform: flash attention only, so it is added here rather
+# than to the platforms every family tunes.
+MOSAIC_GPU = "mosaic_gpu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +22,9 @@ class FlashBlockSizes(KernelBlockSizes):
     to it. TPU: ``block_q`` a multiple of 8 (sublanes), ``block_k`` of 128 (key segment ids lie on
     lanes). Triton: powers of two >= 16 (``tl.dot`` operands). Defaults: TPU 128 x 128; Triton
     64 x 64 with 4 warps and 2 stages, or 32 x 32 with 1 stage for fp32 heads wider than 64
-    (shared memory).
+    (shared memory). Mosaic GPU (``"mosaic_gpu"``, Hopper forward): ``block_q`` and ``block_k``
+    multiples of 64 (wgmma rows, 128-byte swizzled tiles), ``num_stages >= 2`` key/value buffers in
+    shared memory; default 64 x 64 with 2 stages.
 
     Example::
 
@@ -31,10 +37,10 @@ class FlashBlockSizes(KernelBlockSizes):
     num_stages: Optional[int] = None
 
     RULES = {
-        "block_q": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO, at_least(16))},
-        "block_k": {"tpu": (multiple_of(128),), "triton": (POWER_OF_TWO, at_least(16))},
+        "block_q": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO, at_least(16)), MOSAIC_GPU: (multiple_of(64),)},
+        "block_k": {"tpu": (multiple_of(128),), "triton": (POWER_OF_TWO, at_least(16)), MOSAIC_GPU: (multiple_of(64),)},
         "num_warps": {"triton": (POWER_OF_TWO,)},
-        "num_stages": {"triton": ()},
+        "num_stages": {"triton": (), MOSAIC_GPU: (at_least(2),)},
     }
     DEFAULTS = {
         "tpu": {None: dict(block_q=128, block_k=128)},
@@ -42,4 +48,29 @@ class FlashBlockSizes(KernelBlockSizes):
             None: dict(block_q=64, block_k=64, num_warps=4, num_stages=2),
             WIDE_FP32: dict(block_q=32, block_k=32, num_stages=1),
         },
+        MOSAIC_GPU: {None: dict(block_q=64, block_k=64, num_stages=2)},
     }
+
+    def __post_init__(self):
+        if self.platform != MOSAIC_GPU:
+            return super().__post_init__()
+        # The base class checks the platforms every family has; the same checks for this one.
+        for field in dataclasses.fields(self)[1:]:
+            value, rules = getattr(self, field.name), self.RULES[field.name].get(MOSAIC_GPU)
+            if value is None:
+                continue
+            if rules is None:
+                raise ValueError(f"FlashBlockSizes: `{field.name}` is not a setting of the Mosaic GPU kernel; "
+                                 "leave it None")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"FlashBlockSizes: `{field.name}` must be an int, got {type(value).__name__}")
+            for rule in (POSITIVE, *rules):
+                if not rule.holds(value):
+                    raise ValueError(f"FlashBlockSizes: `{field.name}` must be {rule.description} for the Mosaic GPU "
+                                     f"kernel, got {value}")
+
+    @classmethod
+    def default(cls, platform: str, dtype=None, head_dim: int = 0) -> "FlashBlockSizes":
+        if platform == MOSAIC_GPU:  # bf16/fp16 only: one table
+            return cls(MOSAIC_GPU, **cls.DEFAULTS[MOSAIC_GPU][None])
+        return super().default(platform, dtype, head_dim)

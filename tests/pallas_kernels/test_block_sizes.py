@@ -31,6 +31,9 @@ INVALID = [
     (TensorBlockSizes, "tpu", dict(block_k1=4), ValueError, "`block_k1` must be a multiple of 8"),
     (ChunkedBlockSizes, "triton", dict(num_warps=3), ValueError, "`num_warps` must be a power of two"),
     (ChunkedBlockSizes, "tpu", dict(num_stages=2), ValueError, "`num_stages` is not a setting of the TPU"),
+    (ChunkedBlockSizes, "triton", dict(block_v=48), ValueError, "`block_v` must be a power of two for the Triton"),
+    (ChunkedBlockSizes, "triton", dict(block_v=8), ValueError, "`block_v` must be >= 16 for the Triton"),
+    (ChunkedBlockSizes, "tpu", dict(block_v=64), ValueError, "`block_v` must be a multiple of 128 for the TPU"),
     (ScanBlockSizes, "tpu", dict(feature_tile=64), ValueError, "`feature_tile` must be a multiple of 128"),
     (ScanBlockSizes, "triton", dict(time_tile=64), ValueError, "`time_tile` is not a setting of the Triton"),
     (LMulBlockSizes, "tpu", dict(block_n=64), ValueError, "`block_n` must be a multiple of 128"),
@@ -54,6 +57,7 @@ DEFAULTS = [
     (TensorBlockSizes, "triton", jnp.float32, 64, dict(block_q=16, block_k1=8, block_k2=32, num_warps=8, num_stages=2)),
     (ChunkedBlockSizes, "triton", jnp.float32, 128, dict(num_warps=4, num_stages=1)),
     (ChunkedBlockSizes, "triton", jnp.bfloat16, 128, dict(num_warps=4, num_stages=2)),
+    (ChunkedBlockSizes, "tpu", jnp.bfloat16, 128, dict()),  # block_v None: whole heads, no value split
     (ScanBlockSizes, "tpu", jnp.float32, 0, dict(feature_tile=128, time_tile=256)),
     (ScanBlockSizes, "triton", jnp.float32, 0, dict(feature_tile=128, unroll=16, num_warps=4, num_stages=1)),
     (LMulBlockSizes, "tpu", jnp.bfloat16, 0, dict(block_m=128, block_n=128, block_k=8)),
@@ -102,6 +106,10 @@ FAMILIES = {
                                                                       impl=impl, **o),
                        [(1, 37, 2, 12)] * 3 + [(1, 37, 2)], ChunkedBlockSizes("triton", num_warps=8, num_stages=3),
                        True),
+    "chunked-linear-value-split": (lambda impl, q, k, v, g, **o: linear_attention(q, k, v, g=-jax.nn.softplus(g),
+                                                                                  chunk_size=16, impl=impl, **o),
+                                   [(1, 37, 2, 12)] * 2 + [(1, 37, 2, 40)] + [(1, 37, 2)],
+                                   ChunkedBlockSizes("triton", block_v=16), True),
     "chunked-delta": (lambda impl, q, k, v, b, **o: delta_rule(q, _unit(k), v, jax.nn.sigmoid(b), chunk_size=16,
                                                                impl=impl, **o),
                       [(1, 21, 2, 12)] * 3 + [(1, 21, 2)], ChunkedBlockSizes("triton", num_warps=2), True),
@@ -157,7 +165,7 @@ def test_interpret_false_leaves_cpu_without_a_kernel_and_bad_values_are_refused(
     with pytest.raises(NotImplementedError, match="platform_index"):
         f.trace(q).lower(lowering_platforms=("cpu",))
     assert "tpu_custom_call" in f.trace(q).lower(lowering_platforms=("tpu",)).as_text()
-    with pytest.raises(ValueError, match="`interpret` must be None, True, False, 'gpu' or 'tpu', got 'cpu'"):
+    with pytest.raises(ValueError, match="`interpret` must be None, True, False, 'gpu', 'tpu' or 'mosaic_gpu', got 'cpu'"):
         softmax_attention(q, k, v, impl="pallas", interpret="cpu")
 
 
