@@ -55,6 +55,8 @@ from pallas_kernels.flash_attention.block_math import MASK_VALUE
 TILE = 64
 SUPPORTED_DTYPES = (jnp.bfloat16, jnp.float16)
 _SWIZZLE_BYTES = 128
+# Shared memory one Hopper thread block may use (sm_90: 227 KiB), as Mosaic GPU checks it.
+SHARED_MEMORY_BYTES = 232448
 
 
 def unsupported_reason(q, k, v, segments=None) -> Optional[str]:
@@ -67,6 +69,15 @@ def unsupported_reason(q, k, v, segments=None) -> Optional[str]:
     if q.shape[-1] % TILE or v.shape[-1] % TILE:
         return f"head sizes must be multiples of {TILE}, got D={q.shape[-1]}, Dv={v.shape[-1]}"
     return None
+
+
+def shared_memory_bytes(q, v, block_sizes) -> int:
+    """Bytes of shared memory the kernel allocates: the query block, ``num_stages`` key and value
+    blocks, the fp32 output block and its log-sum-exp."""
+    item, (dim, value_dim) = jnp.dtype(q.dtype).itemsize, (q.shape[-1], v.shape[-1])
+    block_q, block_k = block_sizes.block_q, block_sizes.block_k
+    return (block_q * dim * item + block_sizes.num_stages * block_k * (dim + value_dim) * item
+            + block_q * (value_dim + 1) * 4)
 
 
 def _tiled_smem(shape, dtype):
@@ -223,6 +234,9 @@ def forward_branch(q, k, v, q_segments, *, scale: float, causal_offset: Optional
     q_segments, k_segments, interpret) -> [o, lse]``, the Triton pass's outputs), or None (logged
     once per reason) when the kernel cannot take these operands and the Triton forward runs."""
     reason = unsupported_reason(q, k, v, q_segments)
+    if reason is None and shared_memory_bytes(q, v, block_sizes) > SHARED_MEMORY_BYTES:
+        reason = (f"{block_sizes} with D={q.shape[-1]}, Dv={v.shape[-1]} needs {shared_memory_bytes(q, v, block_sizes)}"
+                  f" bytes of shared memory, over {SHARED_MEMORY_BYTES}")
     if reason is not None:
         _log_fallback(reason)
         return None

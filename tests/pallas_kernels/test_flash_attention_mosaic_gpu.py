@@ -96,8 +96,9 @@ def test_mosaic_gpu_forward_lowers_for_cuda_with_triton_backward(monkeypatch, ca
     assert lowered_kernels(monkeypatch, "triton", causal=causal) == [triton] * 3
 
 
-@pytest.mark.parametrize("operands", [dict(dim=48), dict(dtype=jnp.float32), dict(segments=True)])
+@pytest.mark.parametrize("operands", [dict(dim=48), dict(dtype=jnp.float32), dict(segments=True), dict(dim=512)])
 def test_operands_the_kernel_does_not_take_lower_to_triton(monkeypatch, operands, caplog):
+    """Heads not a multiple of 64, fp32, segment ids, and heads too wide for shared memory."""
     mosaic_gpu._log_fallback.cache_clear()  # logged once per reason and process
     with caplog.at_level(logging.INFO, logger="pallas_kernels.flash_attention.mosaic_gpu"):
         kernels = lowered_kernels(monkeypatch, "mosaic", causal=True, **operands)
