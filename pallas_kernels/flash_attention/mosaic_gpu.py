@@ -234,6 +234,9 @@ def forward_branch(q, k, v, q_segments, *, scale: float, causal_offset: Optional
     q_segments, k_segments, interpret) -> [o, lse]``, the Triton pass's outputs), or None (logged
     once per reason) when the kernel cannot take these operands and the Triton forward runs."""
     reason = unsupported_reason(q, k, v, q_segments)
+    if reason is None and causal_offset is not None and causal_offset < 0:
+        # Query rows before the first key see no key: the Triton forward defines them, this kernel does not.
+        reason = "causal attention with more queries than keys"
     if reason is None and shared_memory_bytes(q, v, block_sizes) > SHARED_MEMORY_BYTES:
         reason = (f"{block_sizes} with D={q.shape[-1]}, Dv={v.shape[-1]} needs {shared_memory_bytes(q, v, block_sizes)}"
                   f" bytes of shared memory, over {SHARED_MEMORY_BYTES}")

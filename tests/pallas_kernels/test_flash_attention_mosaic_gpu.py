@@ -71,10 +71,11 @@ def test_segment_ids_are_refused_on_the_mosaic_gpu_path():
         softmax_attention(q, k, v, segment_ids=segment_ids, impl="pallas", interpret="mosaic_gpu")
 
 
-def lowered_kernels(monkeypatch, family, *, causal, dim=64, dtype=jnp.bfloat16, segments=False):
+def lowered_kernels(monkeypatch, family, *, causal, dim=64, dtype=jnp.bfloat16, segments=False, num_keys=300):
     """The kernel custom calls (``mosaic_gpu...`` or Triton's) of the op's value and gradient lowered for CUDA."""
     monkeypatch.setenv(platform.GPU_KERNELS_ENV, family)
-    q = k = v = jnp.zeros((2, 300, 4, dim), dtype)
+    q, k = jnp.zeros((2, 300, 4, dim), dtype), jnp.zeros((2, num_keys, 4, dim), dtype)
+    v = k
     segment_ids = jnp.zeros((2, 300), jnp.int32) if segments else None
 
     def loss(q, k, v):
@@ -96,9 +97,11 @@ def test_mosaic_gpu_forward_lowers_for_cuda_with_triton_backward(monkeypatch, ca
     assert lowered_kernels(monkeypatch, "triton", causal=causal) == [triton] * 3
 
 
-@pytest.mark.parametrize("operands", [dict(dim=48), dict(dtype=jnp.float32), dict(segments=True), dict(dim=512)])
+@pytest.mark.parametrize("operands", [dict(dim=48), dict(dtype=jnp.float32), dict(segments=True), dict(dim=512),
+                                      dict(num_keys=200)])
 def test_operands_the_kernel_does_not_take_lower_to_triton(monkeypatch, operands, caplog):
-    """Heads not a multiple of 64, fp32, segment ids, and heads too wide for shared memory."""
+    """Heads not a multiple of 64, fp32, segment ids, heads too wide for shared memory, and causal
+    attention with more queries than keys (its first rows see no key)."""
     mosaic_gpu._log_fallback.cache_clear()  # logged once per reason and process
     with caplog.at_level(logging.INFO, logger="pallas_kernels.flash_attention.mosaic_gpu"):
         kernels = lowered_kernels(monkeypatch, "mosaic", causal=True, **operands)
