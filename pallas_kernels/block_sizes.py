@@ -110,12 +110,20 @@ class KernelBlockSizes:
 
     RULES: ClassVar[Mapping[str, Mapping[str, tuple[Rule, ...]]]] = {}
     DEFAULTS: ClassVar[Mapping[str, Mapping[Optional[str], Mapping[str, int]]]] = {}
+    # Platforms of this family's kernels beyond :data:`PLATFORMS` (platform -> kernel name in messages).
+    EXTRA_PLATFORMS: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def _kernel_name(cls, platform: str, where: str) -> str:
+        """The kernel's name in messages; ``ValueError`` for a platform the family has no kernel for."""
+        names = {**_KERNEL_NAMES, **cls.EXTRA_PLATFORMS}
+        if platform not in names:
+            raise ValueError(f"{where}: `platform` must be one of {tuple(names)}, got {platform!r}")
+        return names[platform]
 
     def __post_init__(self):
         name = type(self).__name__
-        if self.platform not in PLATFORMS:
-            raise ValueError(f"{name}: `platform` must be one of {PLATFORMS}, got {self.platform!r}")
-        kernel = _KERNEL_NAMES[self.platform]
+        kernel = self._kernel_name(self.platform, name)
         for field in dataclasses.fields(self)[1:]:
             value = getattr(self, field.name)
             if value is None:
@@ -133,8 +141,7 @@ class KernelBlockSizes:
     @classmethod
     def default(cls, platform: str, dtype: Any = None, head_dim: int = 0) -> "KernelBlockSizes":
         """The sizes the ``platform`` kernel uses for operands of ``dtype`` with heads ``head_dim`` wide."""
-        if platform not in PLATFORMS:
-            raise ValueError(f"{cls.__name__}.default: `platform` must be one of {PLATFORMS}, got {platform!r}")
+        cls._kernel_name(platform, f"{cls.__name__}.default")
         table = cls.DEFAULTS[platform]
         fields = dict(table[None])
         if dtype is not None:

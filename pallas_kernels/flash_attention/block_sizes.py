@@ -6,7 +6,7 @@ See docs/ops.md#block-sizes and docs/softmax_attention.md#flash-attention.
 import dataclasses
 from typing import Optional
 
-from pallas_kernels.block_sizes import POSITIVE, POWER_OF_TWO, WIDE_FP32, KernelBlockSizes, at_least, multiple_of
+from pallas_kernels.block_sizes import POWER_OF_TWO, WIDE_FP32, KernelBlockSizes, at_least, multiple_of
 
 # The Mosaic GPU (Hopper) forward kernel's platform: flash attention only, so it is added here rather
 # than to the platforms every family tunes.
@@ -48,29 +48,6 @@ class FlashBlockSizes(KernelBlockSizes):
             None: dict(block_q=64, block_k=64, num_warps=4, num_stages=2),
             WIDE_FP32: dict(block_q=32, block_k=32, num_stages=1),
         },
-        MOSAIC_GPU: {None: dict(block_q=64, block_k=64, num_stages=2)},
+        MOSAIC_GPU: {None: dict(block_q=64, block_k=64, num_stages=2)},  # bf16/fp16 only: one table
     }
-
-    def __post_init__(self):
-        if self.platform != MOSAIC_GPU:
-            return super().__post_init__()
-        # The base class checks the platforms every family has; the same checks for this one.
-        for field in dataclasses.fields(self)[1:]:
-            value, rules = getattr(self, field.name), self.RULES[field.name].get(MOSAIC_GPU)
-            if value is None:
-                continue
-            if rules is None:
-                raise ValueError(f"FlashBlockSizes: `{field.name}` is not a setting of the Mosaic GPU kernel; "
-                                 "leave it None")
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"FlashBlockSizes: `{field.name}` must be an int, got {type(value).__name__}")
-            for rule in (POSITIVE, *rules):
-                if not rule.holds(value):
-                    raise ValueError(f"FlashBlockSizes: `{field.name}` must be {rule.description} for the Mosaic GPU "
-                                     f"kernel, got {value}")
-
-    @classmethod
-    def default(cls, platform: str, dtype=None, head_dim: int = 0) -> "FlashBlockSizes":
-        if platform == MOSAIC_GPU:  # bf16/fp16 only: one table
-            return cls(MOSAIC_GPU, **cls.DEFAULTS[MOSAIC_GPU][None])
-        return super().default(platform, dtype, head_dim)
+    EXTRA_PLATFORMS = {MOSAIC_GPU: "Mosaic GPU"}
