@@ -48,6 +48,8 @@ def sweep(
     name: str,
     reverse: bool = False,
     carry_history: bool = False,
+    value_inputs: Sequence[int] = (),
+    value_outputs: Sequence[int] = (),
     block_sizes=None,
     interpret: Interpret = None,
 ):
@@ -62,6 +64,11 @@ def sweep(
       name: the kernel's name (in errors and profiles).
       reverse: visit the chunks last to first.
       carry_history: also return ``[B, H, N, K, V]``, the carry each chunk received.
+      value_inputs, value_outputs: the positions in ``seq_inputs`` and ``out_widths`` of arrays whose
+        last axis is the carry's value axis V. Naming them declares that ``body`` treats each value
+        column on its own (column j of the outputs and the new carry depends on column j of these
+        inputs and the carry only), so ``block_sizes.block_v`` may split V across programs: the body
+        then sees ``[C, block_v]`` blocks of them and a ``[K, block_v]`` carry.
       block_sizes: a :class:`ChunkedBlockSizes`, one per platform, or None (the defaults).
       interpret: see :func:`pallas_kernels.platform.interpreter_mode`.
 
@@ -70,7 +77,8 @@ def sweep(
       ``(outputs, final_carry, history)``.
     """
     batch, heads, length = seq_inputs[0].shape[:3]
-    plan = SweepPlan(body, tuple(out_widths), chunk_size, name, reverse, carry_history, batch, heads, length)
+    plan = SweepPlan(body, tuple(out_widths), chunk_size, name, reverse, carry_history, batch, heads, length,
+                     tuple(value_inputs), tuple(value_outputs))
     tpu_sizes, triton_sizes = ChunkedBlockSizes.for_each_platform(block_sizes, *operand_class(seq_inputs))
     run = lambda backend, sizes: _on(functools.partial(backend.sweep, plan), sizes)  # noqa: E731
     return run_on_platform(list(seq_inputs), b, carry, tpu=run(tpu, tpu_sizes), gpu=run(triton, triton_sizes),

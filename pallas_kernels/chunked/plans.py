@@ -6,7 +6,7 @@ See docs/linear_attention.md#the-pallas-kernels.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from jax.experimental import pallas as pl
 
@@ -17,7 +17,9 @@ class SweepPlan(NamedTuple):
     Fields: ``body(blocks, decay, carry) -> (outputs, carry)`` for one chunk; ``out_widths``, the
     widths ``w`` of its ``[C, w]`` output blocks; ``chunk_size`` C; ``name``, the kernel's name (in
     errors and profiles); ``reverse``, chunks last to first; ``carry_history``, also return the carry
-    each chunk received; and the geometry ``batch`` B, ``heads`` H, ``length`` T.
+    each chunk received; the geometry ``batch`` B, ``heads`` H, ``length`` T; and ``value_inputs`` /
+    ``value_outputs``, the sequence inputs and outputs whose last axis is the carry's value axis V,
+    named by a sweep whose body treats value columns independently (:meth:`value_blocks`).
     """
 
     body: Callable
@@ -29,6 +31,16 @@ class SweepPlan(NamedTuple):
     batch: int
     heads: int
     length: int
+    value_inputs: tuple[int, ...] = ()
+    value_outputs: tuple[int, ...] = ()
+
+    def value_blocks(self, value_dim: int, block_v: Optional[int]) -> tuple[int, int]:
+        """``(block width, number of blocks)`` of the value axis (``value_dim`` wide, as the kernel
+        sees it): ``block_v`` columns each where this sweep may split V and ``block_v`` is narrower,
+        else one block of all of V."""
+        if not self.value_inputs or block_v is None or block_v >= value_dim:
+            return value_dim, 1
+        return block_v, -(-value_dim // block_v)
 
     @property
     def num_chunks(self) -> int:

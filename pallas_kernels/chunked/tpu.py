@@ -1,7 +1,7 @@
 """TPU (Mosaic) runners of chunked recurrences (contract in :mod:`pallas_kernels.chunked`).
 
-``sweep``: grid (batch, head, chunk), the chunk axis sequential, the fp32 carry in a VMEM scratch
-buffer; ``b [B, H, T]`` is passed as ``[B, H, N, C, 1]`` and ``[B, H, N, 1, C]`` so that both block
+``sweep``: grid (batch, head, value block, chunk), the chunk axis sequential, the fp32 carry (a
+``[K, block_v]`` slice where the sweep splits V, else all of it) in a VMEM scratch buffer; ``b [B, H, T]`` is passed as ``[B, H, N, C, 1]`` and ``[B, H, N, 1, C]`` so that both block
 shapes are whole trailing dimensions, as Mosaic requires for a C that is not a multiple of 128.
 ``chunkwise``: grid (batch, head, chunk), all parallel, one whole ``[r, c]`` block per operand.
 
@@ -35,7 +35,7 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, history):
     carry_in, seq_out, rest = rest[0], rest[1 : 1 + num_out], rest[1 + num_out :]
     carry_out, rest = rest[0], rest[1:]
     history_out, carry = (rest[0], rest[1]) if history else (None, rest[0])
-    step = pl.program_id(2)
+    step = pl.program_id(3)  # the chunk axis, after (batch, head, value block)
 
     @pl.when(step == 0)
     def _():
@@ -48,53 +48,69 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, history):
         ref[...] = value.astype(ref.dtype)
     carry[...] = new_carry
 
-    @pl.when(step == pl.num_programs(2) - 1)
+    @pl.when(step == pl.num_programs(3) - 1)
     def _():
         carry_out[...] = new_carry
 
 
+def _pad_columns(a: jax.Array, columns: int) -> jax.Array:
+    if a.shape[-1] == columns:
+        return a
+    return jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, columns - a.shape[-1])])
+
+
 def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Array], carry: jax.Array, *,
-          block_sizes=None, interpret: bool = False):
-    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry (the TPU
-    :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes` holds nothing more)."""
-    del block_sizes
+          block_sizes, interpret: bool = False):
+    """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry,
+    ``block_sizes`` (resolved) its value block: where the sweep splits V, the value inputs and the
+    carry are zero-padded to a multiple of ``block_v`` and the grid gains a parallel value axis
+    before the chunk axis."""
     _check_chunk_size(plan.chunk_size, plan.name)
     size, num_chunks = plan.chunk_size, plan.num_chunks
+    key_dim, value_dim = carry.shape[2:]
+    block_v, num_value_blocks = plan.value_blocks(value_dim, block_sizes.block_v)
+    padded_v = block_v * num_value_blocks
     chunk = (lambda n: num_chunks - 1 - n) if plan.reverse else (lambda n: n)
-    seq_spec = lambda width: pl.BlockSpec((None, None, size, width), lambda i, j, n: (i, j, chunk(n), 0))  # noqa: E731
-    carry_spec = pl.BlockSpec((None, None, *carry.shape[2:]), lambda i, j, n: (i, j, 0, 0))
-    args = list(seq_inputs)
-    in_specs = [seq_spec(a.shape[-1]) for a in seq_inputs]
+
+    def seq_spec(width, by_value):
+        if by_value:
+            return pl.BlockSpec((None, None, size, block_v), lambda i, j, c, n: (i, j, chunk(n), c))
+        return pl.BlockSpec((None, None, size, width), lambda i, j, c, n: (i, j, chunk(n), 0))
+
+    carry_spec = pl.BlockSpec((None, None, key_dim, block_v), lambda i, j, c, n: (i, j, 0, c))
+    args = [_pad_columns(a, padded_v) if n in plan.value_inputs else a for n, a in enumerate(seq_inputs)]
+    in_specs = [seq_spec(a.shape[-1], n in plan.value_inputs) for n, a in enumerate(seq_inputs)]
     if b is not None:
         chunks = b.reshape(plan.batch, plan.heads, num_chunks, size)
         args += [chunks[..., None], chunks[..., None, :]]
         in_specs += [
-            pl.BlockSpec((None, None, None, size, 1), lambda i, j, n: (i, j, chunk(n), 0, 0)),
-            pl.BlockSpec((None, None, None, 1, size), lambda i, j, n: (i, j, chunk(n), 0, 0)),
+            pl.BlockSpec((None, None, None, size, 1), lambda i, j, c, n: (i, j, chunk(n), 0, 0)),
+            pl.BlockSpec((None, None, None, 1, size), lambda i, j, c, n: (i, j, chunk(n), 0, 0)),
         ]
-    out_specs = [seq_spec(w) for w in plan.out_widths] + [carry_spec]
-    out_shape = [jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.length, w), jnp.float32) for w in plan.out_widths]
-    out_shape.append(jax.ShapeDtypeStruct(carry.shape, jnp.float32))
+    widths = [padded_v if n in plan.value_outputs else w for n, w in enumerate(plan.out_widths)]
+    out_specs = [seq_spec(w, n in plan.value_outputs) for n, w in enumerate(widths)] + [carry_spec]
+    out_shape = [jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.length, w), jnp.float32) for w in widths]
+    out_shape.append(jax.ShapeDtypeStruct((plan.batch, plan.heads, key_dim, padded_v), jnp.float32))
     if plan.carry_history:
-        out_specs.append(pl.BlockSpec((None, None, None, *carry.shape[2:]), lambda i, j, n: (i, j, chunk(n), 0, 0)))
-        out_shape.append(jax.ShapeDtypeStruct((plan.batch, plan.heads, num_chunks, *carry.shape[2:]), jnp.float32))
+        out_specs.append(pl.BlockSpec((None, None, None, key_dim, block_v), lambda i, j, c, n: (i, j, chunk(n), 0, c)))
+        out_shape.append(jax.ShapeDtypeStruct((plan.batch, plan.heads, num_chunks, key_dim, padded_v), jnp.float32))
     kernel = lambda *refs: _sweep_kernel(  # noqa: E731
         *refs, body=plan.body, num_in=len(seq_inputs), num_out=len(plan.out_widths), has_decay=b is not None,
         chunk_size=size, history=plan.carry_history,
     )
     results = pl.pallas_call(
         kernel,
-        grid=(plan.batch, plan.heads, num_chunks),
+        grid=(plan.batch, plan.heads, num_value_blocks, num_chunks),
         in_specs=in_specs + [carry_spec],
         out_specs=out_specs,
         out_shape=out_shape,
-        scratch_shapes=[pltpu.VMEM(carry.shape[2:], jnp.float32)],
-        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary")),
+        scratch_shapes=[pltpu.VMEM((key_dim, block_v), jnp.float32)],
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")),
         interpret=interpret,
         name=plan.kernel_name,
-    )(*args, carry.astype(jnp.float32))
-    outputs, rest = list(results[: len(plan.out_widths)]), results[len(plan.out_widths) :]
-    return (outputs, *rest)
+    )(*args, _pad_columns(carry.astype(jnp.float32), padded_v))
+    outputs = [o[..., :w] for o, w in zip(results, plan.out_widths)]
+    return (outputs, *(r[..., :value_dim] for r in results[len(plan.out_widths) :]))
 
 
 def chunkwise(plan: ChunkwisePlan, inputs: Sequence[jax.Array], *, block_sizes=None, interpret: bool = False

@@ -1,6 +1,7 @@
 """GPU (Triton backend) runners of chunked recurrences (contract in :mod:`pallas_kernels.chunked`).
 
-``sweep``: one program per (batch, head) loops over the chunks with the fp32 carry in registers.
+``sweep``: one program per (batch, head), or per (batch, head, value block) where the sweep splits
+V, loops over the chunks with the fp32 carry in registers.
 ``chunkwise``: one program per (batch, head, chunk). Triton blocks need power-of-two sizes of at
 least 16, so every block axis wider than 1 is zero-padded to one (zero key and value columns add
 nothing to any product) and the chunk size must be one; outputs are cut back.
@@ -73,25 +74,32 @@ def _sweep_kernel(*refs, body, num_in, num_out, has_decay, chunk_size, num_chunk
 def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Array], carry: jax.Array, *,
           block_sizes, interpret: bool = False):
     """See :func:`pallas_kernels.chunked.sweep`; ``plan`` holds its options and geometry,
-    ``block_sizes`` (resolved) its warps and stages."""
+    ``block_sizes`` (resolved) its warps, stages and value block. Grid (batch, head, value block):
+    V is padded to a power of two, which a (power of two) ``block_v`` below it divides."""
     _check_chunk_size(plan.chunk_size, plan.name)
     batch, heads, length, num_chunks = plan.batch, plan.heads, plan.length, plan.num_chunks
     padded_inputs = [_pad_last(a) for a in seq_inputs]
     padded_carry = _pad_last(carry.astype(jnp.float32), axes=2)
     carry_rows, carry_cols = padded_carry.shape[2:]
-    seq_spec = lambda width: pl.BlockSpec((None, None, length, width), lambda i, j: (i, j, 0, 0))  # noqa: E731
-    carry_spec = pl.BlockSpec((None, None, carry_rows, carry_cols), lambda i, j: (i, j, 0, 0))
+    block_v, num_value_blocks = plan.value_blocks(carry_cols, block_sizes.block_v)
+
+    def seq_spec(width, by_value):
+        if by_value:
+            return pl.BlockSpec((None, None, length, block_v), lambda i, j, c: (i, j, 0, c))
+        return pl.BlockSpec((None, None, length, width), lambda i, j, c: (i, j, 0, 0))
+
+    carry_spec = pl.BlockSpec((None, None, carry_rows, block_v), lambda i, j, c: (i, j, 0, c))
     args = list(padded_inputs)
-    in_specs = [seq_spec(a.shape[-1]) for a in padded_inputs]
+    in_specs = [seq_spec(a.shape[-1], n in plan.value_inputs) for n, a in enumerate(padded_inputs)]
     if b is not None:
         args.append(b)
-        in_specs.append(pl.BlockSpec((None, None, length), lambda i, j: (i, j, 0)))
+        in_specs.append(pl.BlockSpec((None, None, length), lambda i, j, c: (i, j, 0)))
     widths = [_block_size(w) for w in plan.out_widths]
-    out_specs = [seq_spec(w) for w in widths] + [carry_spec]
+    out_specs = [seq_spec(w, n in plan.value_outputs) for n, w in enumerate(widths)] + [carry_spec]
     out_shape = [jax.ShapeDtypeStruct((batch, heads, length, w), jnp.float32) for w in widths]
     out_shape.append(jax.ShapeDtypeStruct(padded_carry.shape, jnp.float32))
     if plan.carry_history:  # the carries stacked along rows: [B, H, N * K, V]
-        out_specs.append(pl.BlockSpec((None, None, num_chunks * carry_rows, carry_cols), lambda i, j: (i, j, 0, 0)))
+        out_specs.append(pl.BlockSpec((None, None, num_chunks * carry_rows, block_v), lambda i, j, c: (i, j, 0, c)))
         out_shape.append(jax.ShapeDtypeStruct((batch, heads, num_chunks * carry_rows, carry_cols), jnp.float32))
     kernel = lambda *refs: _sweep_kernel(  # noqa: E731
         *refs, body=plan.body, num_in=len(seq_inputs), num_out=len(plan.out_widths), has_decay=b is not None,
@@ -100,7 +108,7 @@ def sweep(plan: SweepPlan, seq_inputs: Sequence[jax.Array], b: Optional[jax.Arra
     with fp32_algorithm(triton_fp32_dot(interpret)):
         results = pl.pallas_call(
             kernel,
-            grid=(batch, heads),
+            grid=(batch, heads, num_value_blocks),
             in_specs=in_specs + [carry_spec],
             out_specs=out_specs,
             out_shape=out_shape,

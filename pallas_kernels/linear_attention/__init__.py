@@ -4,7 +4,10 @@
 chunk (:mod:`.chunk_math`) in sweeps over the chunks (:func:`pallas_kernels.chunked.sweep`: TPU or
 Triton kernels, chosen by lowering platform). The backward recomputes instead of saving per-chunk states: one
 forward-order sweep for ``dQ`` (recomputing ``S``) and one reverse sweep for ``dK, dV`` and the
-initial state's gradient. The log decay's gradient follows from those in closed form:
+initial state's gradient. The forward's columns of ``V``, ``O`` and ``S`` are independent, so it may
+run one program per (batch, head, block of ``block_v`` value columns)
+(:class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`); the backward's ``dQ`` and ``dK``
+sum over all of V, so its sweeps run whole heads. The log decay's gradient follows from those in closed form:
 ``da_t = sum_{s >= t} (q_s . dq_s - k_s . dk_s) + <dS_T, S_T>``.
 """
 
@@ -48,8 +51,10 @@ def _dkv_body(scale):
 
 def _forward(q, k, v, log_decay, initial_state, scale, chunk_size, block_sizes, interpret):
     b = chunk_cumsum(log_decay, chunk_size)
+    # Each value column is its own recurrence: ChunkedBlockSizes.block_v may split V across programs.
     (out,), final = sweep(_forward_body(scale), (q, k, v), b, initial_state, [v.shape[-1]], chunk_size=chunk_size,
-                          name=_NAME, block_sizes=block_sizes, interpret=interpret)
+                          name=_NAME, value_inputs=(2,), value_outputs=(0,), block_sizes=block_sizes,
+                          interpret=interpret)
     return (out, final), (q, k, v, log_decay, initial_state, final)
 
 
