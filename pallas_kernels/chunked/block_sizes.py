@@ -23,9 +23,9 @@ class ChunkedBlockSizes(KernelBlockSizes):
     (batch, head, value block), each carrying a ``[K, block_v]`` slice of the state: every value
     column follows its own recurrence (``S[:, j]' = e^lam S[:, j] + (K .* e^(lam-b))^T V[:, j]``), so
     the blocks never meet. It raises the number of programs from ``B H`` to ``B H ceil(V / block_v)``,
-    which pays where ``B H`` alone leaves most of the GPU's SMs idle (on an H100 the unsplit forward
-    reached about 10 % of the matmul rate at small batch); each program recomputes ``Q K^T`` for its
-    block. V is zero-padded to a multiple of ``block_v`` (zero columns add nothing and are cut off);
+    meant for small ``B H``, which alone leaves most of a GPU's SMs idle (on an H100 the unsplit
+    forward reached about 10 % of the matmul rate at small batch); each program recomputes ``Q K^T``
+    for its block, so which ``block_v`` pays is for the device to measure (the split is not yet timed). V is zero-padded to a multiple of ``block_v`` (zero columns add nothing and are cut off);
     a ``block_v`` of at least V (padded) is no split. None, the default: no split. The backward sweeps
     (whose ``dQ, dK`` sum over all of V) and the delta rule's run whole V and ignore it.
 
