@@ -340,12 +340,8 @@ def delta_rule(
       chunk_size: delta steps per chunk (the ``xla`` path takes ``chunk_size // n`` whole tokens, at
         least one, and on CPU runs fastest at 16, results/bench_cpu_delta_rule; the ``pallas`` kernels
         need a power of two >= 16 on GPU, a multiple of 8 on TPU).
-      block_sizes: the kernels' tile sizes (impl="pallas" only): a
-        :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`, one per
-        platform (a tuple), or None (the defaults).
-      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
-        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
-        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
+      block_sizes, interpret: impl="pallas" only: the kernels' tiles (a ``ChunkedBlockSizes``, one
+        per platform, or None: tuned or default) and the interpreter switch (docs/ops.md#block-sizes).
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU without
         ``segment_ids``, else xla).
 

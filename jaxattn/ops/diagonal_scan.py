@@ -168,12 +168,8 @@ def diagonal_scan(
       b: inputs ``[B, T, D, ...]`` (one sequence: ``b[None]``; one scalar per step: ``b[..., None]``).
       h0: initial state ``[B, D, ...]``; zeros when omitted.
       reverse: run from ``t = T-1`` down to 0, i.e. ``h_t = a_t * h_{t+1} + b_t``.
-      block_sizes: the kernels' tile sizes (impl="pallas" only): a
-        :class:`~pallas_kernels.diagonal_scan.block_sizes.ScanBlockSizes`, one per
-        platform (a tuple), or None (the defaults).
-      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
-        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
-        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
+      block_sizes, interpret: impl="pallas" only: the kernels' tiles (a ``ScanBlockSizes``, one
+        per platform, or None: tuned or default) and the interpreter switch (docs/ops.md#block-sizes).
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU for the
         dtypes it takes, else xla).
 

@@ -344,12 +344,8 @@ def linear_attention(
       dot_general: replaces ``lax.dot_general`` in every product of q, k, v and the state (e.g. an
         L-Matmul, :func:`jaxattn.ops.lmul_dot_general`); it runs on the reference and xla paths
         (``impl="pallas"`` or ``"auto"`` then use xla: :mod:`jaxattn.ops.dispatch`).
-      block_sizes: the kernels' tile sizes (impl="pallas" only): a
-        :class:`~pallas_kernels.chunked.block_sizes.ChunkedBlockSizes`, one per
-        platform (a tuple), or None (the defaults).
-      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
-        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
-        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
+      block_sizes, interpret: impl="pallas" only: the kernels' tiles (a ``ChunkedBlockSizes``, one
+        per platform, or None: tuned or default) and the interpreter switch (docs/ops.md#block-sizes).
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (pallas on GPU and TPU where it
         supports the inputs, else xla).
 

@@ -169,12 +169,8 @@ def lmul_dot_general(
         :func:`jaxattn.ops.lmul`, memory ``G M K N``), ``"xla"``, ``"pallas"`` (the kernel for
         ``semantics="bitwise"``; the formula is matrix products on every path but the reference) or
         ``"auto"`` (pallas on GPU and TPU).
-      block_sizes: the kernels' tile sizes (impl="pallas" only): a
-        :class:`~pallas_kernels.lmul_matmul.LMulBlockSizes`, one per
-        platform (a tuple), or None (the defaults).
-      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
-        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
-        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
+      block_sizes, interpret: impl="pallas" only: the kernels' tiles (a ``LMulBlockSizes``, one
+        per platform, or None: tuned or default) and the interpreter switch (docs/ops.md#block-sizes).
 
     Example::
 

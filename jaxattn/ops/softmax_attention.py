@@ -108,12 +108,8 @@ def softmax_attention(
         partly filled cache, or right padding).
       dot_general: replaces the products ``q k^T`` and ``P v`` (e.g. an L-Matmul); the softmax stays
         fp32. It runs on the explicit (reference) path whatever ``impl`` (:mod:`jaxattn.ops.dispatch`).
-      block_sizes: the kernels' tile sizes (impl="pallas" only): a
-        :class:`~pallas_kernels.flash_attention.block_sizes.FlashBlockSizes`, one per
-        platform (a tuple), or None (the defaults).
-      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
-        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
-        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
+      block_sizes, interpret: impl="pallas" only: the kernels' tiles (a ``FlashBlockSizes``, one
+        per platform, or None: tuned or default) and the interpreter switch (docs/ops.md#block-sizes).
       impl: ``"reference"``, ``"xla"`` (:func:`jax.nn.dot_product_attention`), ``"pallas"`` or
         ``"auto"`` (pallas on GPU and TPU without ``kv_lengths``, else xla).
 

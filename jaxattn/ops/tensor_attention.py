@@ -302,12 +302,8 @@ def tensor_attention(
         ``causal=False``: every pair of the sequence (or segment).
       window: ``(w1, w2)``: the causal sliding window ``i - w1 < j <= i``, ``i - w2 < k <= i``.
       segment_ids: ``[B, T]`` ints (packed sequences): a query sees only pairs of its own segment.
-      block_sizes: the kernels' tile sizes (impl="pallas" only): a
-        :class:`~pallas_kernels.tensor_attention.block_sizes.TensorBlockSizes`, one per
-        platform (a tuple), or None (the defaults).
-      interpret: run the kernels in the Pallas interpreter (impl="pallas" only): None (the
-        ``JAXATTN_PALLAS_INTERPRET`` switch, else only on platforms without kernels), True (the
-        Triton-backend kernel), ``"tpu"`` (the TPU kernel) or False (never). See docs/ops.md#block-sizes.
+      block_sizes, interpret: impl="pallas" only: the kernels' tiles (a ``TensorBlockSizes``, one
+        per platform, or None: tuned or default) and the interpreter switch (docs/ops.md#block-sizes).
       impl: ``"reference"``, ``"xla"``, ``"pallas"`` or ``"auto"`` (the Pallas kernels on GPU and TPU
         where they take the call, else ``"xla"``; the kernels have no ``segment_ids``).
 
