@@ -10,15 +10,22 @@ device (the roofline). A second table puts xla/pallas time ratios side by side. 
 ``bench.json``, ``bench.md`` and ``bench.png`` to ``--out_dir``.
 
 On CPU the Pallas kernels run only in the interpreter, which says nothing about their speed:
-pallas rows are skipped there unless ``--interpret_pallas``.
+pallas rows are skipped there unless ``--interpret_pallas``. Peer kernels that need a CUDA GPU, a Hopper
+GPU or a package that is not installed give skipped rows that say so.
+
+``--preset=issue17`` replaces the sweep flags by the groups of :mod:`experiments.bench_presets` (our
+kernels beside every peer on the GPU; ``--preset_groups`` picks some); the files are rewritten after
+every group, so a run cut short keeps what it measured.
 """
 
+import dataclasses
 import platform
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
+from experiments import bench_attention_peers, bench_presets
 from experiments.bench_cases import CASES, Shape
 from experiments.bench_report import write_markdown, write_plot
 from experiments.logging_setup import start_main
@@ -31,7 +38,10 @@ _IMPLS = flags.DEFINE_list(
     "impls", ["xla", "pallas", "triton", "cudnn", "native", "formula", "bitwise"],
     "Implementations: xla, pallas, reference; vendor kernels: triton (raw Triton linear attention through "
     "jax-triton), cudnn (jax.nn.dot_product_attention(implementation='cudnn')); peers outside JAX: fla "
-    "(flash-linear-attention's chunk kernels for the delta rule ops, PyTorch on a GPU, bf16); for lmul_matmul: native (the "
+    "(flash-linear-attention's chunk kernels for the delta rule and linear attention ops, PyTorch on a GPU, bf16); for "
+    "softmax_attention: pallas_mosaic / pallas_triton (ours with JAXATTN_GPU_KERNELS=mosaic / triton), jax_mgpu / "
+    "jax_triton (jax.experimental.pallas.ops.gpu's Mosaic GPU and Triton kernels), tokamax / tokamax_triton "
+    "(tokamax.dot_product_attention, implementation mosaic / triton); for lmul_matmul: native (the "
     "device's matmul), formula, bitwise (XLA) and pallas; for tensor_attention_poly: degree1, degree2, degree3 "
     "(the low-rank path's polynomial degree); for ssm_layer: s4d_fft, s4d_scan, s4_fft, s5_scan (a layer by FFT "
     "convolution or by the recurrence's scan). Each op runs the ones it has.",
@@ -46,6 +56,9 @@ _MAX_SECONDS = flags.DEFINE_float("max_seconds", 20.0, "Skip larger T for a case
 _MEMORY_GB = flags.DEFINE_float("memory_budget_gb", 12.0, "Skip a measurement whose estimated working set exceeds this.")
 _BACKWARD = flags.DEFINE_bool("backward", True, "Also time forward + backward (--nobackward: forward only).")
 _INTERPRET_PALLAS = flags.DEFINE_bool("interpret_pallas", False, "Time the Pallas interpreter on CPU (slow; for tests).")
+_PRESET = flags.DEFINE_string("preset", "", "A named set of groups (experiments.bench_presets: issue17) in place of "
+                               "--ops, --impls, --lengths, --batch, --heads, --head_dims and --dtypes.")
+_PRESET_GROUPS = flags.DEFINE_list("preset_groups", [], "Only these groups of --preset (default: all).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "Where bench.json / .md / .png go.")
 
 
@@ -100,6 +113,8 @@ def _skip_reason(op: str, impl: str, shape: Shape, slow: bool) -> str:
         return "needs jax-triton and a CUDA GPU"
     if impl == "cudnn" and (jax.default_backend() != "gpu" or shape.dtype == "float32"):
         return "needs a CUDA GPU and fp16/bf16"
+    if impl in bench_attention_peers.IMPLS and bench_attention_peers.skip_reason(impl, shape.dtype, shape.head_dim):
+        return bench_attention_peers.skip_reason(impl, shape.dtype, shape.head_dim)
     if impl in case.peers and case.peers[impl].skip_reason(shape):
         return case.peers[impl].skip_reason(shape)
     if slow:
@@ -117,6 +132,12 @@ def _measure_times(case, impl: str, shape: Shape) -> dict:
         forward, both = case.peers[impl].time(shape, _REPEATS.value, backward)
         return dict(forward_ms=1e3 * forward, forward_peak_bytes=-1, forward_backward_peak_bytes=None if both is None else -1,
                     forward_backward_ms=None if both is None else 1e3 * both)
+    with bench_attention_peers.gpu_kernel_family(impl):
+        return _measure_jax_times(case, impl, shape, backward)
+
+
+def _measure_jax_times(case, impl: str, shape: Shape, backward: bool) -> dict:
+    """A JAX impl's times and the compiled programs' peak bytes (traced here, under its GPU kernel family)."""
     args = case.make_inputs(shape)
     fn = jax.jit(case.run(impl))
     row = dict(forward_ms=1e3 * median_seconds(fn, *args, repeats=_REPEATS.value), forward_peak_bytes=_peak_bytes(fn, args),
@@ -143,23 +164,32 @@ def measure(op: str, impl: str, shape: Shape, peaks: dict) -> dict:
     return row
 
 
-def run_benchmarks() -> dict:
-    device = jax.devices()[0]
-    peaks = dict(matmul_gflops={dtype: dense_matmul_gflops(dtype) for dtype in _DTYPES.value},
-                 bandwidth_gbs=copy_bandwidth_gbs())
-    logging.info("Device %s: dense matmul %s GFLOP/s, copy %.1f GB/s", device.device_kind,
-                 {d: round(g, 1) for d, g in peaks["matmul_gflops"].items()}, peaks["bandwidth_gbs"])
-    rows = []
+def _groups() -> tuple[bench_presets.Group, ...]:
+    """The preset's groups, or one group from the sweep flags."""
+    if _PRESET.value:
+        try:
+            return bench_presets.expand(_PRESET.value, tuple(_PRESET_GROUPS.value))
+        except ValueError as error:
+            raise app.UsageError(f"--preset: {error}") from error
     for op in _OPS.value:
         if op not in CASES:
             raise app.UsageError(f"--ops: {op!r} is not one of {sorted(CASES)}")
-        for impl in _IMPLS.value:
-            for dtype in _DTYPES.value:
-                for head_dim in map(int, _HEAD_DIMS.value):
+    return (bench_presets.Group("flags", tuple(_OPS.value), tuple(_IMPLS.value), tuple(map(int, _LENGTHS.value)),
+                                _BATCH.value, _HEADS.value, tuple(map(int, _HEAD_DIMS.value)), tuple(_DTYPES.value)),)
+
+
+def _measure_group(group: bench_presets.Group, peaks: dict) -> list[dict]:
+    """The rows of one group: measured, skipped with the reason, or failed with the error."""
+    rows = []
+    for op in group.ops:
+        for impl in group.impls:
+            for dtype in group.dtypes:
+                for head_dim in group.head_dims:
                     slow = False
-                    for length in map(int, _LENGTHS.value):
-                        shape = Shape(_BATCH.value, _HEADS.value, head_dim, length, dtype)
-                        key = dict(op=op, impl=impl, dtype=dtype, head_dim=head_dim, length=length)
+                    for length in group.lengths:
+                        shape = Shape(group.batch, group.heads, head_dim, length, dtype)
+                        key = dict(op=op, impl=impl, dtype=dtype, head_dim=head_dim, length=length,
+                                   batch=group.batch, heads=group.heads)
                         reason = _skip_reason(op, impl, shape, slow)
                         if reason == "not an impl of this op":
                             continue
@@ -174,20 +204,38 @@ def run_benchmarks() -> dict:
                             rows.append(dict(key, skipped=f"failed: {type(error).__name__}: {message}"))
                             continue
                         rows.append(row)
-                        logging.info("%s/%s %s D=%d T=%d: forward %.2f ms (%.0f%% of matmul, %.0f%% of bandwidth), "
-                                     "fwd+bwd %s ms", op, impl, dtype, head_dim, length, row["forward_ms"],
-                                     100 * row["forward_fraction_of_matmul"], 100 * row["forward_fraction_of_bandwidth"],
+                        logging.info("%s/%s %s B=%d H=%d D=%d T=%d: forward %.2f ms (%.0f%% of matmul, %.0f%% of "
+                                     "bandwidth), fwd+bwd %s ms", op, impl, dtype, group.batch, group.heads, head_dim,
+                                     length, row["forward_ms"], 100 * row["forward_fraction_of_matmul"],
+                                     100 * row["forward_fraction_of_bandwidth"],
                                      "-" if row["forward_backward_ms"] is None else f"{row['forward_backward_ms']:.2f}")
                         slow = max(row["forward_ms"], row["forward_backward_ms"] or 0.0) / 1e3 > _MAX_SECONDS.value
-    return dict(
+    return rows
+
+
+def run_benchmarks(on_group=lambda result: None) -> dict:
+    """Every group's rows; ``on_group(result so far)`` after each group (to write the files as it goes)."""
+    groups = _groups()
+    device = jax.devices()[0]
+    dtypes = list(dict.fromkeys(dtype for group in groups for dtype in group.dtypes))
+    peaks = dict(matmul_gflops={dtype: dense_matmul_gflops(dtype) for dtype in dtypes},
+                 bandwidth_gbs=copy_bandwidth_gbs())
+    logging.info("Device %s: dense matmul %s GFLOP/s, copy %.1f GB/s", device.device_kind,
+                 {d: round(g, 1) for d, g in peaks["matmul_gflops"].items()}, peaks["bandwidth_gbs"])
+    result = dict(
         device=f"{device.platform}:{device.device_kind}", host=platform.node(), jax=jax.__version__,
-        batch=_BATCH.value, heads=_HEADS.value, **peaks, rows=rows,
+        batch=_BATCH.value, heads=_HEADS.value, preset=_PRESET.value,
+        groups=[dataclasses.asdict(group) for group in groups], **peaks, rows=[],
     )
+    for group in groups:
+        result["rows"] += _measure_group(group, peaks)
+        on_group(result)
+    return result
 
 
 def main(argv):
     start_main(argv)
-    write_outputs(run_benchmarks(), _OUT_DIR.value, "bench", write_markdown, write_plot)
+    run_benchmarks(lambda result: write_outputs(result, _OUT_DIR.value, "bench", write_markdown, write_plot))
 
 
 if __name__ == "__main__":

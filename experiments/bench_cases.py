@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from experiments import bench_fla
+from experiments import bench_attention_peers, bench_fla
 from jaxattn.nn import S4, S4D, S5
 from jaxattn.ops import (
     delta_rule, diagonal_scan, linear_attention, lmul_dot_general, softmax_attention, tensor_attention,
@@ -90,6 +90,31 @@ def _raw_triton_linear_attention(q, k, v):
     return jnp.swapaxes(out, 1, 2).astype(v.dtype)
 
 
+def _gated_qkv(shape: Shape):
+    """q, k, v ``[B, T, H, D]`` and log gates ``log sigmoid(x + 2)`` ``[B, T, H]`` (decays near 0.9)."""
+    q, k, v = _qkv(shape)
+    return q, k, v, jax.nn.log_sigmoid(jax.random.normal(jax.random.key(4), q.shape[:3]) + 2.0)
+
+
+def _linear_attention_case(gated: bool) -> Case:
+    """Linear attention, plain or with a scalar log gate per head and token; fla's ``chunk_simple_gla`` (the
+    same recurrence) as a peer on GPU; the raw Triton kernel (plain only, forward only)."""
+
+    def run(impl):
+        if impl == "triton":
+            return _raw_triton_linear_attention
+        return lambda q, k, v, g=None: linear_attention(q, k, v, g=g, chunk_size=LINEAR_ATTENTION_CHUNK, impl=impl)
+
+    fla = Peer(lambda shape: bench_fla.skip_reason(shape.dtype),
+               lambda shape, repeats, backward: bench_fla.time_linear_attention(shape, gated, repeats, backward))
+    return Case(
+        _gated_qkv if gated else _qkv, run, lambda shape, impl: _linear_attention_flops(shape),
+        lambda shape: (4.0 * shape.tokens_by_width + gated * shape.batch * shape.length * shape.heads) * shape.itemsize,
+        ("xla", "pallas", "reference", "fla") if gated else ("xla", "pallas", "triton", "reference", "fla"),
+        forward_only_impls=("triton",), peers={"fla": fla},
+    )
+
+
 def _linear_attention_flops(shape: Shape) -> float:
     """Chunked: per token and head ``2C(K+V)`` (intra-chunk) + ``2KV`` (state update) + ``2KV`` (inter)."""
     d = shape.head_dim
@@ -153,12 +178,24 @@ def _scan_inputs(shape: Shape):
 
 
 def _softmax_scores_bytes(shape: Shape, impl: str) -> float:
-    return 0.0 if impl in ("pallas", "cudnn") else 4.0 * shape.batch * shape.heads * shape.length**2
+    """Only the XLA and reference paths keep ``[B, H, T, T]`` fp32 scores; the flash kernels keep none."""
+    return 4.0 * shape.batch * shape.heads * shape.length**2 if impl in ("xla", "reference") else 0.0
 
 
 def _cudnn_attention(q, k, v):
     """cuDNN's fused attention (GPU, fp16/bf16), the vendor kernel flash attention is held to."""
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+
+
+def _softmax_attention(impl: str):
+    """Ours (``xla``, ``pallas``, ``reference``; ``pallas_mosaic`` / ``pallas_triton``: pallas with the GPU
+    family that :func:`experiments.bench_attention_peers.gpu_kernel_family` sets), cuDNN, or a peer kernel."""
+    if impl == "cudnn":
+        return _cudnn_attention
+    if impl in bench_attention_peers.IMPLS and impl not in bench_attention_peers.KERNEL_FAMILIES:
+        return bench_attention_peers.run(impl)
+    ours = "pallas" if impl in bench_attention_peers.KERNEL_FAMILIES else impl
+    return lambda q, k, v: softmax_attention(q, k, v, impl=ours)
 
 
 def _matmul_inputs(shape: Shape):
@@ -239,28 +276,20 @@ def _ssm_flops(shape: Shape) -> float:
 
 
 CASES = {
-    "linear_attention": Case(
-        _qkv,
-        lambda impl: _raw_triton_linear_attention if impl == "triton" else (
-            lambda q, k, v: linear_attention(q, k, v, chunk_size=LINEAR_ATTENTION_CHUNK, impl=impl)
-        ),
-        lambda shape, impl: _linear_attention_flops(shape),
-        lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
-        ("xla", "pallas", "triton", "reference"),
-        forward_only_impls=("triton",),
-    ),
+    "linear_attention": _linear_attention_case(gated=False),
+    "gated_linear_attention": _linear_attention_case(gated=True),
     "delta_rule": _delta_rule_case(1, gated=False),
     "gated_delta_rule": _delta_rule_case(1, gated=True),
     "delta_product": _delta_rule_case(2, gated=False),
     "gated_delta_product": _delta_rule_case(2, gated=True),
     "softmax_attention": Case(
         _qkv,
-        lambda impl: _cudnn_attention if impl == "cudnn" else (lambda q, k, v: softmax_attention(q, k, v, impl=impl)),
+        _softmax_attention,
         lambda shape, impl: _softmax_flops(shape),
         lambda shape: 4.0 * shape.tokens_by_width * shape.itemsize,
-        ("xla", "pallas", "cudnn", "reference"),
+        ("xla", "pallas", "cudnn", "reference", *bench_attention_peers.IMPLS),
         working_set_bytes=_softmax_scores_bytes,
-        forward_only_impls=("cudnn",),
+        forward_only_impls=("cudnn", *bench_attention_peers.FORWARD_ONLY),
     ),
     "lmul_matmul": Case(
         _matmul_inputs, _matmul, lambda shape, impl: _matmul_flops(shape),

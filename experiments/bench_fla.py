@@ -1,5 +1,8 @@
-"""fla's chunked delta-rule kernels (flash-linear-attention: Triton, PyTorch) timed as a peer of
-the delta_rule rows, on the same shapes and the same GPU.
+"""fla's chunk kernels (flash-linear-attention: Triton, PyTorch) timed as a peer of the delta_rule and
+linear_attention rows, on the same shapes and the same GPU: ``chunk_delta_rule`` and its gated and
+DeltaProduct kin, and ``chunk_simple_gla`` for linear attention (its recurrence
+``S_t = exp(g_t) S_{t-1} + k_t^T v_t``, ``o_t = K^{-1/2} q_t S_t`` is ours: ``g = None`` for the plain one,
+a scalar log gate per head and token for the gated one).
 
 Optional: it needs ``fla-core``, PyTorch with CUDA and a GPU (``pip install fla-core``); the
 benchmark skips the ``fla`` rows with :func:`unavailable`'s reason elsewhere. Inputs are drawn by
@@ -81,18 +84,33 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def time_delta_rule(shape, steps: int, gated: bool, repeats: int, backward: bool) -> tuple[float, Optional[float]]:
     """``(forward seconds, forward + backward seconds or None)`` of fla's chunk kernel on ``shape``."""
-    import torch
-
     kernel = _kernel(steps, gated)
     q, k, v, beta, g = _inputs(shape, steps, gated)
+    return _time(lambda: kernel(q, k, v, beta, g), (q, k, v, beta) + ((g,) if gated else ()), repeats, backward)
+
+
+def time_linear_attention(shape, gated: bool, repeats: int, backward: bool) -> tuple[float, Optional[float]]:
+    """``(forward seconds, forward + backward seconds or None)`` of ``chunk_simple_gla`` on ``shape``, on
+    the delta rule's inputs (unit keys; with ``gated``, log gates ``log sigmoid(x + 2)`` ``[B, T, H]``)."""
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    q, k, v, _, g = _inputs(shape, 1, gated)
+    return _time(lambda: chunk_simple_gla(q, k, v, g=g)[0], (q, k, v) + ((g,) if gated else ()), repeats, backward)
+
+
+def _time(call, leaves, repeats: int, backward: bool) -> tuple[float, Optional[float]]:
+    """Median seconds of ``call()`` without autograd and, with ``backward``, of the gradient of its sum
+    with respect to ``leaves``."""
+    import torch
+
     with torch.no_grad():
-        forward = _median_seconds(lambda: kernel(q, k, v, beta, g), repeats)
+        forward = _median_seconds(call, repeats)
     if not backward:
         return forward, None
-    leaves = [a.requires_grad_() for a in (q, k, v, beta) + ((g,) if gated else ())]
+    leaves = [a.requires_grad_() for a in leaves]
 
     def forward_backward():
-        loss = kernel(q, k, v, beta, g).float().sum()
+        loss = call().float().sum()
         torch.autograd.grad(loss, leaves)
 
     return forward, _median_seconds(forward_backward, repeats)

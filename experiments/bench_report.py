@@ -1,4 +1,9 @@
-"""The benchmark's markdown tables and plot, from the result dictionary of :mod:`experiments.bench`."""
+"""The benchmark's markdown tables and plot, from the result dictionary of :mod:`experiments.bench`.
+
+The main table's last column puts each row beside the best peer of its group (same op, dtype, D, T, B, H):
+``time / min(time of the measured peers)``, forward and forward + backward, so below 1 means faster than
+every peer measured.
+"""
 
 from jaxattn.train.plots import pyplot, save_figure
 
@@ -15,30 +20,60 @@ def _ratio(numerator, denominator) -> str:
     return "-" if numerator is None or denominator is None else f"{numerator / denominator:.2f}"
 
 
+# Kernels not of this project (the rows "ratio to best peer" divides by).
+PEER_IMPLS = ("cudnn", "fla", "jax_mgpu", "jax_triton", "tokamax", "tokamax_triton")
+
+
 def _key(row) -> tuple:
-    return row["op"], row["dtype"], row["head_dim"], row["length"]
+    """A row group: the same problem (results written before B and H were per row have neither)."""
+    return row["op"], row["dtype"], row["head_dim"], row["length"], row.get("batch"), row.get("heads")
+
+
+def _best_peer_ms(rows: list[dict]) -> dict:
+    """Per row group, the least forward and forward + backward milliseconds of its measured peers."""
+    best = {}
+    for r in rows:
+        if r["impl"] in PEER_IMPLS and not r["skipped"]:
+            forward, both = best.get(_key(r), (None, None))
+            best[_key(r)] = (min(x for x in (forward, r["forward_ms"]) if x is not None),
+                             min((x for x in (both, r["forward_backward_ms"]) if x is not None), default=None))
+    return best
+
+
+def _versus_best_peer(row: dict, best: dict) -> str:
+    forward, both = best.get(_key(row), (None, None))
+    if forward is None:
+        return "-"
+    return f"{_ratio(row['forward_ms'], forward)} / {_ratio(row['forward_backward_ms'], both)}"
+
+
+def _shape(row) -> str:
+    return "-" if row.get("batch") is None else f"{row['batch']}x{row['heads']}"
 
 
 def write_markdown(result: dict, path: str) -> None:
     peaks = ", ".join(f"{dtype} {g:.1f}" for dtype, g in result["matmul_gflops"].items())
+    # a preset's groups each have their own B and H (the table's B x H column)
+    sizes = f"preset {result['preset']}" if result.get("preset") else f"B={result['batch']}, H={result['heads']}"
     lines = [
-        f"Device `{result['device']}`, jax {result['jax']}, B={result['batch']}, H={result['heads']}; "
+        f"Device `{result['device']}`, jax {result['jax']}, {sizes}; "
         f"dense matmul GFLOP/s: {peaks}; copy bandwidth {result['bandwidth_gbs']:.1f} GB/s.",
         "",
-        "| op | impl | dtype | D | T | forward ms | fwd+bwd ms | peak MiB fwd / fwd+bwd | tokens/s | GFLOP/s "
-        "| % of matmul | GB/s | % of bandwidth |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| op | impl | dtype | D | T | B x H | forward ms | fwd+bwd ms | peak MiB fwd / fwd+bwd | tokens/s | GFLOP/s "
+        "| % of matmul | GB/s | % of bandwidth | ratio to best peer fwd / fwd+bwd |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    best = _best_peer_ms(result["rows"])
     for r in result["rows"]:
-        head = f"| {r['op']} | {r['impl']} | {r['dtype']} | {r['head_dim']} | {r['length']} |"
+        head = f"| {r['op']} | {r['impl']} | {r['dtype']} | {r['head_dim']} | {r['length']} | {_shape(r)} |"
         if r["skipped"]:
-            lines.append(f"{head} skipped: {r['skipped']} | | | | | | | |")
+            lines.append(f"{head} skipped: {r['skipped']} | | | | | | | | |")
             continue
         lines.append(
             f"{head} {r['forward_ms']:.2f} | {_ms(r['forward_backward_ms'])} | {_mib(r['forward_peak_bytes'])} / "
             f"{_mib(r['forward_backward_peak_bytes'])} | {r['tokens_per_s']:.3g} | {r['forward_gflops']:.1f} | "
             f"{100 * r['forward_fraction_of_matmul']:.1f} | {r['forward_gbytes_per_s']:.1f} | "
-            f"{100 * r['forward_fraction_of_bandwidth']:.1f} |"
+            f"{100 * r['forward_fraction_of_bandwidth']:.1f} | {_versus_best_peer(r, best)} |"
         )
     measured = {(r["impl"], *_key(r)): r for r in result["rows"] if not r["skipped"]}
     pairs = [(measured[("xla", *_key(r))], r) for r in result["rows"]
@@ -46,13 +81,13 @@ def write_markdown(result: dict, path: str) -> None:
     if pairs:
         lines += ["", "Time ratios, first over second (vendor: the raw Triton kernel for linear attention and cuDNN "
                   "for softmax attention, forward only; fla's chunk kernels for the delta rule ops):", "",
-                  "| op | dtype | D | T | xla / pallas forward | xla / pallas fwd+bwd | pallas / vendor forward "
+                  "| op | dtype | D | T | B x H | xla / pallas forward | xla / pallas fwd+bwd | pallas / vendor forward "
                   "| pallas / vendor fwd+bwd |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for xla, pallas in pairs:
             vendor = next((measured[key] for key in ((impl, *_key(pallas)) for impl in ("triton", "cudnn", "fla"))
                            if key in measured), {})
-            lines.append(f"| {xla['op']} | {xla['dtype']} | {xla['head_dim']} | {xla['length']} | "
+            lines.append(f"| {xla['op']} | {xla['dtype']} | {xla['head_dim']} | {xla['length']} | {_shape(xla)} | "
                          f"{_ratio(xla['forward_ms'], pallas['forward_ms'])} | "
                          f"{_ratio(xla['forward_backward_ms'], pallas['forward_backward_ms'])} | "
                          f"{_ratio(pallas['forward_ms'], vendor.get('forward_ms'))} | "

@@ -1,5 +1,6 @@
 """experiments.bench end to end on tiny sizes: every op and impl measured, files written."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -51,12 +52,25 @@ def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
     formula; fla's rows say why they are skipped on a machine without a GPU."""
     from experiments.bench_cases import delta_rule_chunk
 
-    ops = ("delta_rule", "gated_delta_product", "linear_attention")
-    report = run_bench(tmp_path, "--impls=xla,pallas,reference,fla", "--head_dims=8", "--interpret_pallas",
-                       lengths="80", ops=ops)
+    ops = ("delta_rule", "gated_delta_product", "linear_attention", "gated_linear_attention", "softmax_attention")
+    peers = ("pallas_mosaic", "pallas_triton", "jax_mgpu", "jax_triton", "tokamax", "tokamax_triton")
+    report = run_bench(tmp_path, f"--impls=xla,pallas,reference,fla,{','.join(peers)}", "--head_dims=8",
+                       "--interpret_pallas", lengths="80", ops=ops)
     rows = {(r["op"], r["impl"]): r for r in report["rows"]}
     impls = ("xla", "pallas", "reference")
-    assert set(rows) == {(op, impl) for op in ops for impl in impls} | {(op, "fla") for op in ops[:2]}
+    assert set(rows) == ({(op, impl) for op in ops for impl in impls} | {(op, "fla") for op in ops[:4]}
+                         | {("softmax_attention", peer) for peer in peers})
+    # peers that need a GPU, Hopper or a package say so on this CPU machine (fla: fla-core, torch or CUDA)
+    assert all(rows[op, "fla"]["skipped"].startswith("needs") for op in ops[:4])
+    reasons = {peer: rows["softmax_attention", peer]["skipped"] for peer in peers}
+    assert reasons["pallas_triton"] == reasons["jax_triton"] == "needs a CUDA GPU"
+    assert reasons["pallas_mosaic"] == reasons["jax_mgpu"] == "needs a CUDA GPU with compute capability >= 9.0 (Hopper)"
+    tokamax_reason = "needs tokamax (pip install tokamax)" if importlib.util.find_spec("tokamax") is None else "needs a CUDA GPU"
+    assert reasons["tokamax_triton"] == tokamax_reason and reasons["tokamax"].startswith(tokamax_reason)
+    assert report["rows"][0]["batch"] == 1 and report["rows"][0]["heads"] == 2
+    for impl in impls:
+        assert not rows["gated_linear_attention", impl]["skipped"]
+        assert rows["gated_linear_attention", impl]["forward_backward_ms"] > 0
     c, d = delta_rule_chunk(), 8
     for op, steps in (("delta_rule", 1), ("gated_delta_product", 2)):
         assert rows[op, "fla"]["skipped"].startswith("needs")
@@ -66,8 +80,9 @@ def test_bench_times_the_delta_rule_beside_linear_attention(tmp_path):
             flops = 2 * 80 * steps * 2 * (5 * c * d + c * c / 3 + 3 * d * d)  # T = 80, H = 2
             assert abs(row["forward_gflops"] - flops / (row["forward_ms"] / 1e3) / 1e9) < 1e-6 * row["forward_gflops"]
     markdown = (tmp_path / "bench.md").read_text()
-    assert "| delta_rule | xla | float32 | 8 | 80 |" in markdown
-    assert "| gated_delta_product | float32 | 8 | 80 |" in markdown  # a row of the xla / pallas table
+    assert "| delta_rule | xla | float32 | 8 | 80 | 1x2 |" in markdown
+    assert "| gated_delta_product | float32 | 8 | 80 | 1x2 |" in markdown  # a row of the xla / pallas table
+    assert "| softmax_attention | jax_mgpu | float32 | 8 | 80 | 1x2 | skipped: needs a CUDA GPU" in markdown
 
 
 def test_bench_skips_pallas_on_cpu_without_the_interpreter_flag(tmp_path):
@@ -117,3 +132,65 @@ def test_peak_memory_counts_the_temporaries():
     x = jnp.ones((1, 64, 2, 8))
     peak = _peak_bytes(jax.jit(lambda *a: tensor_attention(*a, causal=False, impl="reference")), [x] * 5)
     assert peak >= 4 * 2 * 64**3
+
+
+def test_issue17_preset_expands_to_the_side_by_side_rows():
+    """The preset's groups in run order (cheapest first) and their rows: flash with every peer at B=1 H=16,
+    linear attention plain and gated with fla at two sizes, the scan, and fp32 flash and tensor attention."""
+    from experiments.bench_cases import CASES
+    from experiments.bench_presets import expand, rows
+
+    groups = expand("issue17")
+    assert [g.name for g in groups] == ["scan", "linear_small", "linear_large", "flash", "fp32_flash", "fp32_tensor"]
+    expanded = rows(groups)
+    assert all(impl in CASES[op].impls for op, impl, *_ in expanded)  # every impl named is one the op has
+    flash = {(impl, d, t, b, h) for op, impl, dtype, d, t, b, h in expanded
+             if op == "softmax_attention" and dtype == "bfloat16"}
+    peers = {"xla", "cudnn", "pallas_mosaic", "pallas_triton", "jax_mgpu", "jax_triton", "tokamax", "tokamax_triton"}
+    assert flash == {(impl, 128, t, 1, 16) for impl in peers for t in (4096, 16384)}
+    linear = {(op, impl, b, h) for op, impl, dtype, d, t, b, h in expanded if "linear" in op}
+    assert linear == {(op, impl, b, h) for op in ("linear_attention", "gated_linear_attention")
+                      for impl in ("xla", "pallas", "fla") for b, h in ((2, 8), (8, 16))}
+    assert {(op, impl, dtype) for op, impl, dtype, *_ in expanded if dtype == "float32"} == {
+        (op, impl, "float32") for op in ("softmax_attention", "tensor_attention") for impl in ("xla", "pallas")}
+    assert {impl for op, impl, *_ in expanded if op == "diagonal_scan"} == {"xla", "pallas"}
+    assert [g.name for g in expand("issue17", ("flash", "scan"))] == ["scan", "flash"]
+    with pytest.raises(ValueError, match="no groups"):
+        expand("issue17", ("nope",))
+
+
+def test_markdown_divides_each_row_by_the_best_peer_of_its_group(tmp_path):
+    from experiments.bench_report import write_markdown
+
+    def row(impl, forward, both, batch=1):
+        return dict(op="softmax_attention", impl=impl, dtype="bfloat16", head_dim=128, length=4096, batch=batch,
+                    heads=16, skipped="", forward_ms=forward, forward_backward_ms=both, forward_peak_bytes=-1,
+                    forward_backward_peak_bytes=-1, tokens_per_s=1.0, forward_gflops=1.0, forward_fraction_of_matmul=0.5,
+                    forward_gbytes_per_s=1.0, forward_fraction_of_bandwidth=0.5)
+
+    rows = [row("pallas_mosaic", 3.0, 12.0), row("cudnn", 2.0, None), row("jax_triton", 4.0, 8.0),
+            row("pallas_triton", 3.0, 12.0, batch=2)]  # another group (B=2): no peer measured there
+    result = dict(device="gpu:test", jax="0", batch=1, heads=16, preset="issue17", matmul_gflops={"bfloat16": 1.0},
+                  bandwidth_gbs=1.0, rows=rows)
+    write_markdown(result, tmp_path / "bench.md")
+    lines = (tmp_path / "bench.md").read_text().splitlines()
+    assert next(x for x in lines if "| pallas_mosaic |" in x).endswith("| 1.50 / 1.50 |")  # 3 / 2, 12 / 8
+    assert next(x for x in lines if "| cudnn |" in x).endswith("| 1.00 / - |")
+    other_group = next(x for x in lines if "| pallas_triton |" in x)
+    assert "| 4096 | 2x16 |" in other_group and other_group.endswith("| - |")
+
+
+def test_gpu_kernel_family_is_set_only_while_a_row_is_measured(monkeypatch):
+    import os
+
+    from experiments.bench_attention_peers import gpu_kernel_family
+    from pallas_kernels.platform import GPU_KERNELS_ENV
+
+    monkeypatch.delenv(GPU_KERNELS_ENV, raising=False)
+    with gpu_kernel_family("pallas_mosaic"):
+        assert os.environ[GPU_KERNELS_ENV] == "mosaic"
+    with gpu_kernel_family("pallas_triton"):
+        assert os.environ[GPU_KERNELS_ENV] == "triton"
+    with gpu_kernel_family("xla"):
+        assert GPU_KERNELS_ENV not in os.environ
+    assert GPU_KERNELS_ENV not in os.environ
