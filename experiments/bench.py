@@ -13,7 +13,7 @@ On CPU the Pallas kernels run only in the interpreter, which says nothing about 
 pallas rows are skipped there unless ``--interpret_pallas``. Peer kernels that need a CUDA GPU, a Hopper
 GPU or a package that is not installed give skipped rows that say so.
 
-``--preset=issue17`` replaces the sweep flags by the groups of :mod:`experiments.bench_presets` (our
+``--preset=peers`` replaces the sweep flags by the groups of :mod:`experiments.bench_presets` (our
 kernels beside every peer on the GPU; ``--preset_groups`` picks some); the files are rewritten after
 every group, so a run cut short keeps what it measured.
 """
@@ -56,7 +56,7 @@ _MAX_SECONDS = flags.DEFINE_float("max_seconds", 20.0, "Skip larger T for a case
 _MEMORY_GB = flags.DEFINE_float("memory_budget_gb", 12.0, "Skip a measurement whose estimated working set exceeds this.")
 _BACKWARD = flags.DEFINE_bool("backward", True, "Also time forward + backward (--nobackward: forward only).")
 _INTERPRET_PALLAS = flags.DEFINE_bool("interpret_pallas", False, "Time the Pallas interpreter on CPU (slow; for tests).")
-_PRESET = flags.DEFINE_string("preset", "", "A named set of groups (experiments.bench_presets: issue17) in place of "
+_PRESET = flags.DEFINE_string("preset", "", "A named set of groups (experiments.bench_presets: peers) in place of "
                                "--ops, --impls, --lengths, --batch, --heads, --head_dims and --dtypes.")
 _PRESET_GROUPS = flags.DEFINE_list("preset_groups", [], "Only these groups of --preset (default: all).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/bench", "Where bench.json / .md / .png go.")

@@ -2,7 +2,7 @@
 ``ops x impls x dtypes x head_dims x lengths`` at one batch and head count, cheapest group first so a run
 cut short has measured the most rows.
 
-``issue17``: our GPU kernels beside every peer, kernel-only times:
+``peers``: our GPU kernels beside every peer, kernel-only times:
 
 - ``scan``: the diagonal scan, bf16, xla against pallas (the copy bandwidth is measured in the same run).
 - ``linear_small`` / ``linear_large``: linear attention plain and gated, bf16, B=2 H=8 and B=8 H=16, D=128,
@@ -36,7 +36,7 @@ _LINEAR = ("linear_attention", "gated_linear_attention")
 _LINEAR_IMPLS = ("xla", "pallas", "fla")
 
 PRESETS = {
-    "issue17": (
+    "peers": (
         Group("scan", ("diagonal_scan",), ("xla", "pallas"), (4096, 16384), 8, 16, (128,), ("bfloat16",)),
         Group("linear_small", _LINEAR, _LINEAR_IMPLS, (4096, 16384), 2, 8, (128,), ("bfloat16",)),
         Group("linear_large", _LINEAR, _LINEAR_IMPLS, (4096, 16384), 8, 16, (128,), ("bfloat16",)),

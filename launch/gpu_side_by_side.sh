@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Our GPU kernels beside every peer (cuDNN, JAX's Pallas Mosaic GPU and Triton attention, Tokamax, fla's
-# chunk kernels) in one call: python -m experiments.bench --preset=issue17, one group per process.
+# chunk kernels) in one call: python -m experiments.bench --preset=peers, one group per process.
 #
 #   bash launch/gpu_side_by_side.sh            (from the repository root, on a CUDA GPU machine)
 #
@@ -26,7 +26,7 @@ fi
 
 for group in $BENCH_GROUPS; do
   echo "=== $group $(date +%T)"
-  JAX_PLATFORMS=cuda,cpu timeout "${GROUP_TIMEOUT:-240}" $PY -m experiments.bench --preset=issue17 \
+  JAX_PLATFORMS=cuda,cpu timeout "${GROUP_TIMEOUT:-240}" $PY -m experiments.bench --preset=peers \
     --preset_groups="$group" --repeats="${REPEATS:-10}" --memory_budget_gb=40 --out_dir="$OUT/$group" 2>&1 \
     | grep -v "^W0000\|^I0000" | tee "$OUT/$group.log" | grep -E "forward|failed|Error|Device" | cut -c1-220
   echo "=== $group exit ${PIPESTATUS[0]}"

@@ -134,13 +134,13 @@ def test_peak_memory_counts_the_temporaries():
     assert peak >= 4 * 2 * 64**3
 
 
-def test_issue17_preset_expands_to_the_side_by_side_rows():
+def test_peers_preset_expands_to_the_side_by_side_rows():
     """The preset's groups in run order (cheapest first) and their rows: flash with every peer at B=1 H=16,
     linear attention plain and gated with fla at two sizes, the scan, and fp32 flash and tensor attention."""
     from experiments.bench_cases import CASES
     from experiments.bench_presets import expand, rows
 
-    groups = expand("issue17")
+    groups = expand("peers")
     assert [g.name for g in groups] == ["scan", "linear_small", "linear_large", "flash", "fp32_flash", "fp32_tensor"]
     expanded = rows(groups)
     assert all(impl in CASES[op].impls for op, impl, *_ in expanded)  # every impl named is one the op has
@@ -154,9 +154,9 @@ def test_issue17_preset_expands_to_the_side_by_side_rows():
     assert {(op, impl, dtype) for op, impl, dtype, *_ in expanded if dtype == "float32"} == {
         (op, impl, "float32") for op in ("softmax_attention", "tensor_attention") for impl in ("xla", "pallas")}
     assert {impl for op, impl, *_ in expanded if op == "diagonal_scan"} == {"xla", "pallas"}
-    assert [g.name for g in expand("issue17", ("flash", "scan"))] == ["scan", "flash"]
+    assert [g.name for g in expand("peers", ("flash", "scan"))] == ["scan", "flash"]
     with pytest.raises(ValueError, match="no groups"):
-        expand("issue17", ("nope",))
+        expand("peers", ("nope",))
 
 
 def test_markdown_divides_each_row_by_the_best_peer_of_its_group(tmp_path):
@@ -170,7 +170,7 @@ def test_markdown_divides_each_row_by_the_best_peer_of_its_group(tmp_path):
 
     rows = [row("pallas_mosaic", 3.0, 12.0), row("cudnn", 2.0, None), row("jax_triton", 4.0, 8.0),
             row("pallas_triton", 3.0, 12.0, batch=2)]  # another group (B=2): no peer measured there
-    result = dict(device="gpu:test", jax="0", batch=1, heads=16, preset="issue17", matmul_gflops={"bfloat16": 1.0},
+    result = dict(device="gpu:test", jax="0", batch=1, heads=16, preset="peers", matmul_gflops={"bfloat16": 1.0},
                   bandwidth_gbs=1.0, rows=rows)
     write_markdown(result, tmp_path / "bench.md")
     lines = (tmp_path / "bench.md").read_text().splitlines()

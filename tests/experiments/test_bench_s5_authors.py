@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from experiments.bench_s5_authors import load_authors_ssm
+from experiments.s5_authors import load_authors_ssm
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 AUTHORS_REPO = os.environ.get("S5_AUTHORS_REPO")

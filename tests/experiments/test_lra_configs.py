@@ -14,7 +14,8 @@ from jaxattn.parallel import device_put_batch
 from jaxattn.train import validate_config
 from jaxattn.train.loop import build_experiment
 from jaxattn.train.steps import make_train_step
-from tests.data.test_lra import write_aan, write_cifar, write_imdb, write_listops, write_pathfinder
+from tests.data.test_lra import write_aan, write_cifar, write_imdb, write_listops
+from tests.data.test_lra_pathfinder import write_pathfinder
 
 LAYERS = {"s4": "s4", "s4d": "s4d", "s5": "s5", "s4_ptd": "s4d", "s5_ptd": "s5"}
 
