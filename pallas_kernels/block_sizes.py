@@ -57,6 +57,9 @@ class Rule(NamedTuple):
 
 POSITIVE = Rule("a positive int", lambda n: n >= 1)
 POWER_OF_TWO = Rule("a power of two", lambda n: n & (n - 1) == 0)
+# The launch settings of every Triton kernel (``pltriton.CompilerParams``), for the families that
+# declare the fields ``num_warps`` and ``num_stages``; a family's RULES add to them.
+TRITON_LAUNCH_RULES = {"num_warps": {"triton": (POWER_OF_TWO,)}, "num_stages": {"triton": ()}}
 
 
 def multiple_of(m: int) -> Rule:
@@ -102,7 +105,8 @@ class KernelBlockSizes:
 
     Subclasses add ``Optional[int]`` fields (None: the call's default) and set
     ``RULES = {field: {platform: (Rule, ...)}}`` (a field without rules for a platform is not a
-    setting of that platform's kernel and must stay None) and
+    setting of that platform's kernel and must stay None; :data:`TRITON_LAUNCH_RULES` apply to
+    ``num_warps`` and ``num_stages`` without being restated) and
     ``DEFAULTS = {platform: {None: fields, dtype name or WIDE_FP32: overriding fields}}``.
     """
 
@@ -128,7 +132,7 @@ class KernelBlockSizes:
             value = getattr(self, field.name)
             if value is None:
                 continue
-            rules = self.RULES.get(field.name, {}).get(self.platform)
+            rules = {**TRITON_LAUNCH_RULES.get(field.name, {}), **self.RULES.get(field.name, {})}.get(self.platform)
             if rules is None:
                 raise ValueError(f"{name}: `{field.name}` is not a setting of the {kernel} kernel; leave it None")
             if not isinstance(value, int) or isinstance(value, bool):

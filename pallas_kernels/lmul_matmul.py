@@ -53,8 +53,6 @@ class LMulBlockSizes(KernelBlockSizes):
         "block_m": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO,)},
         "block_n": {"tpu": (multiple_of(128),), "triton": (POWER_OF_TWO,)},
         "block_k": {"tpu": (), "triton": (POWER_OF_TWO,)},
-        "num_warps": {"triton": (POWER_OF_TWO,)},
-        "num_stages": {"triton": ()},
     }
     DEFAULTS = {
         "tpu": {None: dict(block_m=128, block_n=128, block_k=8)},

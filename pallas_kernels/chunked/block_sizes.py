@@ -39,8 +39,6 @@ class ChunkedBlockSizes(KernelBlockSizes):
     block_v: Optional[int] = None
 
     RULES = {
-        "num_warps": {"triton": (POWER_OF_TWO,)},
-        "num_stages": {"triton": ()},
         "block_v": {"triton": (POWER_OF_TWO, at_least(16)), "tpu": (multiple_of(128),)},
     }
     DEFAULTS = {

@@ -34,8 +34,6 @@ class ScanBlockSizes(KernelBlockSizes):
         "feature_tile": {"tpu": (multiple_of(128),), "triton": (POWER_OF_TWO,)},
         "time_tile": {"tpu": (multiple_of(8),)},
         "unroll": {"triton": ()},
-        "num_warps": {"triton": (POWER_OF_TWO,)},
-        "num_stages": {"triton": ()},
     }
     # Triton's unroll: on an H100 (B=8, T=16384, F=1024, fp32 forward) 1 row took 7.5 ms, 4 rows
     # 2.6 ms, 8 rows 2.4 ms, 16 rows 1.4 ms (results/bench_gpu_h100/logs/tune_scan.log).

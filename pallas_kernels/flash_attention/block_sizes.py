@@ -39,8 +39,7 @@ class FlashBlockSizes(KernelBlockSizes):
     RULES = {
         "block_q": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO, at_least(16)), MOSAIC_GPU: (multiple_of(64),)},
         "block_k": {"tpu": (multiple_of(128),), "triton": (POWER_OF_TWO, at_least(16)), MOSAIC_GPU: (multiple_of(64),)},
-        "num_warps": {"triton": (POWER_OF_TWO,)},
-        "num_stages": {"triton": (), MOSAIC_GPU: (at_least(2),)},
+        "num_stages": {MOSAIC_GPU: (at_least(2),)},
     }
     DEFAULTS = {
         "tpu": {None: dict(block_q=128, block_k=128)},

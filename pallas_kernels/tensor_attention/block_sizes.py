@@ -34,8 +34,6 @@ class TensorBlockSizes(KernelBlockSizes):
         "block_q": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO,)},
         "block_k1": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO,)},
         "block_k2": {"tpu": (multiple_of(8),), "triton": (POWER_OF_TWO, at_least(16))},
-        "num_warps": {"triton": (POWER_OF_TWO,)},
-        "num_stages": {"triton": ()},
     }
     DEFAULTS = {
         "tpu": {None: dict(block_q=32, block_k1=16, block_k2=128)},
