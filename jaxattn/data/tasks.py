@@ -20,8 +20,8 @@ SPLIT_NAMES = ("train", "validation", "test")
 ARRAY_KEYS = ("inputs", "targets", "lengths")
 
 # Modules defining the built-in tasks; imported lazily so `tasks` itself has no import cycle.
-_BUILTIN_TASK_MODULES = ("jaxattn.data.digits", "jaxattn.data.listops", "jaxattn.data.lra", "jaxattn.data.parity",
-                         "jaxattn.data.recall", "jaxattn.data.triples", "jaxattn.data.word_problem")
+_BUILTIN_TASK_MODULES = ("jaxattn.data.digits", "jaxattn.data.listops", "jaxattn.data.lra", "jaxattn.data.mnist",
+                         "jaxattn.data.parity", "jaxattn.data.recall", "jaxattn.data.triples", "jaxattn.data.word_problem")
 
 
 @dataclasses.dataclass(frozen=True)
