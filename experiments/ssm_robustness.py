@@ -1,96 +1,76 @@
-"""The robustness study of the PTD paper (Yu et al.), CPU-sized: S5 against S5-PTD under Fourier-mode noise.
+"""The PTD paper's robustness study (Yu et al.): diagonal SSMs against their PTD versions under noise
+inside the layers, several seeds, on sequential MNIST (length 784) or sequential 8x8 digits (64).
 
-    python -m experiments.ssm_robustness --workdir=runs/ssm_robustness
+    python -m experiments.ssm_robustness --task=smnist --seeds=0,1,2 --workdir=runs/ssm_robustness_smnist
 
-Both models are the default experiment's S5 (``s5_digits.py``: 4 bidirectional layers, N = 32 in
-4 blocks, sequential 8x8 digits of 64 steps), one with the HiPPO-N spectrum (conjugate pairs), one
-with the perturb-then-diagonalise spectrum (``ssm_init="ptd"``, no conjugate symmetry), trained
-alike. Their test inputs are then perturbed by one Fourier mode,
+The protocol follows the paper's robustness script:
+  * models: S4D-LegS against S4-PTD (both 32 x 32 HiPPO-LegS, as the paper's; the S4D keeps its
+    16 conjugate pairs, S4-PTD has 32 modes) and S5 against S5-PTD (``state_size=32`` in 4 blocks);
+    the task config's width, depth and schedule (``smnist.py`` / ``s5_digits.py``);
+  * trained on clean data with the state matrix, ``B`` and the step sizes frozen at their
+    initialisation (``ssm_lr=0``; ``--train_ssm`` trains them too), as the paper does;
+  * tested with one cosine of angular frequency ``omega`` in each layer's own time added to every
+    SSM layer's input, amplitude ``eps * U(0, 1)`` per example and feature
+    (:mod:`jaxattn.nn.ssm_input_noise`; the paper: ``omega = 325.4``, ``eps = 0.1``). ``omega`` is
+    taken at the largest spike of each diagonal model's transfer function, the largest imaginary
+    part of its LegS spectrum: 325.4 for the 32 x 32 S4D (the paper's value), S5's 8 x 8 blocks' own.
 
-    ``x~_t = x_t + eps * std(x) * sqrt(2) * sin(2 pi k t / L + phi)``   (random phase per example),
-
-whose power is ``eps^2`` times the inputs', for low and high frequencies ``k`` (``--modes``) and
-amplitudes ``--amplitudes``; the paper's claim is that a diagonalised HiPPO (S4D, S5) is fragile
-to high-frequency modes where PTD is not. Writes ``robustness.json``, ``.md`` and ``.png``
-(accuracy against eps, a panel per mode). Training resumes from the sub-directories when rerun.
+Writes ``robustness.json``, ``.md`` and ``.png`` (accuracy against ``eps``, a panel per ``omega``,
+mean and spread over seeds). Each training resumes from ``workdir/MODEL/seed_K`` when rerun.
 """
 
 import os
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 
-from experiments.configs import load_config
 from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
+from experiments.robustness_study import (MODELS, TASKS, evaluate_under_noise, model_config, spike_frequency,
+                                          write_markdown, write_plot)
+from experiments.seeds import SEEDS_HELP, parse_seeds
 from jaxattn.data import load_task
-from jaxattn.data.perturbations import fourier_noise
-from jaxattn.train import evaluate_variables, restore_variables, train_and_evaluate
-from jaxattn.train.plots import pyplot, save_figure
+from jaxattn.nn.ssm_input_noise import PAPER_AMPLITUDE
+from jaxattn.train import restore_variables, train_and_evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (trained models in sub-directories).")
-_EPOCHS = flags.DEFINE_integer("epochs", 60, "Training epochs of each model.")
-_MODES = flags.DEFINE_list("modes", ["1", "8", "24", "31"], "Fourier modes k (L = 64: 32 is the highest).")
-_AMPLITUDES = flags.DEFINE_list("amplitudes", ["0", "0.25", "0.5", "1", "2"], "Noise amplitudes eps (x std).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise phases.")
+_TASK = flags.DEFINE_enum("task", "smnist", list(TASKS), "Sequential MNIST (L = 784) or 8x8 digits (L = 64).")
+_MODELS = flags.DEFINE_list("models", list(MODELS), f"Models, of {list(MODELS)}.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
+_EPOCHS = flags.DEFINE_integer("epochs", 0, f"Training epochs per model; 0: {TASKS}.")
+_AMPLITUDES = flags.DEFINE_list("amplitudes", ["0", "0.1", "0.3", "1"], "Noise amplitudes eps (0.1: the paper's).")
+_TRAIN_SSM = flags.DEFINE_bool("train_ssm", False, "Train the state matrix, B and dt too (the paper freezes them).")
+_NOISE_SEED = flags.DEFINE_integer("noise_seed", 0, "Seed of the noise amplitudes U(0, 1).")
 flags.mark_flag_as_required("workdir")
-
-MODELS = {"S5": dict(ssm_init="hippo", conj_sym=True), "S5-PTD": dict(ssm_init="ptd", conj_sym=False)}
-
-
-def model_config(name: str):
-    config = load_config("s5_digits", f"num_epochs={_EPOCHS.value}")
-    config.model.mixer_options.update(MODELS[name])
-    return config
-
-
-def write_markdown(result: dict, path: str) -> None:
-    amplitudes = result["amplitudes"]
-    lines = [f"Test accuracy under one Fourier mode of noise (amplitude eps x the inputs' std, random phase), "
-             f"sequential 8x8 digits (L = 64), {result['epochs']} epochs per model.", "",
-             "| model | mode k | " + " | ".join(f"eps={a:g}" for a in amplitudes) + " |",
-             "|---|---:|" + "---:|" * len(amplitudes)]
-    for row in result["rows"]:
-        lines.append(f"| {row['model']} | {row['mode']} | " + " | ".join(f"{a:.3f}" for a in row["accuracy"]) + " |")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
-def write_plot(result: dict, path: str) -> None:
-    modes = result["modes"]
-    figure, axes = pyplot().subplots(1, len(modes), figsize=(3.6 * len(modes), 3.4), sharey=True,
-                                     constrained_layout=True)
-    for axis, mode in zip(np.atleast_1d(axes), modes):
-        for row in (r for r in result["rows"] if r["mode"] == mode):
-            axis.plot(result["amplitudes"], row["accuracy"], "o-", label=row["model"])
-        axis.set(title=f"mode k = {mode}", xlabel="noise amplitude eps")
-        axis.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("test accuracy")
-    np.atleast_1d(axes)[0].legend()
-    save_figure(figure, path, dpi=110)
 
 
 def main(argv):
     start_main(argv)
-    modes, amplitudes = [int(k) for k in _MODES.value], [float(a) for a in _AMPLITUDES.value]
-    rows = []
-    for name in MODELS:
-        config = model_config(name)
-        workdir = os.path.join(_WORKDIR.value, name.lower().replace("-", "_"))
-        summary = train_and_evaluate(config, workdir)
-        logging.info("%s: test accuracy %.4f", name, summary["test"]["accuracy"])
-        variables = jax.device_get(restore_variables(config, workdir))
-        test = load_task(config.task.name, **config.task.options).splits["test"]
-        for mode in modes:
-            rng = np.random.default_rng((_SEED.value, mode))  # the same noise for both models
-            splits = {f"{amplitude:g}": dict(test, inputs=fourier_noise(test["inputs"], mode, amplitude, rng))
-                      for amplitude in amplitudes}
-            results = evaluate_variables(config, variables, splits)
-            accuracy = [results[f"{amplitude:g}"]["accuracy"] for amplitude in amplitudes]
-            rows.append(dict(model=name, mode=mode, accuracy=accuracy))
-            logging.info("%s, mode %d: %s", name, mode, " ".join(f"{a:.3f}" for a in accuracy))
-    result = dict(epochs=_EPOCHS.value, modes=modes, amplitudes=amplitudes, rows=rows)
+    unknown = sorted(set(_MODELS.value) - set(MODELS))
+    if unknown:
+        raise app.UsageError(f"--models: unknown {unknown}; known: {list(MODELS)}")
+    seeds, amplitudes = parse_seeds(_SEEDS.value), [float(a) for a in _AMPLITUDES.value]
+    epochs = _EPOCHS.value or TASKS[_TASK.value]
+    omegas = sorted({round(spike_frequency(MODELS[name][2]), 1) for name in _MODELS.value})
+    logging.info("noise frequencies omega %s, amplitudes %s (the paper: omega 325.4, eps %g)", omegas, amplitudes,
+                 PAPER_AMPLITUDE)
+    rows, test, seq_len = [], None, None
+    for name in _MODELS.value:
+        per_seed = []
+        for seed in seeds:
+            config = model_config(_TASK.value, name, epochs, seed, _TRAIN_SSM.value)
+            workdir = os.path.join(_WORKDIR.value, name.lower().replace("-", "_"), f"seed_{seed}")
+            train_and_evaluate(config, workdir)
+            if test is None:
+                task = load_task(config.task.name, **config.task.options)
+                test, seq_len = task.splits["test"], task.seq_len
+            variables = jax.device_get(restore_variables(config, workdir))
+            per_seed.append(evaluate_under_noise(config, variables, test, omegas, amplitudes, _NOISE_SEED.value))
+            logging.info("%s seed %d: %s", name, seed, per_seed[-1])
+        for omega in omegas:
+            rows.append(dict(model=name, omega=omega, accuracy=[run[f"{omega:g}"] for run in per_seed]))
+    result = dict(task=_TASK.value, seq_len=seq_len, epochs=epochs, seeds=seeds, train_ssm=_TRAIN_SSM.value,
+                  omegas=omegas, amplitudes=amplitudes, rows=rows)
     write_outputs(result, _WORKDIR.value, "robustness", write_markdown, write_plot)
 
 

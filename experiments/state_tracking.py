@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from experiments.configs import load_config
 from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
+from experiments.seeds import SEEDS_HELP, mean_spread, parse_seeds
 from jaxattn.data import load_task
 from jaxattn.data.word_problem import accuracy_by_length
 from jaxattn.train import build_model, restore_variables, train_and_evaluate
@@ -41,7 +42,7 @@ SOLVED = 0.9  # a run "solves" a length when its final-letter accuracy there rea
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (trained models in sub-directories).")
 _GROUPS = flags.DEFINE_list("groups", list(STUDIES), f"Groups to study, of {sorted(STUDIES)}.")
 _MODELS = flags.DEFINE_list("models", None, "Only these models of each study (default: all).")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Initialisation seeds; each model trains once per seed.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], SEEDS_HELP)
 _EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs of each run.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 10_000, "Training words.")
 _TRAIN_LENGTH = flags.DEFINE_integer("train_length", 32, "Longest training word.")
@@ -106,11 +107,6 @@ def study(group: str, models, seeds) -> dict:
     return rows
 
 
-def _mean_spread(values) -> str:
-    values = np.asarray(values)
-    return f"{values.mean():.3f}" if len(values) == 1 else f"{values.mean():.3f} ± {values.std():.3f}"
-
-
 def write_markdown(result: dict, path: str) -> None:
     lengths = result["test_lengths"]
     lines = [f"Word problems, one-layer causal taggers of width 64, trained on words of 2..{result['train_length']} "
@@ -124,7 +120,7 @@ def write_markdown(result: dict, path: str) -> None:
                   "| model | parameters | " + " | ".join(f"T={t}" for t in lengths) + " |" + solved_header,
                   "|---|---:|" + "---:|" * (len(lengths) + bool(far))]
         for model, row in rows.items():
-            cells = " | ".join(_mean_spread(row["final_accuracy"][str(t)]) for t in lengths)
+            cells = " | ".join(mean_spread(row["final_accuracy"][str(t)]) for t in lengths)
             solved = ""
             if far:
                 runs = row["final_accuracy"][str(far[0])]
@@ -161,7 +157,7 @@ def main(argv):
     unknown = sorted(set(_GROUPS.value) - set(STUDIES))
     if unknown:
         raise app.UsageError(f"--groups: {unknown} not among {sorted(STUDIES)}")
-    seeds = [int(s) for s in _SEEDS.value]
+    seeds = parse_seeds(_SEEDS.value)
     studies = {}
     for group in _GROUPS.value:
         models = [m for m in STUDIES[group] if _MODELS.value is None or m in _MODELS.value]

@@ -39,6 +39,22 @@ def split_indices(targets: np.ndarray, *, validation_fraction: float, test_fract
     return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
 
 
+def stratified_subset(targets: np.ndarray, num_rows: int) -> np.ndarray:
+    """Sorted indices of a fixed stratified subset of ``num_rows`` rows (every class in proportion).
+
+    Raises ValueError unless ``num_rows`` lies in [10 x the number of classes, N]: each split of
+    the subset must still hold every class.
+    """
+    num_classes = len(np.unique(targets))
+    if not 10 * num_classes <= num_rows <= len(targets):
+        raise ValueError(f"num_images={num_rows} must lie in [{10 * num_classes}, {len(targets)}]")
+    if num_rows == len(targets):
+        return np.arange(num_rows)
+    rows, _ = train_test_split(np.arange(len(targets)), train_size=num_rows, stratify=targets,
+                               random_state=SPLIT_RANDOM_STATE)
+    return np.sort(rows)
+
+
 def pixel_sequence_task(name: str, pixels: np.ndarray, targets: np.ndarray, *, num_classes: int,
                         validation_fraction: float, test_fraction: float,
                         order: np.ndarray | None = None) -> TaskSpec:

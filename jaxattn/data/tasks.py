@@ -82,7 +82,8 @@ def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
     return decorator
 
 
-def _import_builtin_tasks() -> None:
+def import_builtin_tasks() -> None:
+    """Imports the modules of the built-in tasks, which register them (idempotent)."""
     for module_name in _BUILTIN_TASK_MODULES:
         importlib.import_module(module_name)
 
@@ -94,7 +95,7 @@ def load_task(name: str, **options) -> TaskSpec:
       ValueError: if no task is registered under `name` (the message lists the known names).
       TypeError: if an option is not accepted by the task's builder (the message names it).
     """
-    _import_builtin_tasks()
+    import_builtin_tasks()
     if name not in TASKS:
         raise ValueError(f"unknown task name {name!r}; known tasks: {sorted(TASKS)}")
     builder = TASKS[name]

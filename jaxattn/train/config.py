@@ -190,9 +190,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
              f"={arithmetic.backward!r} is not one of {BACKWARDS}")
     _require(1 <= arithmetic.mantissa_bits <= 23, "model.arithmetic.mantissa_bits",
              f"={arithmetic.mantissa_bits} must be in [1, 23]")
-    for field in ("lr", "ssm_lr"):
-        _require(opt[field] > 0, f"optimizer.{field}", f"={opt[field]} must be > 0")
-    for field in ("weight_decay", "warmup_epochs", "grad_clip_norm"):
+    _require(opt.lr > 0, "optimizer.lr", f"={opt.lr} must be > 0")
+    for field in ("ssm_lr", "weight_decay", "warmup_epochs", "grad_clip_norm"):
         _require(opt[field] >= 0, f"optimizer.{field}", f"={opt[field]} must be >= 0")
     _require(0.0 <= opt.min_lr_ratio <= 1.0, "optimizer.min_lr_ratio", f"={opt.min_lr_ratio} must be in [0, 1]")
     for field in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):

@@ -58,9 +58,14 @@ def make_optimizer(
     grad_clip_norm: float = 0.0,
     ssm_param_patterns: Sequence[str] = DEFAULT_SSM_PARAM_PATTERNS,
 ) -> optax.GradientTransformation:
-    """Adam (``ssm_lr``, no decay) on SSM parameters, AdamW (``lr``, ``weight_decay``) on the rest."""
+    """Adam (``ssm_lr``, no decay) on SSM parameters, AdamW (``lr``, ``weight_decay``) on the rest.
+
+    ``ssm_lr=0`` freezes the SSM parameters at their initial values (no optimiser state kept for
+    them), as the PTD paper's robustness study trains its models.
+    """
+    ssm = optax.adam(warmup_cosine(ssm_lr, warmup_steps, total_steps, min_lr_ratio)) if ssm_lr > 0 else optax.set_to_zero()
     groups = {
-        SSM_GROUP: optax.adam(warmup_cosine(ssm_lr, warmup_steps, total_steps, min_lr_ratio)),
+        SSM_GROUP: ssm,
         REGULAR_GROUP: optax.adamw(
             warmup_cosine(lr, warmup_steps, total_steps, min_lr_ratio), weight_decay=weight_decay
         ),

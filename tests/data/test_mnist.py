@@ -102,3 +102,16 @@ def test_training_stream_resumes_exactly(smnist):
 def test_bad_fraction_raises(option):
     with pytest.raises(ValueError, match=option):
         load_task("smnist", **{option: 0.0})
+
+
+def test_a_stratified_subset_of_the_images(smnist):
+    small = load_task("smnist", num_images=200)
+    assert {split: len(arrays["targets"]) for split, arrays in small.splits.items()} == {
+        "train": 144, "validation": 16, "test": 40}
+    np.testing.assert_array_equal(np.bincount(small.splits["test"]["targets"], minlength=10), 4)
+    images, _ = mnist_data()
+    known = {image.tobytes() for image in images.astype(np.int64)}
+    for pixels in raw_pixels(small).values():
+        assert all(image.tobytes() in known for image in pixels.astype(np.int64))
+    with pytest.raises(ValueError, match="num_images"):
+        load_task("psmnist", num_images=50)

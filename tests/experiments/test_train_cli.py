@@ -130,6 +130,9 @@ def shrink(config, **task_options):
         ("recall", "gated", dict(num_train=128, num_validation=64, num_test=64)),
         ("triple_sum", "softmax", dict(num_train=128, num_validation=64, num_test=64)),
         ("triple_sum", "tensor", dict(num_train=128, num_validation=64, num_test=64)),
+        # Length 784 on 200 of the 5,000 images (144 for training).
+        *[("smnist", f"smnist,model={model}", dict(num_images=200)) for model in ("s5", "s4")],
+        ("smnist", "psmnist,model=delta_net", dict(num_images=200)),
     ],
 )
 def test_shipped_config_smoke_run(tmp_path, name, arg, task_options):

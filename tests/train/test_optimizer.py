@@ -57,6 +57,21 @@ def test_learning_rates_and_weight_decay_per_group(params):
             np.testing.assert_allclose(update, -lr - lr * wd * param, rtol=1e-4, atol=1e-4 * lr)
 
 
+def test_zero_ssm_lr_freezes_the_ssm_parameters(params):
+    tx = make_optimizer(lr=0.1, ssm_lr=0.0, weight_decay=0.0, warmup_steps=0, total_steps=100)
+    state, current = tx.init(params), params
+    for step in range(3):
+        grads = jax.tree.map(lambda p: jnp.full_like(p, step + 1.0), current)
+        updates, state = tx.update(grads, state, current)
+        current = jax.tree.map(lambda p, u: p + u, current, updates)
+    for before, after, group in zip(jax.tree.leaves(params), jax.tree.leaves(current),
+                                    jax.tree.leaves(parameter_groups(params))):
+        if group == "ssm":
+            np.testing.assert_array_equal(after, before)
+        else:
+            assert np.all(np.abs(after - before) > 0.1)  # three Adam steps of lr 0.1 each
+
+
 def test_warmup_cosine_schedule():
     schedule = warmup_cosine(1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
     assert float(schedule(0)) == 0.0
