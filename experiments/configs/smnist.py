@@ -35,13 +35,13 @@ VARIANTS = {task: Settings(task) for task in TASKS}
 # name -> (mixer, default epochs, peak learning rate)
 MIXERS = {
     "s5": (MixerChoice("s5", dict(state_size=32, blocks=4, causal=False, C_init="lecun_normal", **SSM_TIMESCALES)),
-           6, 4e-3),
+           4, 4e-3),
     "s5_ptd": (MixerChoice("s5", dict(state_size=32, blocks=4, causal=False, C_init="lecun_normal", ssm_init="ptd",
-                                      conj_sym=False, **SSM_TIMESCALES)), 6, 4e-3),
-    "s4": (MixerChoice("s4", dict(state_size=64, causal=False, **SSM_TIMESCALES)), 6, 4e-3),
-    "s4d": (MixerChoice("s4d", dict(state_size=64, spectrum="legs", causal=False, **SSM_TIMESCALES)), 6, 4e-3),
-    "s4_ptd": (MixerChoice("s4d", dict(state_size=32, spectrum="ptd", causal=False, **SSM_TIMESCALES)), 6, 4e-3),
-    "delta_net": (MixerChoice("delta_net", dict(num_heads=4, head_dim=16, short_conv=4)), 6, 2e-3),
+                                      conj_sym=False, **SSM_TIMESCALES)), 4, 4e-3),
+    "s4": (MixerChoice("s4", dict(state_size=64, causal=False, **SSM_TIMESCALES)), 4, 4e-3),
+    "s4d": (MixerChoice("s4d", dict(state_size=64, spectrum="legs", causal=False, **SSM_TIMESCALES)), 4, 4e-3),
+    "s4_ptd": (MixerChoice("s4d", dict(state_size=32, spectrum="ptd", causal=False, **SSM_TIMESCALES)), 4, 4e-3),
+    "delta_net": (MixerChoice("delta_net", dict(num_heads=4, head_dim=16, short_conv=4)), 2, 2e-3),
 }
 
 
