@@ -10,7 +10,10 @@
 2. Models: a softmax-attention digits classifier (``attention_digits.py``) trained exactly, then
    evaluated without retraining with its attention products (``q k^T``, ``P v``) in L-Mul, and
    with every matrix product in L-Mul or fp8 e4m3; then fine-tuned from the exact model with every
-   product in 3-bit L-Mul versus fp8 e4m3. ``models.md``, ``models.json``.
+   product in 3-bit L-Mul versus fp8 e4m3; once per seed of ``--seeds`` (each seed trains its own
+   exact model, in ``seed_K/``, and fine-tunes it), the table reporting mean ± std over the seeds
+   (``experiments.seeds``). ``models.md``, ``models.json``. The products do not depend on the seed;
+   the trained operands are those of the first seed's model.
 
 Training stages resume from their sub-directories when the command is rerun.
 """
@@ -26,6 +29,7 @@ from absl import app, flags, logging
 
 from experiments.configs import load_config
 from experiments.logging_setup import start_main
+from experiments.seeds import SEEDS_HELP, mean_spread, parse_seeds
 from jaxattn.data import load_task
 from jaxattn.ops.lmul import lmul_forward
 from jaxattn.train import build_model, evaluate_variables, restore_variables, train_and_evaluate
@@ -36,6 +40,8 @@ _EPOCHS = flags.DEFINE_integer("epochs", 60, "Epochs of exact training.")
 _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 5, "Epochs of fine-tuning in each arithmetic.")
 _SAMPLES = flags.DEFINE_integer("samples", 200_000, "Products per distribution.")
 _EVAL_BITS = flags.DEFINE_list("eval_mantissa_bits", ["2", "3", "4", "5"], "L-Mul widths evaluated without retraining.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", None, "Attention layers of the model (attention_digits.py's 4 when unset).")
 flags.mark_flag_as_required("workdir")
 
 LMUL_BITS = range(2, 8)
@@ -109,8 +115,8 @@ def arithmetic_config(config, kind: str, bits: int = 3, dense: bool = True, atte
     return config
 
 
-def model_study(workdir: str) -> tuple[dict, tuple]:
-    config = load_config("attention_digits", f"softmax_attention,num_epochs={_EPOCHS.value}")
+def seed_study(config, workdir: str) -> tuple[dict, dict]:
+    """One seed's models: ``({arithmetic: {"loss", "accuracy"}}, the exact model's variables)``."""
     exact = train_and_evaluate(config, os.path.join(workdir, "exact"))
     variables = jax.device_get(restore_variables(config, os.path.join(workdir, "exact")))
     results = {"exact": exact["test"]}
@@ -126,11 +132,30 @@ def model_study(workdir: str) -> tuple[dict, tuple]:
         finetune.optimizer.warmup_epochs = 0.0
         summary = train_and_evaluate(finetune, os.path.join(workdir, f"finetune_{kind}"), initial_variables=variables)
         results[f"{name}, every product, fine-tuned {_FINETUNE_EPOCHS.value} epochs"] = summary["test"]
+    return results, variables
+
+
+def model_study(workdir: str, seeds: list[int]) -> tuple[dict, tuple]:
+    """``({arithmetic: {"seeds", "accuracy": [per seed], "loss": [per seed]}}, (activations, weights))``."""
+    config = load_config("attention_digits", f"softmax_attention,num_epochs={_EPOCHS.value}")
+    if _NUM_LAYERS.value is not None:
+        config.model.num_layers = _NUM_LAYERS.value
+    per_seed, first_variables = [], None
+    for seed in seeds:
+        logging.info("Models, seed %d", seed)
+        seed_config = config.copy_and_resolve_references()
+        seed_config.seed = seed
+        results, variables = seed_study(seed_config, os.path.join(workdir, f"seed_{seed}"))
+        per_seed.append(results)
+        if first_variables is None:
+            first_variables = variables
+    models = {name: {"seeds": seeds, **{key: [results[name][key] for results in per_seed] for key in ("accuracy", "loss")}}
+              for name in per_seed[0]}
     task = load_task(config.task.name, **config.task.options)
     test = task.splits["test"]
-    pairs = dense_operand_pairs(build_model(config.model, task), variables, test["inputs"][:64], test["lengths"][:64],
-                                _SAMPLES.value)
-    return results, pairs
+    pairs = dense_operand_pairs(build_model(config.model, task), first_variables, test["inputs"][:64],
+                                test["lengths"][:64], _SAMPLES.value)
+    return models, pairs
 
 
 def write_products(results: dict, workdir: str) -> None:
@@ -163,10 +188,14 @@ def write_products(results: dict, workdir: str) -> None:
 
 
 def write_models(results: dict, workdir: str) -> None:
-    exact = results["exact"]["accuracy"]
-    lines = ["| arithmetic | test accuracy | change from exact |", "|---|---:|---:|"]
+    """The table of test accuracies; with several seeds, mean ± std over them of the accuracy and of
+    each seed's change from its own exact model."""
+    exact = np.asarray(results["exact"]["accuracy"])
+    lines = [f"Seeds {results['exact']['seeds']}; mean ± std over seeds (population std) where there are several.", "",
+             "| arithmetic | test accuracy | change from exact |", "|---|---:|---:|"]
     for name, metrics in results.items():
-        lines.append(f"| {name} | {metrics['accuracy']:.4f} | {100 * (metrics['accuracy'] - exact):+.2f} pt |")
+        change = 100 * (np.asarray(metrics["accuracy"]) - exact)
+        lines.append(f"| {name} | {mean_spread(metrics['accuracy'], digits=4)} | {mean_spread(change, digits=2)} pt |")
     with open(os.path.join(workdir, "models.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(workdir, "models.json"), "w") as f:
@@ -177,7 +206,7 @@ def main(argv):
     start_main(argv)
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
-    models, (activations, weights) = model_study(workdir)
+    models, (activations, weights) = model_study(workdir, parse_seeds(_SEEDS.value))
     write_models(models, workdir)
     rng = np.random.default_rng(0)
     samples = _SAMPLES.value

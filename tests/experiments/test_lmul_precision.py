@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.lmul_precision import product_methods, relative_errors
+from experiments.seeds import mean_spread
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_error_statistics_of_exactly_representable_products():
 def test_study_runs_every_stage(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "experiments.lmul_precision", f"--workdir={tmp_path}", "--epochs=1",
-         "--finetune_epochs=1", "--samples=2000", "--eval_mantissa_bits=3"],
+         "--finetune_epochs=1", "--samples=2000", "--eval_mantissa_bits=3", "--seeds=0,1", "--num_layers=1"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,4 +43,14 @@ def test_study_runs_every_stage(tmp_path):
     models = json.loads((tmp_path / "models.json").read_text())
     assert {"exact", "L-Mul 3-bit attention products", "fp8 e4m3, every product"} <= set(models)
     assert (tmp_path / "products.png").stat().st_size > 5_000
-    assert "| exact |" in (tmp_path / "models.md").read_text()
+    markdown = (tmp_path / "models.md").read_text()
+    assert "| exact |" in markdown
+    # Each seed trains its own exact model (in seed_K/) and fine-tunes it; the table reports mean ± std.
+    for name, by_seed in models.items():
+        assert by_seed["seeds"] == [0, 1] and len(by_seed["accuracy"]) == len(by_seed["loss"]) == 2
+        assert f"| {name} | {mean_spread(by_seed['accuracy'], digits=4)} |" in markdown
+    assert models["exact"]["loss"][0] != models["exact"]["loss"][1]
+    for seed in (0, 1):
+        config = json.loads((tmp_path / f"seed_{seed}" / "exact" / "config.json").read_text())
+        assert config["seed"] == seed and config["model"]["num_layers"] == 1
+        assert (tmp_path / f"seed_{seed}" / "finetune_lmul" / "summary.json").exists()
