@@ -41,7 +41,8 @@ _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 5, "Epochs of fine-tu
 _SAMPLES = flags.DEFINE_integer("samples", 200_000, "Products per distribution.")
 _EVAL_BITS = flags.DEFINE_list("eval_mantissa_bits", ["2", "3", "4", "5"], "L-Mul widths evaluated without retraining.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
-_NUM_LAYERS = flags.DEFINE_integer("num_layers", None, "Attention layers of the model (attention_digits.py's 4 when unset).")
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", None,
+                                   "Attention layers of the model (attention_digits.py's 4 when unset).")
 flags.mark_flag_as_required("workdir")
 
 LMUL_BITS = range(2, 8)
@@ -149,7 +150,8 @@ def model_study(workdir: str, seeds: list[int]) -> tuple[dict, tuple]:
         per_seed.append(results)
         if first_variables is None:
             first_variables = variables
-    models = {name: {"seeds": seeds, **{key: [results[name][key] for results in per_seed] for key in ("accuracy", "loss")}}
+    models = {name: {"seeds": seeds, **{key: [results[name][key] for results in per_seed]
+                                        for key in ("accuracy", "loss")}}
               for name in per_seed[0]}
     task = load_task(config.task.name, **config.task.options)
     test = task.splits["test"]

@@ -79,8 +79,9 @@ def summarize(runs: list[dict]) -> dict:
 def seeds_markdown(result: dict) -> str:
     header = " | ".join(f"{split} {name}" for split, name in METRICS)
     overrides = "".join(f" --config.{key}={value}" for key, value in result["overrides"].items())
-    lines = [f"Config `{result['config']}{overrides}`, seeds {result['seeds']} ({result['num_parameters']:,} parameters, "
-             f"{result['step']} steps); mean ± std over seeds (population std).", "",
+    lines = [f"Config `{result['config']}{overrides}`, seeds {result['seeds']} "
+             f"({result['num_parameters']:,} parameters, {result['step']} steps); mean ± std over seeds (population std).",
+             "",
              f"| seed | {header} | wall time (s) |", "|---|" + "---:|" * (len(METRICS) + 1)]
     for run in result["runs"]:
         cells = " | ".join(f"{run[split][name]:.4f}" for split, name in METRICS)
@@ -97,8 +98,9 @@ def sweep(config, config_argument: str, overrides: dict, seeds: list[int], workd
     for index, seed in enumerate(seeds):
         logging.info("Seed %d (%d of %d)", seed, index + 1, len(seeds))
         runs.append(train_seed(config, seed, os.path.join(workdir, f"seed_{seed}")))
-    result = {"config": config_argument, "overrides": overrides, "seeds": seeds, "num_parameters": runs[0]["num_parameters"],
-              "step": runs[0]["step"], "runs": runs, "mean_std": summarize(runs)}
+    result = {"config": config_argument, "overrides": overrides, "seeds": seeds,
+              "num_parameters": runs[0]["num_parameters"], "step": runs[0]["step"], "runs": runs,
+              "mean_std": summarize(runs)}
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "seeds.json"), "w") as f:
             json.dump(result, f, indent=2)
@@ -117,8 +119,8 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     try:
         config_flag = flags.FLAGS["config"]
-        sweep(_CONFIG.value, config_flags.get_config_filename(config_flag), config_flags.get_override_values(config_flag),
-              parse_seeds(_SEEDS.value), workdir)
+        sweep(_CONFIG.value, config_flags.get_config_filename(config_flag),
+              config_flags.get_override_values(config_flag), parse_seeds(_SEEDS.value), workdir)
     except Preempted as stop:
         logging.warning("%s", stop)
         jax.distributed.shutdown()
