@@ -1,20 +1,13 @@
 """The numbers of a Hedgehog conversion over several seeds: recovery, mean and spread, markdown.
 
 Per seed ``s`` and student, ``recovery_s = student accuracy_s / teacher accuracy_s`` (each seed's
-student against its own teacher); over seeds, the mean and the sample standard deviation
-(``ddof = 1``; 0 for a single seed) of every accuracy and every recovery.
+student against its own teacher); over seeds, the mean and the standard deviation of every
+accuracy and every recovery (``experiments.seeds.seed_summary``: population std, 0 for one seed).
 """
 
-import math
+from experiments.seeds import seed_summary
 
 STAGES = ("converted", "finetuned")
-
-
-def spread(values: list[float]) -> dict:
-    """``{"mean", "std", "values"}`` with the sample standard deviation (``ddof = 1``; 0 for one value)."""
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "values": list(values)}
 
 
 def add_recovery(seed_result: dict, students: list[str]) -> dict:
@@ -30,11 +23,11 @@ def summarise(per_seed: dict[str, dict], students: list[str]) -> dict:
     """Over seeds: the teacher's accuracy, each student's accuracy and recovery per stage, each as
     :func:`spread` (values in the order of ``per_seed``)."""
     seeds = list(per_seed)
-    summary = {"teacher": spread([per_seed[s]["teacher"]["accuracy"] for s in seeds])}
+    summary = {"teacher": seed_summary([per_seed[s]["teacher"]["accuracy"] for s in seeds])}
     for name in students:
         summary[name] = {
-            stage: spread([per_seed[s][name][stage]["accuracy"] for s in seeds]) for stage in STAGES
-        } | {f"recovery_{stage}": spread([per_seed[s][name]["recovery"][stage] for s in seeds]) for stage in STAGES}
+            stage: seed_summary([per_seed[s][name][stage]["accuracy"] for s in seeds]) for stage in STAGES
+        } | {f"recovery_{stage}": seed_summary([per_seed[s][name]["recovery"][stage] for s in seeds]) for stage in STAGES}
     return summary
 
 

@@ -23,9 +23,15 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
     return seeds
 
 
+def seed_summary(values: Sequence[float]) -> dict:
+    """``{"mean", "std", "values"}`` over seeds (population std; 0 for one seed), JSON-ready."""
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std()), "values": [float(v) for v in array]}
+
+
 def mean_spread(values: Sequence[float], digits: int = 3) -> str:
     """``"0.912 ± 0.010"`` over seeds, or ``"0.912"`` for one seed."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+    summary = seed_summary(values)
+    if len(summary["values"]) == 1:
+        return f"{summary['mean']:.{digits}f}"
+    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.hedgehog_report import add_recovery, markdown, spread, summarise
+from experiments.hedgehog_report import add_recovery, markdown, summarise
+from experiments.seeds import seed_summary
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -23,7 +24,7 @@ def _seed_result(teacher, converted, finetuned):
                          "attention_fit": {"identity_maps": fit, "distilled_maps": fit}}}
 
 
-def test_report_recovery_is_per_seed_and_spread_is_the_sample_std():
+def test_report_recovery_is_per_seed_and_spread_is_the_population_std():
     per_seed = {"0": add_recovery(_seed_result(0.96, 0.90, 0.94), ["hedgehog"]),
                 "1": add_recovery(_seed_result(0.80, 0.80, 0.60), ["hedgehog"])}
     np.testing.assert_allclose(list(per_seed["1"]["hedgehog"]["recovery"].values()), [1.0, 0.75])
@@ -31,8 +32,8 @@ def test_report_recovery_is_per_seed_and_spread_is_the_sample_std():
     recovery = summary["hedgehog"]["recovery_finetuned"]
     np.testing.assert_allclose(recovery["values"], [0.94 / 0.96, 0.75])
     np.testing.assert_allclose(recovery["mean"], np.mean(recovery["values"]))
-    np.testing.assert_allclose(recovery["std"], np.std(recovery["values"], ddof=1))
-    assert spread([0.5])["std"] == 0.0
+    np.testing.assert_allclose(recovery["std"], np.std(recovery["values"], ddof=0))
+    assert seed_summary([0.5])["std"] == 0.0
     table = markdown({"students": ["hedgehog"], "per_seed": per_seed, "summary": summary})
     assert "| 1 | 0.8000 | 0.8000 | 0.6000 | 100.0 % | 75.0 % |" in table
     assert f"| {100 * recovery['mean']:.1f} ± {100 * recovery['std']:.1f} % |" in table
@@ -68,6 +69,6 @@ def test_conversion_runs_every_stage_for_each_seed(tmp_path):
         recovery = results["summary"][name]["recovery_finetuned"]
         values = [results["per_seed"][seed][name]["recovery"]["finetuned"] for seed in ("0", "1")]
         np.testing.assert_allclose(recovery["mean"], np.mean(values))
-        np.testing.assert_allclose(recovery["std"], np.std(values, ddof=1))
+        np.testing.assert_allclose(recovery["std"], np.std(values, ddof=0))
     table = (tmp_path / "results_tiny.md").read_text()
     assert "| mean ± std |" in table and table.count("\n| 0 |") == 2
