@@ -16,7 +16,6 @@ the seeds (``experiments.seeds``: population std).
 
 import json
 import os
-import sys
 import time
 
 import jax
@@ -24,18 +23,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.logging_setup import start_main
+from experiments.preemptible import run_preemptible
 from experiments.seeds import SEEDS_HELP, mean_spread, parse_seeds
 from jaxattn.parallel import distributed
 from jaxattn.train import train_and_evaluate
-from jaxattn.train.checkpoint import Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :[VARIANT][,key=value ...].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the per-seed runs (seed_K/), seeds.json and seeds.md.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
-# As experiments.train: a run stopped by SIGTERM after saving its checkpoint exits as if killed.
-EXIT_PREEMPTED = 143
 METRICS = tuple((split, name) for split in ("validation", "test") for name in ("accuracy", "loss"))
 WALL_TIME_FILE = "wall_time.json"
 
@@ -113,19 +110,15 @@ def sweep(config, config_argument: str, overrides: dict, seeds: list[int], workd
 
 def main(argv):
     start_main(argv)
-    distributed.initialize_from_flags()
     workdir = _WORKDIR.value
-    distributed.check_shared_directory(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    try:
+
+    def work():
+        os.makedirs(workdir, exist_ok=True)
         config_flag = flags.FLAGS["config"]
         sweep(_CONFIG.value, config_flags.get_config_filename(config_flag),
               config_flags.get_override_values(config_flag), parse_seeds(_SEEDS.value), workdir)
-    except Preempted as stop:
-        logging.warning("%s", stop)
-        jax.distributed.shutdown()
-        sys.exit(EXIT_PREEMPTED)
-    jax.distributed.shutdown()
+
+    run_preemptible(work, workdir)
 
 
 if __name__ == "__main__":

@@ -13,38 +13,23 @@ step or under Open MPI they find each other on their own (``jaxattn.parallel.dis
 ``launch/`` for the launchers). ``--workdir`` must then be storage every host sees.
 """
 
-import sys
-
-import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.logging_setup import start_main
+from experiments.preemptible import run_preemptible
 from jaxattn.parallel import distributed
 from jaxattn.train import train_and_evaluate
-from jaxattn.train.checkpoint import Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :[VARIANT][,key=value ...].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics, checkpoints and the summary.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
-# Exit status of a run stopped by SIGTERM after saving a checkpoint (128 + SIGTERM, as if killed).
-EXIT_PREEMPTED = 143
 
 
 def main(argv):
     start_main(argv)
-    # Before anything touches a JAX backend: the runtime decides which devices this process sees.
-    distributed.initialize_from_flags()
-    distributed.check_shared_directory(_WORKDIR.value)
-    try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except Preempted as stop:
-        logging.warning("%s", stop)
-        jax.distributed.shutdown()
-        sys.exit(EXIT_PREEMPTED)
-    # A clean shutdown waits for every process, so none exits while others still need it.
-    jax.distributed.shutdown()
+    run_preemptible(lambda: train_and_evaluate(_CONFIG.value, _WORKDIR.value), _WORKDIR.value)
 
 
 if __name__ == "__main__":
