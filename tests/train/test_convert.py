@@ -48,13 +48,18 @@ def test_teacher_queries_and_keys_of_the_first_layer():
     np.testing.assert_allclose(layers[0][0], apply_rotary(q, jnp.arange(6)), rtol=1e-5, atol=1e-6)
 
 
-def test_distillation_lowers_the_loss_and_touches_only_the_maps():
-    x = jax.random.normal(jax.random.key(3), (4, 12, 1))
+def student_and_teacher_layers(x):
+    """A Hedgehog student holding a fresh teacher's weights, and the teacher's per-layer (q, k) on ``x``."""
     teacher_model = classifier("softmax_attention")
     teacher = init(teacher_model, x)
     student = init(classifier("linear_attention", feature_map="hedgehog"), x)["params"]
     params, _ = transfer_parameters(teacher["params"], student)
-    layers = teacher_queries_and_keys(teacher_model, teacher, 3.0 * x, jnp.full((4,), 12), num_heads=2, rotary=True)
+    lengths = jnp.full((x.shape[0],), x.shape[1])
+    return params, teacher_queries_and_keys(teacher_model, teacher, 3.0 * x, lengths, num_heads=2, rotary=True)
+
+
+def test_distillation_lowers_the_loss_and_touches_only_the_maps():
+    params, layers = student_and_teacher_layers(jax.random.normal(jax.random.key(3), (4, 12, 1)))
     distilled, losses = distill_hedgehog_maps(params, [layers] * 60, causal=False, learning_rate=0.05)
     assert losses[-1] < losses[0] - 1e-3
     for path, before in jax.tree_util.tree_leaves_with_path(params):
@@ -111,12 +116,7 @@ def test_attention_fit_matches_a_query_by_query_reference():
 def test_distillation_weight_decay_is_decoupled_adamw():
     """Adam's first step moves each weight by ``-lr sign(g)``; AdamW's by that plus ``-lr wd W``,
     so the two first steps differ by ``-lr wd W0`` (``W0`` the identity)."""
-    x = jax.random.normal(jax.random.key(6), (2, 8, 1))
-    teacher_model = classifier("softmax_attention")
-    teacher = init(teacher_model, x)
-    student = init(classifier("linear_attention", feature_map="hedgehog"), x)["params"]
-    params, _ = transfer_parameters(teacher["params"], student)
-    layers = teacher_queries_and_keys(teacher_model, teacher, 3.0 * x, jnp.full((2,), 8), num_heads=2, rotary=True)
+    params, layers = student_and_teacher_layers(jax.random.normal(jax.random.key(6), (2, 8, 1)))
     lr, wd = 0.01, 0.5
     adam, _ = distill_hedgehog_maps(params, [layers], causal=False, learning_rate=lr)
     adamw, _ = distill_hedgehog_maps(params, [layers], causal=False, learning_rate=lr, weight_decay=wd)
