@@ -130,8 +130,9 @@ def shrink(config, **task_options):
         ("recall", "gated", dict(num_train=128, num_validation=64, num_test=64)),
         ("triple_sum", "softmax", dict(num_train=128, num_validation=64, num_test=64)),
         ("triple_sum", "tensor", dict(num_train=128, num_validation=64, num_test=64)),
-        # Length 784 on 200 of the 5,000 images (144 for training).
-        *[("smnist", f"smnist,model={model}", dict(num_images=200)) for model in ("s5", "s4")],
+        # Length 784 on 200 of the 5,000 images (144 for training); the other SSMs' smnist configs
+        # differ from S4's only in the mixer, whose layers the s5_listops and lra smoke runs train.
+        ("smnist", "smnist,model=s4", dict(num_images=200)),
         ("smnist", "psmnist,model=delta_net", dict(num_images=200)),
     ],
 )
