@@ -34,6 +34,7 @@ from experiments.configs import load_config
 from experiments.configs.attention_digits import ATTENTION
 from experiments.hedgehog_report import add_recovery, markdown, summarise
 from experiments.logging_setup import start_main
+from experiments.seeds import SEEDS_HELP, parse_seeds
 from jaxattn.data import ArrayIterator, load_task
 from jaxattn.train import build_model, evaluate_variables, restore_variables, train_and_evaluate
 from jaxattn.train.convert import (
@@ -42,7 +43,7 @@ from jaxattn.train.convert import (
 from jaxattn.train.loop import build_experiment
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (seed_K/teacher, seed_K/RECIPE/..., results).")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each trains its own teacher and students.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], SEEDS_HELP)
 _RECIPE = flags.DEFINE_string("recipe", "default", "Name of this distillation / fine-tuning recipe (sub-directory).")
 _STUDENTS = flags.DEFINE_list("students", ["hedgehog", "elu_plus_one"], "Feature maps of the students.")
 _TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 60, "Epochs of teacher training.")
@@ -178,7 +179,7 @@ def main(argv):
     start_main(argv)
     start = time.time()
     students = list(_STUDENTS.value)
-    per_seed = {seed: run_seed(int(seed)) for seed in _SEEDS.value}
+    per_seed = {str(seed): run_seed(seed) for seed in parse_seeds(_SEEDS.value)}
     results = {"recipe": _RECIPE.value, "flags": recipe_flags(), "students": students, "per_seed": per_seed,
                "summary": summarise(per_seed, students), "seconds": time.time() - start}
     base = os.path.join(_WORKDIR.value, f"results_{_RECIPE.value}")
