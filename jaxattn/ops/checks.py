@@ -57,18 +57,20 @@ def require_scale(op: str, scale: Any) -> None:
         raise TypeError(f"{op}: `scale` must be a Python number, got {type(scale).__name__}")
 
 
-def require_segment_ids(op: str, segment_ids: Optional[jax.Array], shape: tuple, layout: str = "B, T") -> None:
-    """Raises unless ``segment_ids`` (if given) are integers (or bools) of ``shape`` ``[layout]``.
+def require_segment_ids(op: str, segment_ids: Optional[jax.Array], shape: tuple, layout: str = "B, T",
+                        name: str = "segment_ids") -> None:
+    """Raises unless ``segment_ids`` (if given; called ``name`` in messages) are integers (or bools)
+    of ``shape`` ``[layout]``.
 
     Float ids are refused: equality of floats is a fragile way to say "same sequence".
     """
     if segment_ids is None:
         return
     if jnp.shape(segment_ids) != tuple(shape):
-        raise ValueError(f"{op}: `segment_ids` must be [{layout}] = {tuple(shape)}, got {jnp.shape(segment_ids)}")
+        raise ValueError(f"{op}: `{name}` must be [{layout}] = {tuple(shape)}, got {jnp.shape(segment_ids)}")
     dtype = jnp.result_type(segment_ids)
     if not (jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
-        raise TypeError(f"{op}: `segment_ids` must be integers (one id per packed sequence), got {dtype}")
+        raise TypeError(f"{op}: `{name}` must be integers (one id per packed sequence), got {dtype}")
 
 
 def concrete_or_none(x: Any) -> Optional[np.ndarray]:
