@@ -14,6 +14,7 @@ from jaxattn.nn.projections import multi_head_qkv, output_projection
 from jaxattn.nn.registry import SequenceMixer, nan_past_capacity, register_mixer
 from jaxattn.nn.short_conv import zero_conv_history
 from jaxattn.ops import softmax_attention
+from jaxattn.parallel.sequence import sequence_axis_size, sequence_parallel_softmax_attention
 
 
 class KVCache(NamedTuple):
@@ -46,6 +47,12 @@ class MultiHeadAttention(SequenceMixer):
 
     ``VARIANTS``: ``short_conv`` (width 4, as the recall experiments use), ``no_rotary`` and
     ``bidirectional``.
+
+    Under a mesh with ``sequence`` shards (``jax.set_mesh``) a whole-sequence call runs LASP-2H's
+    softmax attention (:func:`jaxattn.parallel.sequence.sequence_parallel_softmax_attention`): each
+    shard keeps its queries and gathers K and V once, masked by global position. The projections,
+    the short convolution and the rotary positions (of the whole sequence) come before, so they
+    are those of one device.
 
     Example::
 
@@ -90,8 +97,13 @@ class MultiHeadAttention(SequenceMixer):
         del train
         self.check_sequence(x, segment_ids, width="d_model")
 
+        # One all-gather of K and V per layer over the mesh's sequence shards (LASP-2H), rather than
+        # whatever XLA's partitioner would move.
+        parallel = sequence_axis_size() > 1
+        attention = sequence_parallel_softmax_attention if parallel else softmax_attention
+
         def attend(q, k, v):
-            return softmax_attention(q, k, v, causal=self.causal, segment_ids=segment_ids, **self._product_options()), None
+            return attention(q, k, v, causal=self.causal, segment_ids=segment_ids, **self._product_options()), None
 
         positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
         return self._attend(x, positions, attend, segment_ids=segment_ids)[0]

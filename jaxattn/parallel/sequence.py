@@ -1,4 +1,4 @@
-"""LASP-2 sequence parallelism: linear recurrences sharded over the ``sequence`` mesh axis.
+"""LASP-2 and LASP-2H: linear recurrences and softmax attention sharded over the ``sequence`` mesh axis.
 
 docs/sequence_parallel.md#lasp-2. Each device holds a contiguous shard ``i`` of the sequence and runs the
 recurrence on it from a zero state, which gives its local outputs and its local final state
@@ -28,7 +28,14 @@ cotangents of the incoming states and the transposed (suffix) combine, ``d M_j =
   :func:`jaxattn.ops.diagonal_scan` and ``A_i = prod_t a_t``; the incoming state reaches ``h_t``
   through the cumulative product of the transitions.
 
-Both run inside :func:`jax.shard_map` over the mesh in context (``jax.set_mesh``) or the one
+* :func:`sequence_parallel_softmax_attention` (LASP-2H's softmax layers, docs/sequence_parallel.md#lasp-2h):
+  softmax attention has no state of fixed size, so each device gathers the whole ``K`` and ``V``
+  instead, in ONE all-gather of the two packed together (plus one of the segment ids with packed
+  sequences), and attends its own queries to them, masked by global position: shard ``i``'s query
+  ``t`` sits at key position ``i T / n + t``. The backward pass is the transpose: a reduce-scatter
+  of ``dK`` and ``dV``.
+
+All run inside :func:`jax.shard_map` over the mesh in context (``jax.set_mesh``) or the one
 passed: the batch over the mesh's batch axes, the sequence over ``sequence``, heads (or the first
 feature axis of a scan) over ``tensor`` when it divides. They return no final state: a sharded
 call is for training and prefill-free evaluation; decoding runs on one shard.
@@ -42,8 +49,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from jaxattn.ops import delta_rule, diagonal_scan, linear_attention
-from jaxattn.ops.checks import require_rank
+from jaxattn.ops import delta_rule, diagonal_scan, linear_attention, softmax_attention
+from jaxattn.ops.checks import require_rank, require_scale, require_segment_ids
 from jaxattn.ops.segments import segment_index, segment_starts
 from jaxattn.ops.delta_rule import validate_arguments as validate_delta_rule_arguments
 from jaxattn.ops.linear_attention_parts import combined_log_decay, normalized, with_normalizer_column
@@ -274,6 +281,60 @@ def sequence_parallel_delta_rule(
         out_specs=token_spec,
     )
     return run(q, k, v, beta, g, segment_ids)
+
+
+# ----------------------------------------------------------------------------- softmax attention (LASP-2H)
+
+
+def sequence_parallel_softmax_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: Optional[float] = None,
+    causal: bool = True,
+    segment_ids: Optional[jax.Array] = None,
+    dot_general: Optional[Callable] = None,
+    impl: str = "auto",
+    mesh=None,
+) -> jax.Array:
+    """:func:`jaxattn.ops.softmax_attention` with the sequence split over the ``sequence`` mesh axis.
+
+    Same arguments (no ``kv_lengths``) and output ``o [B, T, H, Dv]``; T must divide by the number
+    of sequence shards. Each shard keeps its ``T / n`` queries and all-gathers the keys and values
+    once (``[B, T, H, D + Dv]`` per device), so the Pallas kernels, which take no ``query_offset``,
+    are not used: ``impl="auto"`` runs XLA and ``impl="pallas"`` is refused by the op.
+    """
+    name = "sequence_parallel_softmax_attention"
+    mesh = _mesh_or_current(mesh)
+    for arg, a in (("q", q), ("k", k), ("v", v)):
+        require_rank(name, arg, a, "B, T, H, D")
+    batch, length, heads, key_dim = q.shape
+    if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"{name}: q, k [B, T, H, D] and v [B, T, H, Dv] must agree, got {q.shape}, {k.shape}, "
+                         f"{v.shape}")
+    require_segment_ids(name, segment_ids, (batch, length))
+    require_scale(name, scale)
+    _check_length(length, mesh, name)
+    dtype = jnp.result_type(k, v)
+
+    def shard(q, k, v, segment_ids):
+        gather = functools.partial(jax.lax.all_gather, axis_name=SEQUENCE_AXIS, axis=1, tiled=True)
+        # K and V travel in one collective; its transpose (the backward) is one reduce-scatter.
+        keys_values = gather(jnp.concatenate([k.astype(dtype), v.astype(dtype)], axis=-1))
+        kv_segment_ids = None if segment_ids is None else gather(segment_ids)
+        query_offset = jax.lax.axis_index(SEQUENCE_AXIS) * q.shape[1]  # this shard's first global position
+        o = softmax_attention(
+            q, keys_values[..., :key_dim], keys_values[..., key_dim:], scale=scale, causal=causal,
+            segment_ids=segment_ids, kv_segment_ids=kv_segment_ids, query_offset=query_offset,
+            dot_general=dot_general, impl=impl,
+        )
+        return o.astype(v.dtype)
+
+    token_spec, _, id_spec = _head_major_specs(mesh, batch, heads, name)
+    id_spec = None if segment_ids is None else id_spec
+    run = _shard_map(shard, mesh, in_specs=(token_spec, token_spec, token_spec, id_spec), out_specs=token_spec)
+    return run(q, k, v, segment_ids)
 
 
 # ----------------------------------------------------------------------------- diagonal scan
