@@ -28,8 +28,9 @@ cotangents of the incoming states and the transposed (suffix) combine, ``d M_j =
   :func:`jaxattn.ops.diagonal_scan` and ``A_i = prod_t a_t``; the incoming state reaches ``h_t``
   through the cumulative product of the transitions.
 
-* :func:`sequence_parallel_softmax_attention` (LASP-2H's softmax layers, docs/sequence_parallel.md#lasp-2h):
-  softmax attention has no state of fixed size, so each device gathers the whole ``K`` and ``V``
+* :func:`sequence_parallel_softmax_attention`, the softmax layers of LASP-2H
+  (docs/sequence_parallel.md#lasp-2h-softmax-attention-layers): softmax attention has no state of
+  fixed size, so each device gathers the whole ``K`` and ``V``
   instead, in ONE all-gather of the two packed together (plus one of the segment ids with packed
   sequences), and attends its own queries to them, masked by global position: shard ``i``'s query
   ``t`` sits at key position ``i T / n + t``. The backward pass is the transpose: a reduce-scatter
