@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.nn.blocks import POOLINGS, MixerBlock, dense, make_norm
-from jaxattn.nn.registry import make_mixer
+from jaxattn.nn.registry import layer_mixers, make_mixer
 
 
 class SequenceClassifier(nn.Module):
@@ -30,6 +30,8 @@ class SequenceClassifier(nn.Module):
       num_layers: number of residual mixer blocks.
       mixer: registered mixer name (see :mod:`jaxattn.nn.registry`), e.g. ``"s5"``.
       mixer_options: keyword arguments of the mixer (e.g. ``state_size``, ``causal``).
+      mixer_pattern: a hybrid stack instead: ``(mixer name, options)`` pairs repeated over the layers
+        (:func:`jaxattn.nn.registry.layer_mixers`); None: every layer is ``mixer``.
       vocab_size: embed token ids when set; otherwise inputs are real features.
       norm, prenorm, activation, dropout: see :class:`jaxattn.nn.blocks.MixerBlock`.
       pooling: ``"mean"`` (over real steps), ``"last"`` (the last real step) or ``"none"`` (per-position
@@ -49,6 +51,7 @@ class SequenceClassifier(nn.Module):
     num_layers: int = 4
     mixer: str = "s5"
     mixer_options: Any = None
+    mixer_pattern: Any = None
     vocab_size: Optional[int] = None
     norm: str = "layer"
     prenorm: bool = True
@@ -74,9 +77,10 @@ class SequenceClassifier(nn.Module):
             lengths = jnp.full((batch,), length, jnp.int32)
         segment_ids = (jnp.arange(length)[None, :] < lengths[:, None]).astype(jnp.int32)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        for i in range(self.num_layers):
+        for i, (name, options) in enumerate(layer_mixers(self.mixer, self.mixer_options, self.mixer_pattern,
+                                                         self.num_layers)):
             # Unbound (parent=None): the block adopts it as its child "mixer".
-            mixer = make_mixer(self.mixer, dict(self.mixer_options or {}), parent=None)
+            mixer = make_mixer(name, options, parent=None)
             block = MixerBlock(
                 mixer, norm=self.norm, prenorm=self.prenorm, activation=self.activation,
                 dropout=self.dropout, name=f"blocks_{i}",

@@ -16,17 +16,18 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from jaxattn.nn.blocks import MixerBlock, make_norm
-from jaxattn.nn.registry import SequenceMixer, make_mixer
+from jaxattn.nn.registry import SequenceMixer, layer_mixers, make_mixer
 
 
 class LanguageModel(nn.Module):
     """Decoder-only LM: ``tokens [B, L]`` -> next-token logits ``[B, L, vocab_size]``; ``step``:
     ``token_t [B]`` -> ``(carry, logits [B, vocab_size])`` from :meth:`init_carry`.
 
-    Attributes as :class:`jaxattn.models.SequenceClassifier`; the mixer must be causal as configured
-    (:meth:`jaxattn.nn.SequenceMixer.require_causal`: a mixer whose options let it see later tokens is
-    refused, naming them) and the norm is LayerNorm (BatchNorm statistics over time would leak the
-    future).
+    Attributes as :class:`jaxattn.models.SequenceClassifier` (``mixer_pattern``: a hybrid stack); every
+    layer's mixer must be causal as configured (:meth:`jaxattn.nn.SequenceMixer.require_causal`: a mixer
+    whose options let it see later tokens is refused, naming them) and the norm is LayerNorm
+    (BatchNorm statistics over time would leak the future). ``step`` runs each layer's own ``step``
+    (recurrent states and KV caches side by side in a hybrid stack).
 
     Example::
 
@@ -42,25 +43,35 @@ class LanguageModel(nn.Module):
     num_layers: int = 2
     mixer: str = "linear_attention"
     mixer_options: Any = None
+    mixer_pattern: Any = None
     prenorm: bool = True
     activation: str = "half_glu1"
     dropout: float = 0.0
 
-    def build_mixer(self) -> SequenceMixer:
-        """An unbound, causal mixer of this model's kind (a block adopts it; unbound it says what
-        it is and allocates carries without parameters)."""
-        mixer = make_mixer(self.mixer, dict(self.mixer_options or {}), parent=None)
-        mixer.require_causal(f"LanguageModel (mixer {self.mixer!r})")
+    def layer_mixers(self) -> list[tuple[str, dict]]:
+        """``(mixer name, options)`` of every layer (:func:`jaxattn.nn.registry.layer_mixers`)."""
+        return layer_mixers(self.mixer, self.mixer_options, self.mixer_pattern, self.num_layers)
+
+    def build_mixer(self, layer: int = 0) -> SequenceMixer:
+        """An unbound, causal mixer of layer ``layer`` (a block adopts it; unbound it says what it is
+        and allocates carries without parameters)."""
+        name, options = self.layer_mixers()[layer]
+        mixer = make_mixer(name, options, parent=None)
+        mixer.require_causal(f"LanguageModel (layer {layer}, mixer {name!r})")
         return mixer
 
     @property
     def decode_capacity(self) -> Optional[int]:
-        """Tokens ``step`` (and :func:`generate`) handles exactly: the mixer's ``decode_capacity``."""
-        return self.build_mixer().decode_capacity
+        """Tokens ``step`` (and :func:`generate`) handles exactly: the smallest ``decode_capacity`` of
+        the layers' mixers (None: every one decodes any number)."""
+        capacities = [self.build_mixer(i).decode_capacity for i in range(self.num_layers)]
+        known = [capacity for capacity in capacities if capacity is not None]
+        return min(known) if known else None
 
-    def make_block(self, **module_kwargs) -> MixerBlock:
-        """One residual block around a fresh causal mixer (LayerNorm: see the class docstring)."""
-        return MixerBlock(self.build_mixer(), norm="layer", prenorm=self.prenorm, activation=self.activation,
+    def make_block(self, layer: int, **module_kwargs) -> MixerBlock:
+        """The residual block of layer ``layer`` around a fresh causal mixer (LayerNorm: see the class
+        docstring)."""
+        return MixerBlock(self.build_mixer(layer), norm="layer", prenorm=self.prenorm, activation=self.activation,
                           dropout=self.dropout, **module_kwargs)
 
     def setup(self):
@@ -68,7 +79,7 @@ class LanguageModel(nn.Module):
             self.vocab_size, self.d_model,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(self.d_model**-0.5), ("vocab", "embed")),
         )
-        self.blocks = [self.make_block() for _ in range(self.num_layers)]
+        self.blocks = [self.make_block(i) for i in range(self.num_layers)]
         self.final_norm = make_norm("layer", train=False)
 
     def __call__(
@@ -90,8 +101,8 @@ class LanguageModel(nn.Module):
 
     def init_carry(self, batch_size: int) -> tuple:
         """Every block's :meth:`MixerBlock.init_carry` (needs no parameters, so works on an unbound model)."""
-        block = self.make_block(parent=None)  # unbound: a template that only allocates carries
-        return tuple(block.init_carry(batch_size, self.d_model) for _ in range(self.num_layers))
+        # Unbound blocks: templates that only allocate carries.
+        return tuple(self.make_block(i, parent=None).init_carry(batch_size, self.d_model) for i in range(self.num_layers))
 
     def step(self, carry: tuple, token_t: jax.Array) -> tuple[tuple, jax.Array]:
         """``token_t [B]`` -> (carry, logits ``[B, vocab]``); equals ``__call__`` position by position
@@ -129,11 +140,13 @@ def generate(
     if capacity is not None and total > capacity:
         raise ValueError(
             f"generate: the prompt ({prompt.shape[1]} tokens) and max_new_tokens ({max_new_tokens}) make {total} "
-            f"tokens, more than the {capacity} that mixer {model.mixer!r} decodes with these options (its "
+            f"tokens, more than the {capacity} that the model's mixers decode with these options (their "
             f"decode_capacity: raise its cache size, e.g. max_decode_length, or shorten the request)"
         )
     # A hashable model (FrozenDict options) can be a static argument: one compilation per model.
-    model = model.clone(mixer_options=FrozenDict(model.mixer_options or {}))
+    pattern = None if not model.mixer_pattern else tuple(
+        (name, FrozenDict(options or {})) for name, options in model.mixer_pattern)
+    model = model.clone(mixer_options=FrozenDict(model.mixer_options or {}), mixer_pattern=pattern)
     rng = jax.random.key(0) if rng is None else rng
     return _generate(model, variables, prompt, rng, max_new_tokens=max_new_tokens, temperature=float(temperature))
 

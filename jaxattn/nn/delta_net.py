@@ -54,6 +54,54 @@ def _softplus_inverse_init(low: float, high: float):
     return init
 
 
+# The pieces of a delta-rule layer, shared by DeltaNet and the Mixture-of-Memories mixer. Each is
+# called from inside a module's ``@nn.compact`` method, so its dense layers and parameters are that
+# module's children (``beta``, ``gate``, ``log_a``, ``dt_bias``, ``output_norm``, ...).
+
+
+def delta_rule_inputs(q, k, v, *, head_dim: int, short_conv: int):
+    """Projections ``[B, L, width]`` -> the op's rows: SiLU where no short convolution applied it
+    (the convolution ends in SiLU), then q and k split into rows of ``head_dim`` and L2-normalised,
+    ``[B, L, width / head_dim, head_dim]`` (fp32); v is returned as it is."""
+    if not short_conv:
+        q, k, v = jax.nn.silu(q), jax.nn.silu(k), jax.nn.silu(v)
+    rows = lambda a: a.reshape(*a.shape[:2], -1, head_dim)  # noqa: E731
+    return _l2_normalize(rows(q)), _l2_normalize(rows(k)), v
+
+
+def delta_rule_betas(x: jax.Array, count: int, negative_eigenvalues: bool) -> jax.Array:
+    """Step sizes ``[B, L, count]`` fp32 from the dense ``beta``: ``sigmoid(x W)`` in ``[0, 1]``, or
+    ``2 sigmoid(x W)`` in ``[0, 2]`` with ``negative_eigenvalues``."""
+    beta = jax.nn.sigmoid(dense(count, ("embed", "heads"), "beta")(x).astype(jnp.float32))
+    return (2.0 if negative_eigenvalues else 1.0) * beta
+
+
+def mamba2_log_decay(module: nn.Module, x: jax.Array, count: int) -> jax.Array:
+    """Mamba-2's log decay ``g = -exp(A) softplus(x W_g + dt_bias)`` ``[B, L, count]`` (<= 0), with
+    the parameters ``log_a``, ``dt_bias`` ``[count]`` of ``module`` and its dense ``gate``."""
+    log_a = module.param("log_a", nn.with_logical_partitioning(log_step_init(1.0, 16.0), ("heads",)), (count,))
+    dt_bias = module.param("dt_bias", nn.with_logical_partitioning(_softplus_inverse_init(1e-3, 0.1), ("heads",)),
+                           (count,))
+    dt = jax.nn.softplus(dense(count, ("embed", "heads"), "gate")(x).astype(jnp.float32) + dt_bias)
+    return -jnp.exp(log_a) * dt
+
+
+def run_delta_rule(q, k, v, beta, *, state: Optional[jax.Array], **options):
+    """:func:`jaxattn.ops.delta_rule` from ``state`` (None: zeros), returning ``(o, final state)``;
+    a whole sequence (``state`` None) under a mesh with ``sequence`` shards runs LASP-2 instead
+    (:func:`jaxattn.parallel.sequence.sequence_parallel_delta_rule`), which returns no state (None)."""
+    if state is None and sequence_axis_size() > 1:
+        return sequence_parallel_delta_rule(q, k, v, beta, **options), None
+    return delta_rule(q, k, v, beta, initial_state=state, output_final_state=True, **options)
+
+
+def normalized_output(o: jax.Array, x: jax.Array, *, output_gate: bool) -> jax.Array:
+    """Heads ``o [B, L, H, V]`` -> ``[B, L, d_model]``: RMS norm per head (``output_norm``), then the
+    output projection, gated by ``silu(x W)`` with ``output_gate`` (Gated DeltaNet's gated norm)."""
+    o = nn.RMSNorm(name="output_norm", scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (None,)))(o)
+    return output_projection(o, x.shape[-1], gate_input=x if output_gate else None, dtype=x.dtype)
+
+
 @register_mixer("delta_net")
 class DeltaNet(SequenceMixer):
     """Delta-rule mixer ``[B, L, d_model] -> [B, L, d_model]`` with the mixer face (``__call__``,
@@ -123,34 +171,19 @@ class DeltaNet(SequenceMixer):
     def _mix(self, x, *, segment_ids=None, carry: Optional[DeltaNetCarry] = None, impl=None):
         """``x [B, L, d_model]`` -> (``[B, L, d_model]``, carry after the last token)."""
         self._check_options()
-        batch, length, features = x.shape
+        batch, length = x.shape[:2]
         heads, dim, n = self.num_heads, self.head_dim, self.householder_steps
         (q, k, v), history = qkv_projections(x, self._channels(), short_conv=self.short_conv, segment_ids=segment_ids,
                                              conv_history=None if carry is None else carry.conv_history)
-        if not self.short_conv:  # the convolution ends in SiLU; without it the projections take SiLU alone
-            q, k, v = jax.nn.silu(q), jax.nn.silu(k), jax.nn.silu(v)
-        q = _l2_normalize(q.reshape(batch, length, heads, dim))
-        k = _l2_normalize(k.reshape(batch, length * n, heads, dim))  # step j of token t at row t n + j
+        q, k, v = delta_rule_inputs(q, k, v, head_dim=dim, short_conv=self.short_conv)
+        k = k.reshape(batch, length * n, heads, dim)  # step j of token t at row t n + j
         v = v.reshape(batch, length * n, heads, self.values)
-        beta = jax.nn.sigmoid(dense(n * heads, ("embed", "heads"), "beta")(x).astype(jnp.float32))
-        beta = (2.0 if self.negative_eigenvalues else 1.0) * beta.reshape(batch, length * n, heads)
-        g = None
-        if self.gated:
-            log_a = self.param("log_a", nn.with_logical_partitioning(log_step_init(1.0, 16.0), ("heads",)), (heads,))
-            dt_bias = self.param("dt_bias", nn.with_logical_partitioning(_softplus_inverse_init(1e-3, 0.1), ("heads",)),
-                                 (heads,))
-            dt = jax.nn.softplus(dense(heads, ("embed", "heads"), "gate")(x).astype(jnp.float32) + dt_bias)
-            g = -jnp.exp(log_a) * dt  # [B, L, H], log decay <= 0
-        options = dict(g=g, householder_steps=n, segment_ids=segment_ids, chunk_size=self.chunk_size,
-                       impl=impl or self.impl)
-        if carry is None and sequence_axis_size() > 1:
-            o, state = sequence_parallel_delta_rule(q, k, v, beta, **options), None
-        else:
-            o, state = delta_rule(q, k, v, beta, initial_state=None if carry is None else carry.state,
-                                  output_final_state=True, **options)
-        o = nn.RMSNorm(name="output_norm", scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (None,)))(o)
-        y = output_projection(o, features, gate_input=x if self.output_gate else None, dtype=x.dtype)
-        return y, DeltaNetCarry(state, history)
+        beta = delta_rule_betas(x, n * heads, self.negative_eigenvalues).reshape(batch, length * n, heads)
+        g = mamba2_log_decay(self, x, heads) if self.gated else None
+        o, state = run_delta_rule(q, k, v, beta, g=g, householder_steps=n, segment_ids=segment_ids,
+                                  chunk_size=self.chunk_size, impl=impl or self.impl,
+                                  state=None if carry is None else carry.state)
+        return normalized_output(o, x, output_gate=self.output_gate), DeltaNetCarry(state, history)
 
     def __call__(self, x: jax.Array, *, segment_ids: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
         del train

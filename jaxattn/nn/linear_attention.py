@@ -57,6 +57,31 @@ def signed_data_gate(z: jax.Array, temperature: float) -> tuple[jax.Array, jax.A
     return jnp.where(negative, negative_log, positive_log), negative
 
 
+def data_gate(x: jax.Array, count: int, temperature: float, negative_eigenvalues: bool):
+    """GLA's data-dependent gate from the dense ``gate`` (called inside a module's compact method):
+    ``(g [B, L, count], None)`` with ``g = log sigmoid(x W) / tau``, or with ``negative_eigenvalues``
+    ``(log |a|, a < 0)`` of the signed transition (:func:`signed_data_gate`)."""
+    z = dense(count, ("embed", "heads"), "gate")(x)
+    if negative_eigenvalues:
+        return signed_data_gate(z, temperature)
+    return jax.nn.log_sigmoid(z) / temperature, None
+
+
+def run_linear_attention(q, k, v, *, negative: Optional[jax.Array], state: Optional[jax.Array], **options):
+    """:func:`jaxattn.ops.linear_attention` from ``state`` (None: zeros) with transition signs
+    ``negative`` (None: none), returning ``(o, final state)``. A whole sequence (``state`` None)
+    under a mesh with ``sequence`` shards runs LASP-2
+    (:func:`jaxattn.parallel.sequence.sequence_parallel_linear_attention`, no state returned),
+    except non-causal with ``segment_ids``, which XLA's partitioner handles by gathering the
+    sequence. LASP-2 takes no signs: it runs on the sign-folded q and k
+    (:func:`jaxattn.ops.linear_attention_parts.fold_transition_signs`, exact)."""
+    if state is None and sequence_axis_size() > 1 and (options.get("causal", True) or options.get("segment_ids") is None):
+        if negative is not None:
+            q, k, _ = fold_transition_signs(q, k, negative)
+        return sequence_parallel_linear_attention(q, k, v, **options), None
+    return linear_attention(q, k, v, g_negative=negative, initial_state=state, output_final_state=True, **options)
+
+
 def retnet_log_decay(num_heads: int) -> jax.Array:
     """``log(1 - 2^(-5 - h))`` for h = 0..H-1: memories from 32 to 2^(4+H) tokens."""
     return jnp.log1p(-(2.0 ** (-5.0 - jnp.arange(num_heads, dtype=jnp.float32))))
@@ -103,10 +128,7 @@ class LinearAttention(SequenceMixer):
       chunk_size, impl: passed to :func:`jaxattn.ops.linear_attention`.
 
     Under a mesh with ``sequence`` shards (``jax.set_mesh``) a whole-sequence call runs LASP-2
-    (:func:`jaxattn.parallel.sequence.sequence_parallel_linear_attention`), except non-causal with
-    ``segment_ids``, which XLA's partitioner handles by gathering the sequence. LASP-2 takes no
-    signs: with ``negative_eigenvalues`` it runs on the sign-folded queries and keys
-    (:func:`jaxattn.ops.linear_attention_parts.fold_transition_signs`, exact) with the magnitudes as gates.
+    (:func:`run_linear_attention`).
 
     ``VARIANTS``: ``gated`` (GLA: data gate and short convolution), ``decay`` (RetNet's decay with
     rotary positions), ``hedgehog`` and ``based`` (Taylor features), both normalised,
@@ -199,27 +221,15 @@ class LinearAttention(SequenceMixer):
         if self.gate == "decay":
             g_gamma = retnet_log_decay(heads)
         elif self.gate == "data":
-            z = dense(heads, ("embed", "heads"), "gate")(x)
-            if self.negative_eigenvalues:
-                g, negative = signed_data_gate(z, self.gate_temperature)
-            else:
-                g = jax.nn.log_sigmoid(z) / self.gate_temperature
+            g, negative = data_gate(x, heads, self.gate_temperature, self.negative_eigenvalues)
         # Feature-mapped keys are not unit-scale dot products: no extra scale (it cancels when normalised).
         scale = None if self.feature_map == "identity" else 1.0
         dot_general = attention_dot_general()
         impl = impl or self.impl  # with a custom dot_general the op picks an impl that takes it
         options = dict(g=g, g_gamma=g_gamma, scale=scale, causal=self.causal, normalize=self.normalize,
                        segment_ids=segment_ids, chunk_size=self.chunk_size, dot_general=dot_general, impl=impl)
-        if carry is None and sequence_axis_size() > 1 and (self.causal or segment_ids is None):
-            # LASP-2 over the mesh's sequence shards; a whole sequence in, so no state is carried out.
-            if negative is not None:  # it takes no signs: the same outputs from sign-folded q, k
-                phi_q, phi_k, _ = fold_transition_signs(phi_q, phi_k, negative)
-            o, state = sequence_parallel_linear_attention(phi_q, phi_k, v, **options), None
-        else:
-            o, state = linear_attention(
-                phi_q, phi_k, v, g_negative=negative, initial_state=None if carry is None else carry.state,
-                output_final_state=True, **options,
-            )
+        o, state = run_linear_attention(phi_q, phi_k, v, negative=negative,
+                                        state=None if carry is None else carry.state, **options)
         if self.output_norm:
             o = nn.LayerNorm(name="output_norm", use_bias=False)(o)
         y = output_projection(o, features, gate_input=x if self.output_gate else None)

@@ -10,7 +10,7 @@ See docs/architecture.md#the-mixer-face and docs/architecture.md#the-registry.
 """
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
@@ -18,6 +18,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxattn.ops.checks import require_segment_ids
+
+# The collection a mixer sows auxiliary training losses into (``self.sow(AUX_LOSS_COLLECTION, name,
+# value)`` in ``__call__``): the train step sums every value sown there and adds it to the loss with
+# ``config.train.aux_loss_weight`` (e.g. the router balance of :class:`jaxattn.nn.MixtureOfMemories`).
+AUX_LOSS_COLLECTION = "losses"
 
 # The one option name for a mixer's fixed cache size (the KV cache of softmax attention, the pair
 # cache of tensor attention), so that the registry tests can shrink every such cache alike.
@@ -151,3 +156,27 @@ def mixer_class(mixer_name: str, options: Mapping[str, Any] = ()) -> type[Sequen
 def make_mixer(mixer_name: str, options: Mapping[str, Any], **module_kwargs) -> SequenceMixer:
     """``MIXERS[mixer_name](**options, **module_kwargs)`` with errors that name the bad field."""
     return mixer_class(mixer_name, options)(**options, **module_kwargs)
+
+
+def layer_mixers(
+    mixer: str, mixer_options: Optional[Mapping[str, Any]], mixer_pattern: Optional[Sequence], num_layers: int,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(mixer name, options)`` of each of ``num_layers`` layers.
+
+    Without ``mixer_pattern`` every layer is ``mixer`` with ``mixer_options``. A hybrid stack gives
+    ``mixer_pattern``, a sequence of ``(mixer name, options)`` pairs that repeats over the layers
+    (e.g. three delta-rule layers then one softmax attention layer); ``num_layers`` must be a
+    multiple of its length, and ``mixer`` / ``mixer_options`` are not used. Raises ``ValueError``
+    naming a bad entry.
+    """
+    if not mixer_pattern:
+        return [(mixer, dict(mixer_options or {}))] * num_layers
+    pattern = []
+    for i, entry in enumerate(mixer_pattern):
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise ValueError(f"mixer_pattern[{i}] must be a (mixer name, options) pair, got {entry!r}")
+        mixer_class(entry[0], entry[1] or {})
+        pattern.append((entry[0], dict(entry[1] or {})))
+    if num_layers % len(pattern):
+        raise ValueError(f"num_layers={num_layers} is not a multiple of the mixer pattern's {len(pattern)} layers")
+    return pattern * (num_layers // len(pattern))

@@ -36,7 +36,9 @@ from jaxattn.train.optimizer import DEFAULT_SSM_PARAM_PATTERNS
 
 MODEL_KINDS = ("classifier", "language_model")
 # Fields whose contents are free-form dicts checked by their consumer (task builder, mixer).
-_FREE_FORM = ("task.options", "model.mixer_options")
+_FREE_FORM = ("task.options", "model.mixer_options", "model.layer_mixers")
+# The layer kind of config.mixer_pattern that means config.model.mixer with its options.
+MAIN_MIXER_KIND = "mixer"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -48,6 +50,10 @@ def default_config() -> ml_collections.ConfigDict:
             "kind": "classifier",  # or "language_model" (per-token targets, causal mixers)
             "mixer": "s5",
             "mixer_options": mixer_options("s5"),
+            # A hybrid stack: layer kinds by name, repeated over the layers ("" : every layer is `mixer`).
+            # "mixer" names the mixer above; any other name is a key of `layer_mixers`.
+            "mixer_pattern": "",
+            "layer_mixers": ml_collections.ConfigDict(),
             "d_model": 64,
             "num_layers": 4,
             "norm": "layer",
@@ -89,6 +95,8 @@ def default_config() -> ml_collections.ConfigDict:
             "eval_every_steps": 0,  # 0: once per epoch
             "checkpoint_every_steps": 50,
             "keep_checkpoints": 3,
+            # Weight of the auxiliary losses mixers sow (MoM's router balance; jaxattn.nn.registry).
+            "aux_loss_weight": 0.01,
         }
     )
     config.mesh = ml_collections.ConfigDict({"preset": "", **DEFAULT_MESH_SIZES})
@@ -102,6 +110,46 @@ def mixer_options(mixer: str, **overrides) -> dict:
     (``--config.model.mixer_options.dt_max=0.5``): a flag cannot add a field that is not there.
     """
     return {**mixer_defaults(mixer_class(mixer, overrides)), **overrides}
+
+
+def mixer_pattern(model_config: ml_collections.ConfigDict) -> Optional[tuple[tuple[str, dict], ...]]:
+    """``config.model.mixer_pattern`` as ``(mixer name, options)`` pairs for the models' ``mixer_pattern``
+    (None: every layer is ``config.model.mixer``).
+
+    The pattern is a comma-separated list of layer kinds, e.g. ``"mixer,mixer,mixer,attention"``:
+    ``"mixer"`` is ``config.model.mixer`` with ``mixer_options``, any other kind an entry
+    ``config.model.layer_mixers.KIND = {"mixer": NAME, "mixer_options": {...}}``. Raises
+    ``ValueError`` naming the field for an unknown kind, an entry without its two fields, an unused
+    entry, or a mixer's unknown options.
+    """
+    kinds = [kind.strip() for kind in model_config.mixer_pattern.split(",") if kind.strip()]
+    entries = dict(model_config.layer_mixers)
+    if not kinds:
+        _require(not entries, "model.layer_mixers", f" ({sorted(entries)}) are only used by config.model.mixer_pattern, "
+                                                    "which is empty")
+        return None
+    unused = sorted(set(entries) - set(kinds))
+    _require(not unused, "model.layer_mixers", f": {unused} not named in config.model.mixer_pattern")
+    pattern = []
+    for kind in kinds:
+        if kind == MAIN_MIXER_KIND:
+            pattern.append((model_config.mixer, dict(model_config.mixer_options)))
+            continue
+        _require(kind in entries, "model.mixer_pattern", f": layer kind {kind!r} is neither {MAIN_MIXER_KIND!r} nor a "
+                                                         f"key of config.model.layer_mixers ({sorted(entries)})")
+        entry = dict(entries[kind])
+        _require(set(entry) == {"mixer", "mixer_options"}, f"model.layer_mixers.{kind}",
+                 f" must have exactly the fields 'mixer' and 'mixer_options', got {sorted(entry)}")
+        _require(entry["mixer"] in MIXERS, f"model.layer_mixers.{kind}.mixer",
+                 f"={entry['mixer']!r} is not one of {sorted(MIXERS)}")
+        try:
+            options = mixer_options(entry["mixer"], **dict(entry["mixer_options"]))
+        except ValueError as error:
+            raise ValueError(f"config.model.layer_mixers.{kind}.mixer_options: {error}") from None
+        pattern.append((entry["mixer"], options))
+    _require(model_config.num_layers % len(pattern) == 0, "model.num_layers",
+             f"={model_config.num_layers} must be a multiple of the {len(pattern)} layers of config.model.mixer_pattern")
+    return tuple(pattern)
 
 
 def _same_kind(value, default) -> bool:
@@ -169,6 +217,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
         mixer_options(model.mixer, **model.mixer_options)
     except ValueError as error:
         raise ValueError(f"config.model.mixer_options: {error}") from None
+    mixer_pattern(model)
+    _require(train.aux_loss_weight >= 0, "train.aux_loss_weight", f"={train.aux_loss_weight} must be >= 0")
     _require(model.kind in MODEL_KINDS, "model.kind", f"={model.kind!r} is not one of {MODEL_KINDS}")
     _require(
         model.kind != "language_model" or model.norm == "layer", "model.norm",

@@ -25,7 +25,7 @@ from jaxattn.models import LanguageModel, SequenceClassifier
 from jaxattn.parallel import SEQUENCE_AXIS, batch_axis_size, device_put_batch, make_mesh
 from jaxattn.train.checkpoint import Checkpointer, Preempted, abstract_like
 from jaxattn.nn.arithmetic import product_arithmetic
-from jaxattn.train.config import arithmetic_from_config, mesh_sizes, validate_config
+from jaxattn.train.config import arithmetic_from_config, mesh_sizes, mixer_pattern, validate_config
 from jaxattn.train.metrics import MetricsWriter
 from jaxattn.train.optimizer import make_optimizer
 from jaxattn.train.plots import plot_training_curves
@@ -40,7 +40,7 @@ def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec):
         return LanguageModel(
             vocab_size=task.vocab_size, d_model=model_config.d_model, num_layers=model_config.num_layers,
             mixer=model_config.mixer, mixer_options=dict(model_config.mixer_options),
-            prenorm=model_config.prenorm, activation=model_config.activation, dropout=model_config.dropout,
+            mixer_pattern=mixer_pattern(model_config), prenorm=model_config.prenorm, activation=model_config.activation, dropout=model_config.dropout,
         )
     if task.per_token != (model_config.pooling == "none"):
         raise ValueError(
@@ -54,6 +54,7 @@ def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec):
         num_layers=model_config.num_layers,
         mixer=model_config.mixer,
         mixer_options=dict(model_config.mixer_options),
+        mixer_pattern=mixer_pattern(model_config),
         vocab_size=task.vocab_size,
         norm=model_config.norm,
         prenorm=model_config.prenorm,
@@ -280,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, initi
             task.name, train_iter.num_examples, steps_per_epoch, total_steps, config.model.mixer,
             num_parameters, mesh.size, jax.process_count(), dict(mesh.shape),
         )
-    train_step = make_train_step(model, tx, shardings, mesh)
+    train_step = make_train_step(model, tx, shardings, mesh, aux_loss_weight=config.train.aux_loss_weight)
     eval_step = make_eval_step(model, shardings, mesh)
 
     progress = tqdm(total=total_steps, initial=start_step, disable=not is_main, desc="train", unit="step",

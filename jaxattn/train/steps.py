@@ -14,7 +14,7 @@ See docs/architecture.md#sharding-and-meshes.
 """
 
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -23,6 +23,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
+from jaxattn.nn.registry import AUX_LOSS_COLLECTION
 from jaxattn.parallel import LOGICAL_AXIS_RULES, batch_shardings, logical_shardings, replicated
 
 
@@ -101,8 +102,20 @@ def _variables(state: TrainState, params):
     return {"params": params, "batch_stats": state.batch_stats}
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, shardings: TrainState, mesh: Mesh):
-    """Jitted ``(state, batch, dropout_key) -> (state, {"loss", "accuracy"})``; donates the state."""
+def auxiliary_loss(collections) -> Optional[jax.Array]:
+    """The sum of every value the mixers sowed into :data:`AUX_LOSS_COLLECTION` (None: none sowed)."""
+    sown = jax.tree.leaves(collections.get(AUX_LOSS_COLLECTION, {}))
+    return sum(jnp.sum(value) for value in sown) if sown else None
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, shardings: TrainState, mesh: Mesh, *,
+                    aux_loss_weight: float = 0.0):
+    """Jitted ``(state, batch, dropout_key) -> (state, {"loss", "accuracy"})``; donates the state.
+
+    A model whose mixers sow auxiliary losses (:data:`jaxattn.nn.registry.AUX_LOSS_COLLECTION`) trains
+    on ``loss + aux_loss_weight * aux_loss`` and also reports ``"aux_loss"``; ``"loss"`` stays the
+    cross-entropy alone, comparable across models.
+    """
 
     def train_step(state: TrainState, batch, dropout_key):
         batch = _constrain_batch(batch, mesh)
@@ -111,13 +124,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, sharding
         def loss_fn(params):
             logits, updates = model.apply(
                 _variables(state, params), *_model_inputs(batch), train=True,
-                rngs={"dropout": key}, mutable=["batch_stats"],
+                rngs={"dropout": key}, mutable=["batch_stats", AUX_LOSS_COLLECTION],
             )
             losses, correct, valid = _scored_positions(logits, batch["targets"])
             count = jnp.maximum(jnp.sum(valid), 1.0)
-            return jnp.sum(losses * valid) / count, (jnp.sum(correct * valid) / count, updates)
+            metrics = {"loss": jnp.sum(losses * valid) / count, "accuracy": jnp.sum(correct * valid) / count}
+            total = metrics["loss"]
+            aux = auxiliary_loss(updates)
+            if aux is not None:
+                metrics["aux_loss"] = aux
+                total = total + aux_loss_weight * aux
+            return total, (metrics, updates)
 
-        (loss, (accuracy, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (_, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -125,7 +144,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, sharding
             batch_stats=updates.get("batch_stats", state.batch_stats),
             opt_state=opt_state,
         )
-        return new_state, {"loss": loss, "accuracy": accuracy}
+        return new_state, metrics
 
     jitted = jax.jit(
         train_step,
