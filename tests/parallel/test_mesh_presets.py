@@ -33,7 +33,17 @@ MIXER_OPTIONS = {
 }
 
 
+# A hybrid stack: Mixture-of-Memories (gated delta rule memories), then softmax attention (LASP-2H
+# under a sequence mesh).
+HYBRID_PATTERN = (
+    ("mom", dict(num_heads=HEADS, head_dim=HEAD_DIM, num_memories=2, top_k=1, chunk_size=8)),
+    ("softmax_attention", dict(num_heads=HEADS, head_dim=HEAD_DIM)),
+)
+
+
 def make_model(mixer, d_model=D_MODEL, **options):
+    if mixer == "hybrid":
+        return SequenceClassifier(num_classes=4, d_model=d_model, num_layers=2, mixer_pattern=HYBRID_PATTERN)
     return SequenceClassifier(
         num_classes=4, d_model=d_model, num_layers=1, mixer=mixer,
         mixer_options={**MIXER_OPTIONS[mixer], **options},
@@ -75,8 +85,9 @@ def moment_pairs(state):
     return pairs
 
 
-# Each case compiles two programs (about 5 s of CPU): every named preset, two mixed layouts, and the
-# causal gated linear attention (LASP-2 with the classifier's padding segments) where it shards.
+# Each case compiles two programs (about 5 s of CPU): every named preset, two mixed layouts, the
+# causal gated linear attention (LASP-2 with the classifier's padding segments) where it shards, and
+# a hybrid stack under every preset.
 CASES = [
     *(("s5", name, resolve_mesh_sizes(name)) for name in MESH_PRESETS),
     ("s5", "data2_fsdp2_sequence2", resolve_mesh_sizes(data=2, fsdp=2, sequence=2)),
@@ -84,6 +95,7 @@ CASES = [
     ("linear_attention", "sequence", resolve_mesh_sizes("sequence")),
     ("linear_attention", "data2_tensor4", resolve_mesh_sizes(data=2, tensor=4)),
     ("linear_attention", "fsdp2_sequence2_tensor2", resolve_mesh_sizes(data=1, fsdp=2, sequence=2, tensor=2)),
+    *(("hybrid", name, resolve_mesh_sizes(name)) for name in MESH_PRESETS),
 ]
 
 

@@ -1,6 +1,6 @@
 """LASP-2 for the delta rule on 8 fake CPU devices: equal to one device (forward and every gradient,
 gates, DeltaProduct steps, packed segments across shard edges), one all-gather whose size does not
-depend on T, and the DeltaNet mixer switching to it under a sequence mesh."""
+depend on T, and the DeltaNet and Mixture-of-Memories mixers switching to it under a sequence mesh."""
 
 import functools
 
@@ -18,7 +18,7 @@ from test_sequence_parallel import (
     weighted_sum,
 )
 
-from jaxattn.nn import DeltaNet
+from jaxattn.nn import DeltaNet, MixtureOfMemories
 from jaxattn.ops import delta_rule
 from jaxattn.parallel.mesh import SEQUENCE_AXIS
 from jaxattn.parallel.sequence import sequence_parallel_delta_rule
@@ -107,6 +107,13 @@ def test_backward_adds_one_all_gather_and_nothing_else():
                                      dict(householder_steps=2, negative_eigenvalues=True)], ids=["gated", "product"])
 def test_delta_net_under_a_sequence_mesh_equals_one_device(options):
     layer = DeltaNet(num_heads=2, head_dim=4, chunk_size=4, **options)
+    assert_layer_under_a_sequence_mesh_equals_one_device(layer, two_packed_rows())
+
+
+@pytest.mark.parametrize("memory", ["gated_delta_rule", "gated_linear_attention"])
+def test_mixture_of_memories_under_a_sequence_mesh_equals_one_device(memory):
+    """Every memory (routed and shared) is a head of one op call, so the op's LASP-2 carries them all."""
+    layer = MixtureOfMemories(num_heads=2, head_dim=4, num_memories=3, top_k=2, memory=memory, chunk_size=4)
     assert_layer_under_a_sequence_mesh_equals_one_device(layer, two_packed_rows())
 
 
