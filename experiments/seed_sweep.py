@@ -16,7 +16,6 @@ the seeds (``experiments.seeds``: population std).
 
 import json
 import os
-import time
 
 import jax
 from absl import app, flags, logging
@@ -24,9 +23,8 @@ from ml_collections import config_flags
 
 from experiments.logging_setup import start_main
 from experiments.preemptible import run_preemptible
-from experiments.seeds import SEEDS_HELP, mean_spread, parse_seeds
+from experiments.seeds import SEEDS_HELP, mean_spread, parse_seeds, train_seed
 from jaxattn.parallel import distributed
-from jaxattn.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :[VARIANT][,key=value ...].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the per-seed runs (seed_K/), seeds.json and seeds.md.")
@@ -34,34 +32,6 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 METRICS = tuple((split, name) for split in ("validation", "test") for name in ("accuracy", "loss"))
-WALL_TIME_FILE = "wall_time.json"
-
-
-def train_seed(config, seed: int, run_dir: str) -> dict:
-    """``train_and_evaluate`` of ``config`` with ``config.seed = seed`` in ``run_dir``, plus its wall time.
-
-    Returns ``{"seed", "step", "num_parameters", "validation": {...}, "test": {...}, "wall_time_s"}``.
-    A run whose ``summary.json`` exists finished earlier: it is only restored and evaluated, and keeps
-    the wall time recorded when it finished.
-    """
-    config = config.copy_and_resolve_references()
-    config.seed = seed
-    finished = os.path.exists(os.path.join(run_dir, "summary.json"))
-    logging.info("Seed %d: %s in %s", seed, "finished, evaluating" if finished else "training", run_dir)
-    start = time.perf_counter()
-    summary = train_and_evaluate(config, run_dir)
-    wall_time_path = os.path.join(run_dir, WALL_TIME_FILE)
-    if finished and os.path.exists(wall_time_path):
-        with open(wall_time_path) as f:
-            wall_time = json.load(f)["wall_time_s"]
-    else:
-        wall_time = time.perf_counter() - start
-        if jax.process_index() == 0:
-            with open(wall_time_path, "w") as f:
-                json.dump({"wall_time_s": wall_time}, f)
-    logging.info("Seed %d: validation accuracy %.4f, test accuracy %.4f, %.0f s", seed,
-                 summary["validation"]["accuracy"], summary["test"]["accuracy"], wall_time)
-    return {"seed": seed, **summary, "wall_time_s": wall_time}
 
 
 def summarize(runs: list[dict]) -> dict:

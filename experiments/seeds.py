@@ -5,11 +5,19 @@ over the seeds, where std is the population standard deviation (``ddof=0``) of t
 a single seed is reported as its value alone, so a table shows at a glance which rows are single runs.
 """
 
+import json
+import os
+import time
 from collections.abc import Sequence
 
+import jax
 import numpy as np
+from absl import logging
+
+from jaxattn.train import train_and_evaluate
 
 SEEDS_HELP = "Seeds; each model trains once per seed and tables report mean ± std over them."
+WALL_TIME_FILE = "wall_time.json"
 
 
 def parse_seeds(values: Sequence[str]) -> list[int]:
@@ -35,3 +43,30 @@ def mean_spread(values: Sequence[float], digits: int = 3) -> str:
     if len(summary["values"]) == 1:
         return f"{summary['mean']:.{digits}f}"
     return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+
+
+def train_seed(config, seed: int, run_dir: str) -> dict:
+    """``train_and_evaluate`` of ``config`` with ``config.seed = seed`` in ``run_dir``, plus its wall time.
+
+    Returns ``{"seed", "step", "num_parameters", "validation": {...}, "test": {...}, "wall_time_s"}``.
+    A run whose ``summary.json`` exists finished earlier: it is only restored and evaluated, and keeps
+    the wall time recorded when it finished.
+    """
+    config = config.copy_and_resolve_references()
+    config.seed = seed
+    finished = os.path.exists(os.path.join(run_dir, "summary.json"))
+    logging.info("Seed %d: %s in %s", seed, "finished, evaluating" if finished else "training", run_dir)
+    start = time.perf_counter()
+    summary = train_and_evaluate(config, run_dir)
+    wall_time_path = os.path.join(run_dir, WALL_TIME_FILE)
+    if finished and os.path.exists(wall_time_path):
+        with open(wall_time_path) as f:
+            wall_time = json.load(f)["wall_time_s"]
+    else:
+        wall_time = time.perf_counter() - start
+        if jax.process_index() == 0:
+            with open(wall_time_path, "w") as f:
+                json.dump({"wall_time_s": wall_time}, f)
+    logging.info("Seed %d: validation accuracy %.4f, test accuracy %.4f, %.0f s", seed,
+                 summary["validation"]["accuracy"], summary["test"]["accuracy"], wall_time)
+    return {"seed": seed, **summary, "wall_time_s": wall_time}

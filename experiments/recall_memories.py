@@ -1,0 +1,98 @@
+"""MQAR accuracy against the number of key-value pairs: one state, more memories, a hybrid, softmax.
+
+    python -m experiments.recall_memories --workdir=runs/recall_memories --out_dir=results/recall_memories \
+        --pairs=8,16,32,64 --seeds=0,1,2
+
+Trains ``experiments/configs/recall_memories.py:MODEL,num_pairs=P`` for every model, number of pairs
+and seed (``workdir/MODEL_pairsP/seed_K``, each a resumable ``experiments.train`` work directory;
+rerunning the command resumes, and finished runs are only evaluated), then writes
+``recall_memories.{json,md,png}`` to ``--out_dir``: test accuracy over the query positions, mean ±
+std over seeds (population std), and its plot against the number of pairs.
+"""
+
+import os
+
+from absl import app, flags, logging
+
+from experiments.configs.recall_memories import VARIANTS, get_config
+from experiments.logging_setup import start_main
+from experiments.outputs import write_outputs
+from experiments.preemptible import run_preemptible
+from experiments.seeds import SEEDS_HELP, parse_seeds, seed_summary, train_seed
+from jaxattn.train.plots import pyplot, save_figure
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs (MODEL_pairsP/seed_K/).")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where recall_memories.json / .md / .png go (default: --workdir).")
+_MODELS = flags.DEFINE_list("models", list(VARIANTS), f"Models among {list(VARIANTS)}.")
+_PAIRS = flags.DEFINE_list("pairs", ["8", "16", "32", "64"], "Numbers of key-value pairs.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
+_EPOCHS = flags.DEFINE_integer("num_epochs", None, "Training epochs (default: the config's).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def run(models, pairs, seeds, workdir: str, *, num_epochs=None, task_options=None, train_options=None) -> dict:
+    """Trains every (model, pairs, seed) and returns the record ``recall_memories.json`` holds.
+
+    ``task_options`` / ``train_options`` override fields of ``config.task.options`` / ``config.train``
+    (smaller runs)."""
+    cells = []
+    for model in models:
+        for num_pairs in pairs:
+            argument = f"{model},num_pairs={num_pairs}" + ("" if num_epochs is None else f",num_epochs={num_epochs}")
+            config = get_config(argument)
+            config.task.options.update(task_options or {})
+            config.train.update(train_options or {})
+            logging.info("%s with %d pairs: seeds %s", model, num_pairs, seeds)
+            runs = [train_seed(config, seed, os.path.join(workdir, f"{model}_pairs{num_pairs}", f"seed_{seed}"))
+                    for seed in seeds]
+            summary = seed_summary([run["test"]["accuracy"] for run in runs])
+            cells.append({"model": model, "num_pairs": num_pairs, "config": f"recall_memories.py:{argument}",
+                          "num_parameters": runs[0]["num_parameters"], "steps": runs[0]["step"],
+                          "test_accuracy": summary["values"], "mean": summary["mean"], "std": summary["std"],
+                          "wall_time_s": [run["wall_time_s"] for run in runs]})
+    return {"models": list(models), "pairs": list(pairs), "seeds": list(seeds), "cells": cells}
+
+
+def write_markdown(result: dict, path: str) -> None:
+    lines = [f"MQAR test accuracy over the query positions, mean ± std over seeds {result['seeds']} "
+             "(population std).", "",
+             "| model | parameters | " + " | ".join(f"{p} pairs" for p in result["pairs"]) + " |",
+             "|---|---:|" + "---:|" * len(result["pairs"])]
+    for model in result["models"]:
+        row = [cell for cell in result["cells"] if cell["model"] == model]
+        values = " | ".join(f"{cell['mean']:.4f} ± {cell['std']:.4f}" for cell in row)
+        lines.append(f"| {model} | {row[0]['num_parameters']:,} | {values} |")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def plot(result: dict, path: str) -> None:
+    figure, axes = pyplot().subplots(figsize=(6, 4))
+    for model in result["models"]:
+        row = [cell for cell in result["cells"] if cell["model"] == model]
+        axes.errorbar([cell["num_pairs"] for cell in row], [cell["mean"] for cell in row],
+                      yerr=[cell["std"] for cell in row], marker="o", capsize=3, label=model)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("key-value pairs")
+    axes.set_ylabel("test accuracy (queries)")
+    axes.set_title(f"MQAR, mean ± std over {len(result['seeds'])} seed(s)")
+    axes.legend()
+    save_figure(figure, path, dpi=120)
+
+
+def main(argv):
+    start_main(argv)
+    unknown = sorted(set(_MODELS.value) - set(VARIANTS))
+    if unknown:
+        raise app.UsageError(f"--models: unknown {unknown}; models: {list(VARIANTS)}")
+
+    def work():
+        result = run(_MODELS.value, [int(p) for p in _PAIRS.value], parse_seeds(_SEEDS.value), _WORKDIR.value,
+                     num_epochs=_EPOCHS.value)
+        write_outputs(result, _OUT_DIR.value or _WORKDIR.value, "recall_memories", write_markdown, plot)
+
+    run_preemptible(work, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
