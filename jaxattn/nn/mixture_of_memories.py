@@ -105,7 +105,7 @@ class MixtureOfMemories(SequenceMixer):
         layer = MixtureOfMemories(num_heads=2, head_dim=16, num_memories=4, top_k=2)
         x = jnp.ones((2, 64, 32))                                   # [B, L, d_model]
         variables = layer.init(jax.random.key(0), x)
-        y, aux = layer.apply(variables, x, mutable=["losses"])      # [2, 64, 32], the balance loss
+        y = layer.apply(variables, x)                               # [2, 64, 32]
     """
 
     VARIANTS = {
