@@ -19,6 +19,7 @@ from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
 from experiments.preemptible import run_preemptible
 from experiments.seeds import SEEDS_HELP, parse_seeds, seed_summary, train_seed
+from jaxattn.parallel import distributed
 from jaxattn.train.plots import pyplot, save_figure
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs (MODEL_pairsP/seed_K/).")
@@ -27,21 +28,22 @@ _MODELS = flags.DEFINE_list("models", list(VARIANTS), f"Models among {list(VARIA
 _PAIRS = flags.DEFINE_list("pairs", ["8", "16", "32", "64"], "Numbers of key-value pairs.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
 _EPOCHS = flags.DEFINE_integer("num_epochs", None, "Training epochs (default: the config's).")
+_NUM_TRAIN = flags.DEFINE_integer("num_train", None, "Training sequences (default: the config's).")
+_NUM_TEST = flags.DEFINE_integer("num_test", None, "Validation and test sequences each (default: the config's).")
 flags.mark_flags_as_required(["workdir"])
+distributed.define_flags()
 
 
-def run(models, pairs, seeds, workdir: str, *, num_epochs=None, task_options=None, train_options=None) -> dict:
+def run(models, pairs, seeds, workdir: str, *, num_epochs=None, task_options=None) -> dict:
     """Trains every (model, pairs, seed) and returns the record ``recall_memories.json`` holds.
 
-    ``task_options`` / ``train_options`` override fields of ``config.task.options`` / ``config.train``
-    (smaller runs)."""
+    ``task_options`` override fields of ``config.task.options`` (smaller runs)."""
     cells = []
     for model in models:
         for num_pairs in pairs:
             argument = f"{model},num_pairs={num_pairs}" + ("" if num_epochs is None else f",num_epochs={num_epochs}")
             config = get_config(argument)
             config.task.options.update(task_options or {})
-            config.train.update(train_options or {})
             logging.info("%s with %d pairs: seeds %s", model, num_pairs, seeds)
             runs = [train_seed(config, seed, os.path.join(workdir, f"{model}_pairs{num_pairs}", f"seed_{seed}"))
                     for seed in seeds]
@@ -87,8 +89,9 @@ def main(argv):
         raise app.UsageError(f"--models: unknown {unknown}; models: {list(VARIANTS)}")
 
     def work():
+        sizes = {"num_train": _NUM_TRAIN.value, "num_validation": _NUM_TEST.value, "num_test": _NUM_TEST.value}
         result = run(_MODELS.value, [int(p) for p in _PAIRS.value], parse_seeds(_SEEDS.value), _WORKDIR.value,
-                     num_epochs=_EPOCHS.value)
+                     num_epochs=_EPOCHS.value, task_options={k: v for k, v in sizes.items() if v is not None})
         write_outputs(result, _OUT_DIR.value or _WORKDIR.value, "recall_memories", write_markdown, plot)
 
     run_preemptible(work, _WORKDIR.value)
