@@ -128,6 +128,14 @@ def _head_major_specs(mesh, batch: int, heads: int, name: str):
     return tokens, gates, PartitionSpec(batch_axes, SEQUENCE_AXIS)
 
 
+def _require_attention_shapes(name: str, q: jax.Array, k: jax.Array, v: jax.Array) -> None:
+    """q, k ``[B, T, H, K]`` and v ``[B, T, H, V]`` of one batch, length and heads, or ``ValueError``."""
+    for arg, a in (("q", q), ("k", k), ("v", v)):
+        require_rank(name, arg, a, "B, T, H, D")
+    if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"{name}: q, k [B, T, H, K] and v [B, T, H, V] must agree, got {q.shape}, {k.shape}, {v.shape}")
+
+
 def _shard_map(fn: Callable, mesh, in_specs, out_specs):
     # check_vma=False: the Pallas kernels cannot declare how their outputs vary over mesh axes.
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
@@ -168,11 +176,8 @@ def sequence_parallel_linear_attention(
     """
     name = "sequence_parallel_linear_attention"
     mesh = _mesh_or_current(mesh)
-    for arg, a in (("q", q), ("k", k), ("v", v)):
-        require_rank(name, arg, a, "B, T, H, D")
+    _require_attention_shapes(name, q, k, v)
     batch, length, heads, key_dim = q.shape
-    if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"{name}: q, k [B, T, H, K] and v [B, T, H, V] must agree, got {q.shape}, {k.shape}, {v.shape}")
     if segment_ids is not None and not causal:
         raise ValueError(f"{name}: segment_ids need causal=True")
     if not causal and (g is not None or g_gamma is not None):
@@ -308,12 +313,8 @@ def sequence_parallel_softmax_attention(
     """
     name = "sequence_parallel_softmax_attention"
     mesh = _mesh_or_current(mesh)
-    for arg, a in (("q", q), ("k", k), ("v", v)):
-        require_rank(name, arg, a, "B, T, H, D")
+    _require_attention_shapes(name, q, k, v)
     batch, length, heads, key_dim = q.shape
-    if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"{name}: q, k [B, T, H, D] and v [B, T, H, Dv] must agree, got {q.shape}, {k.shape}, "
-                         f"{v.shape}")
     require_segment_ids(name, segment_ids, (batch, length))
     require_scale(name, scale)
     _check_length(length, mesh, name)

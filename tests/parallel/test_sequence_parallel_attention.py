@@ -143,7 +143,7 @@ def test_errors():
         sequence_parallel_softmax_attention(q, q, q, mesh=mesh)
     with pytest.raises(ValueError, match="needs a mesh with a 'sequence' axis"):
         sequence_parallel_softmax_attention(q, q, q)
-    with pytest.raises(ValueError, match=r"q, k \[B, T, H, D\] and v \[B, T, H, Dv\] must agree"):
+    with pytest.raises(ValueError, match=r"q, k \[B, T, H, K\] and v \[B, T, H, V\] must agree"):
         sequence_parallel_softmax_attention(q, q[:, :8], q, mesh=mesh)
     with pytest.raises(ValueError, match=r"`segment_ids` must be \[B, T\]"):
         sequence_parallel_softmax_attention(q, q, q, segment_ids=jnp.zeros((2, 8), int), mesh=mesh)
