@@ -40,7 +40,8 @@ def build_model(model_config: ml_collections.ConfigDict, task: TaskSpec):
         return LanguageModel(
             vocab_size=task.vocab_size, d_model=model_config.d_model, num_layers=model_config.num_layers,
             mixer=model_config.mixer, mixer_options=dict(model_config.mixer_options),
-            mixer_pattern=mixer_pattern(model_config), prenorm=model_config.prenorm, activation=model_config.activation, dropout=model_config.dropout,
+            mixer_pattern=mixer_pattern(model_config), prenorm=model_config.prenorm,
+            activation=model_config.activation, dropout=model_config.dropout,
         )
     if task.per_token != (model_config.pooling == "none"):
         raise ValueError(
@@ -278,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, initi
         logging.info(
             "Task %s: %d train examples, %d steps/epoch, %d steps; model %s with %d parameters on %d device(s) "
             "in %d process(es), mesh %s",
-            task.name, train_iter.num_examples, steps_per_epoch, total_steps, config.model.mixer,
+            task.name, train_iter.num_examples, steps_per_epoch, total_steps,
+            "/".join(name for name, _ in mixer_pattern(config.model) or [(config.model.mixer, None)]),
             num_parameters, mesh.size, jax.process_count(), dict(mesh.shape),
         )
     train_step = make_train_step(model, tx, shardings, mesh, aux_loss_weight=config.train.aux_loss_weight)
