@@ -7,7 +7,8 @@ Trains ``experiments/configs/recall_memories.py:MODEL,num_pairs=P`` for every mo
 and seed (``workdir/MODEL_pairsP/seed_K``, each a resumable ``experiments.train`` work directory;
 rerunning the command resumes, and finished runs are only evaluated), then writes
 ``recall_memories.{json,md,png}`` to ``--out_dir``: test accuracy over the query positions, mean ±
-std over seeds (population std), and its plot against the number of pairs.
+std over seeds (population std), and its plot against the number of pairs. ``--report_only`` writes
+them from the runs that have finished, training nothing.
 """
 
 import os
@@ -18,7 +19,7 @@ from experiments.configs.recall_memories import VARIANTS, get_config
 from experiments.logging_setup import start_main
 from experiments.outputs import write_outputs
 from experiments.preemptible import run_preemptible
-from experiments.seeds import SEEDS_HELP, parse_seeds, seed_summary, train_seed
+from experiments.seeds import SEEDS_HELP, finished_seed, parse_seeds, seed_summary, train_seed
 from jaxattn.parallel import distributed
 from jaxattn.train.plots import pyplot, save_figure
 
@@ -30,40 +31,55 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], SEEDS_HELP)
 _EPOCHS = flags.DEFINE_integer("num_epochs", None, "Training epochs (default: the config's).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", None, "Training sequences (default: the config's).")
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "Validation and test sequences each (default: the config's).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Train nothing: report the runs that have finished.")
 flags.mark_flags_as_required(["workdir"])
 distributed.define_flags()
 
 
-def run(models, pairs, seeds, workdir: str, *, num_epochs=None, task_options=None) -> dict:
+def run(models, pairs, seeds, workdir: str, *, num_epochs=None, task_options=None, report_only=False) -> dict:
     """Trains every (model, pairs, seed) and returns the record ``recall_memories.json`` holds.
 
-    ``task_options`` override fields of ``config.task.options`` (smaller runs)."""
+    ``task_options`` override fields of ``config.task.options`` (smaller runs). ``report_only``: train
+    nothing, report the runs that finished (a cell lists the seeds it has; cells without any are left out).
+    """
     cells = []
     for model in models:
         for num_pairs in pairs:
             argument = f"{model},num_pairs={num_pairs}" + ("" if num_epochs is None else f",num_epochs={num_epochs}")
             config = get_config(argument)
             config.task.options.update(task_options or {})
-            logging.info("%s with %d pairs: seeds %s", model, num_pairs, seeds)
-            runs = [train_seed(config, seed, os.path.join(workdir, f"{model}_pairs{num_pairs}", f"seed_{seed}"))
-                    for seed in seeds]
+            run_dirs = {seed: os.path.join(workdir, f"{model}_pairs{num_pairs}", f"seed_{seed}") for seed in seeds}
+            if report_only:
+                runs = [record for seed in seeds if (record := finished_seed(seed, run_dirs[seed])) is not None]
+            else:
+                logging.info("%s with %d pairs: seeds %s", model, num_pairs, seeds)
+                runs = [train_seed(config, seed, run_dirs[seed]) for seed in seeds]
+            if not runs:
+                continue
             summary = seed_summary([run["test"]["accuracy"] for run in runs])
             cells.append({"model": model, "num_pairs": num_pairs, "config": f"recall_memories.py:{argument}",
-                          "num_parameters": runs[0]["num_parameters"], "steps": runs[0]["step"],
-                          "test_accuracy": summary["values"], "mean": summary["mean"], "std": summary["std"],
-                          "wall_time_s": [run["wall_time_s"] for run in runs]})
+                          "seeds": [run["seed"] for run in runs], "num_parameters": runs[0]["num_parameters"],
+                          "steps": runs[0]["step"], "test_accuracy": summary["values"], "mean": summary["mean"],
+                          "std": summary["std"], "wall_time_s": [run["wall_time_s"] for run in runs]})
     return {"models": list(models), "pairs": list(pairs), "seeds": list(seeds), "cells": cells}
 
 
+def _row(result: dict, model: str) -> list[dict]:
+    return [cell for cell in result["cells"] if cell["model"] == model]
+
+
 def write_markdown(result: dict, path: str) -> None:
-    lines = [f"MQAR test accuracy over the query positions, mean ± std over seeds {result['seeds']} "
-             "(population std).", "",
+    lines = ["MQAR test accuracy over the query positions: mean ± std over the seeds (population std; "
+             "n = seeds of the cell).", "",
              "| model | parameters | " + " | ".join(f"{p} pairs" for p in result["pairs"]) + " |",
              "|---|---:|" + "---:|" * len(result["pairs"])]
     for model in result["models"]:
-        row = [cell for cell in result["cells"] if cell["model"] == model]
-        values = " | ".join(f"{cell['mean']:.4f} ± {cell['std']:.4f}" for cell in row)
-        lines.append(f"| {model} | {row[0]['num_parameters']:,} | {values} |")
+        row = {cell["num_pairs"]: cell for cell in _row(result, model)}
+        if not row:
+            continue
+        values = " | ".join(f"{row[p]['mean']:.4f} ± {row[p]['std']:.4f} (n = {len(row[p]['seeds'])})" if p in row
+                            else "not run" for p in result["pairs"])
+        lines.append(f"| {model} | {next(iter(row.values()))['num_parameters']:,} | {values} |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -71,7 +87,9 @@ def write_markdown(result: dict, path: str) -> None:
 def plot(result: dict, path: str) -> None:
     figure, axes = pyplot().subplots(figsize=(6, 4))
     for model in result["models"]:
-        row = [cell for cell in result["cells"] if cell["model"] == model]
+        row = _row(result, model)
+        if not row:
+            continue
         axes.errorbar([cell["num_pairs"] for cell in row], [cell["mean"] for cell in row],
                       yerr=[cell["std"] for cell in row], marker="o", capsize=3, label=model)
     axes.set_xscale("log", base=2)
@@ -91,7 +109,8 @@ def main(argv):
     def work():
         sizes = {"num_train": _NUM_TRAIN.value, "num_validation": _NUM_TEST.value, "num_test": _NUM_TEST.value}
         result = run(_MODELS.value, [int(p) for p in _PAIRS.value], parse_seeds(_SEEDS.value), _WORKDIR.value,
-                     num_epochs=_EPOCHS.value, task_options={k: v for k, v in sizes.items() if v is not None})
+                     num_epochs=_EPOCHS.value, task_options={k: v for k, v in sizes.items() if v is not None},
+                     report_only=_REPORT_ONLY.value)
         write_outputs(result, _OUT_DIR.value or _WORKDIR.value, "recall_memories", write_markdown, plot)
 
     run_preemptible(work, _WORKDIR.value)

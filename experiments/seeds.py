@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from typing import Optional
 
 import jax
 import numpy as np
@@ -70,3 +71,13 @@ def train_seed(config, seed: int, run_dir: str) -> dict:
     logging.info("Seed %d: validation accuracy %.4f, test accuracy %.4f, %.0f s", seed,
                  summary["validation"]["accuracy"], summary["test"]["accuracy"], wall_time)
     return {"seed": seed, **summary, "wall_time_s": wall_time}
+
+
+def finished_seed(seed: int, run_dir: str) -> Optional[dict]:
+    """The record :func:`train_seed` returns, read from a finished run's ``summary.json`` and its
+    recorded wall time without building anything; None if the run has not finished."""
+    paths = [os.path.join(run_dir, name) for name in ("summary.json", WALL_TIME_FILE)]
+    if not all(os.path.exists(path) for path in paths):
+        return None
+    with open(paths[0]) as f, open(paths[1]) as g:
+        return {"seed": seed, **json.load(f), "wall_time_s": json.load(g)["wall_time_s"]}

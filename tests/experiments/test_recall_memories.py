@@ -12,13 +12,15 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+def recall_memories(*flags):
+    return subprocess.run([sys.executable, "-m", "experiments.recall_memories", *flags],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
 @pytest.mark.slow
 def test_mom_and_hybrid_language_models_train_and_are_reported(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.recall_memories", f"--workdir={tmp_path}", "--models=mom,hybrid",
-         "--pairs=4", "--seeds=0", "--num_epochs=1", "--num_train=128", "--num_test=32"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
+    done = recall_memories(f"--workdir={tmp_path}", "--models=mom,hybrid", "--pairs=4", "--seeds=0", "--num_epochs=1",
+                           "--num_train=128", "--num_test=32")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "recall_memories.json").read_text())
     assert [(cell["model"], cell["num_pairs"]) for cell in result["cells"]] == [("mom", 4), ("hybrid", 4)]
@@ -31,5 +33,15 @@ def test_mom_and_hybrid_language_models_train_and_are_reported(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "mom_pairs4" / "seed_0" / "metrics.jsonl").read_text().splitlines()]
     assert any("aux_loss" in record for record in records)  # the balance loss is logged
     table = (tmp_path / "recall_memories.md").read_text()
-    assert f"| mom | {result['cells'][0]['num_parameters']:,} | {result['cells'][0]['mean']:.4f} ± 0.0000 |" in table
+    assert f"| mom | {result['cells'][0]['num_parameters']:,} | {result['cells'][0]['mean']:.4f} ± 0.0000 (n = 1) |" in table
     assert (tmp_path / "recall_memories.png").read_bytes()[:4] == b"\x89PNG"
+
+    # Reporting only: the finished runs as they are, nothing trained, unrun cells named.
+    report = recall_memories(f"--workdir={tmp_path}", f"--out_dir={tmp_path / 'report'}", "--models=mom,softmax",
+                             "--pairs=4,8", "--seeds=0,1", "--num_epochs=1", "--report_only")
+    assert report.returncode == 0, report.stderr[-3000:]
+    reported = json.loads((tmp_path / "report" / "recall_memories.json").read_text())
+    assert reported["cells"] == [result["cells"][0]]
+    assert not (tmp_path / "softmax_pairs4").exists() and not (tmp_path / "mom_pairs8").exists()
+    assert "| mom |" in (tmp_path / "report" / "recall_memories.md").read_text()
+    assert "not run |" in (tmp_path / "report" / "recall_memories.md").read_text()
