@@ -181,23 +181,25 @@ class MixtureOfMemories(SequenceMixer):
                                              conv_history=None if carry is None else carry.conv_history)
         options = dict(segment_ids=segment_ids, chunk_size=self.chunk_size, impl=impl or self.impl,
                        state=None if carry is None else carry.state)
-        if self.memory == "gated_delta_rule":
+        delta_rule = self.memory == "gated_delta_rule"
+        if delta_rule:
             q, k, v = delta_rule_inputs(q, k, v, head_dim=self.head_dim, short_conv=self.short_conv)
-            beta = delta_rule_betas(x, count * heads, self.negative_eigenvalues) * chosen_heads
-            g = mamba2_log_decay(self, x, count * heads) * chosen_heads
-            o, state = run_delta_rule(jnp.tile(q, (1, 1, count, 1)), k, v.reshape(batch, length, count * heads, -1),
-                                      beta, g=g, **options)
         else:
             q, k = (a.reshape(batch, length, -1, self.head_dim) for a in (q, k))
+        # Every memory reads with the one query; its keys and values are its own heads.
+        queries, values = jnp.tile(q, (1, 1, count, 1)), v.reshape(batch, length, count * heads, -1)
+        if delta_rule:
+            beta = delta_rule_betas(x, count * heads, self.negative_eigenvalues) * chosen_heads
+            g = mamba2_log_decay(self, x, count * heads) * chosen_heads
+            o, state = run_delta_rule(queries, k, values, beta, g=g, **options)
+        else:
             g, negative = data_gate(x, count * heads, self.gate_temperature, self.negative_eigenvalues)
-            g = g * chosen_heads
             if negative is not None:
                 negative = negative & (chosen_heads > 0)
-            o, state = run_linear_attention(jnp.tile(q, (1, 1, count, 1)), k * chosen_heads[..., None].astype(k.dtype),
-                                            v.reshape(batch, length, count * heads, -1), g=g, negative=negative,
-                                            **options)
+            o, state = run_linear_attention(queries, k * chosen_heads[..., None].astype(k.dtype), values,
+                                            g=g * chosen_heads, negative=negative, **options)
         o = jnp.einsum("blm,blmhv->blhv", weights.astype(o.dtype), o.reshape(batch, length, count, heads, -1))
-        if self.memory == "gated_delta_rule":
+        if delta_rule:
             return normalized_output(o, x, output_gate=self.output_gate), MixtureOfMemoriesCarry(state, history)
         o = nn.LayerNorm(name="output_norm", use_bias=False)(o)
         y = output_projection(o, x.shape[-1], gate_input=x if self.output_gate else None)
