@@ -95,10 +95,15 @@ def _xla(q, k, v, scale, masking: _Masking):
     fused_causal = masking.causal and masking.query_offset is None and q.shape[1] == k.shape[1]
     mask = _mask(q.shape[1], k.shape[1], masking._replace(causal=masking.causal and not fused_causal, kv_lengths=None))
     kv_lengths = masking.kv_lengths
-    return jax.nn.dot_product_attention(
+    # dot_product_attention needs Dv == D. Zero columns change neither the scores (the scale is
+    # explicit) nor the kept output columns, so the narrower side is padded and the output sliced.
+    width, dv = max(q.shape[-1], v.shape[-1]), v.shape[-1]
+    q, k, v = (jnp.pad(a, ((0, 0),) * 3 + ((0, width - a.shape[-1]),)) for a in (q, k, v))
+    o = jax.nn.dot_product_attention(
         q, k, v, scale=scale, is_causal=fused_causal, mask=mask,
         key_value_seq_lengths=None if kv_lengths is None else kv_lengths.astype(jnp.int32),
     )
+    return o[..., :dv]
 
 
 def _pallas(q, k, v, scale, masking: _Masking, block_sizes=None, interpret=None):

@@ -58,6 +58,22 @@ def test_kv_lengths_ignore_the_keys_past_them(impl):
         np.testing.assert_allclose(got[b : b + 1], want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["reference", "xla", "pallas"])
+@pytest.mark.parametrize("value_dim", [5, 12])
+def test_value_head_size_may_differ_from_the_key_head_size(impl, value_dim):
+    q, k, _ = inputs(7)
+    v = jax.random.normal(jax.random.key(8), (*k.shape[:3], value_dim))
+    weights = jax.random.normal(jax.random.key(9), (*q.shape[:3], value_dim))
+    np.testing.assert_allclose(softmax_attention(q, k, v, impl=impl), numpy_attention(q, k, v, 8**-0.5, True),
+                               rtol=1e-5, atol=1e-5)
+    grads = {
+        name: jax.grad(lambda q, k, v: jnp.sum(softmax_attention(q, k, v, impl=name) * weights), argnums=(0, 1, 2))(q, k, v)
+        for name in ("reference", impl)
+    }
+    for got, want in zip(grads[impl], grads["reference"]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_gradients_agree():
     q, k, v = inputs(3)
     weights = jax.random.normal(jax.random.key(4), v.shape)
