@@ -174,7 +174,8 @@ class MixtureOfMemories(SequenceMixer):
         self._check_options()
         batch, length = x.shape[:2]
         heads, count = self.num_heads, self.memory_count
-        weights, chosen = self._route(x, sow=carry is None)
+        # init returns parameters only: a sown loss there would be appended to by a later apply
+        weights, chosen = self._route(x, sow=carry is None and not self.is_initializing())
         # [B, L, count H]: memory-major like the heads of k and v
         chosen_heads = jnp.repeat(chosen, heads, axis=-1)
         (q, k, v), history = qkv_projections(x, self._channels(), short_conv=self.short_conv, segment_ids=segment_ids,
