@@ -14,8 +14,9 @@ def test_classifier_example():
     namespace = run_example(jaxattn.models.SequenceClassifier, jaxattn.models)
     model, variables, tokens, logits = (namespace[name] for name in ("model", "variables", "tokens", "logits"))
     assert logits.shape == (4, 10)
+    apply = jax.jit(model.apply)
     for row, length in enumerate([64, 50, 10, 1]):  # the lengths the example passes
-        alone = model.apply(variables, tokens[row:row + 1, :length])
+        alone = apply(variables, tokens[row:row + 1, :length])
         np.testing.assert_allclose(alone, logits[row:row + 1], rtol=1e-5, atol=1e-6)
 
 
@@ -29,4 +30,4 @@ def test_language_model_example():
     _, stepped = jax.lax.scan(step, model.init_carry(2), tokens.T)  # [L, B, vocab]
     np.testing.assert_allclose(jnp.swapaxes(stepped, 0, 1), logits, rtol=2e-4, atol=2e-4)
     # Greedy: each new token is the argmax of the whole model's logits at the position before it.
-    np.testing.assert_array_equal(more[:, 4:], jnp.argmax(model.apply(variables, more)[:, 3:-1], axis=-1))
+    np.testing.assert_array_equal(more[:, 4:], jnp.argmax(jax.jit(model.apply)(variables, more)[:, 3:-1], axis=-1))
