@@ -103,7 +103,7 @@ def test_causal_model_never_sees_later_tokens(name, variant):
         moved = mixer.apply(variables, x.at[:, -1].add(1.0)) - mixer.apply(variables, x)
         assert float(jnp.max(jnp.abs(moved[:, :-1]))) > 1e-3
         return
-    variables = jax.jit(model.init)(jax.random.key(1), tokens)
+    variables = model.init(jax.random.key(1), tokens)
     apply = jax.jit(model.apply)
     logits = apply(variables, tokens)
     for t in (0, 4, LENGTH - 1):
@@ -121,7 +121,7 @@ def test_step_equals_call_then_nan_past_the_cache(name, variant):
     capacity = model.decode_capacity
     tokens = jax.random.randint(jax.random.key(4), (2, LENGTH + 2 if capacity is None else capacity + 4), 0, VOCAB)
     exact = tokens.shape[1] if capacity is None else capacity
-    variables = jax.jit(model.init)(jax.random.key(5), tokens[:, : max(exact, 1)])
+    variables = model.init(jax.random.key(5), tokens[:, : max(exact, 1)])
     carry = model.init_carry(tokens.shape[0])
     step = jax.jit(lambda carry, token: model.apply(variables, carry, token, method=model.step))
     if capacity == 0:
@@ -133,6 +133,5 @@ def test_step_equals_call_then_nan_past_the_cache(name, variant):
         carry, logits_t = step(carry, tokens[:, t])
         stepped.append(logits_t)
     stepped = jnp.stack(stepped, axis=1)
-    np.testing.assert_allclose(stepped[:, :exact], jax.jit(model.apply)(variables, tokens[:, :exact]), rtol=2e-4,
-                               atol=2e-4)
+    np.testing.assert_allclose(stepped[:, :exact], model.apply(variables, tokens[:, :exact]), rtol=2e-4, atol=2e-4)
     assert bool(jnp.all(jnp.isnan(stepped[:, exact:]))), "past its decode_capacity step must return NaN"
