@@ -92,10 +92,13 @@ def plot(result: dict, path: str) -> None:
             continue
         axes.errorbar([cell["num_pairs"] for cell in row], [cell["mean"] for cell in row],
                       yerr=[cell["std"] for cell in row], marker="o", capsize=3, label=model)
+        for cell in row:
+            axes.annotate(f"n={len(cell['seeds'])}", (cell["num_pairs"], cell["mean"]), textcoords="offset points",
+                          xytext=(4, 4), fontsize=7)
     axes.set_xscale("log", base=2)
     axes.set_xlabel("key-value pairs")
     axes.set_ylabel("test accuracy (queries)")
-    axes.set_title(f"MQAR, mean ± std over {len(result['seeds'])} seed(s)")
+    axes.set_title("MQAR, mean ± std over each cell's seeds")
     axes.legend()
     save_figure(figure, path, dpi=120)
 

@@ -26,6 +26,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from tests.xla_flags import xla_flags
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 # In reading order (the quick tier runs the first one only: the cheapest); any other notebook after them.
 READING_ORDER = ("mixers", "ops_impls", "train_small_model", "lmul_fp8")
@@ -38,7 +40,6 @@ def reading_position(path: pathlib.Path) -> tuple[int, str]:
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.py"), key=reading_position)
 KERNEL_NAME = "python3"
 CELL_TIMEOUT_S = 120  # per cell; a whole notebook takes 10-30 s on 2 CPU cores
-DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 WARNING = re.compile(r"\w*Warning: .*")  # as Python's warnings module prints them
 
 
@@ -58,8 +59,7 @@ def kernel_specs(tmp_path_factory) -> KernelSpecManager:
 def kernel_environment(temporary_directory: pathlib.Path) -> dict[str, str]:
     """This process's environment with a headless matplotlib, ``TMPDIR`` set and the fake CPU device count removed."""
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TMPDIR=str(temporary_directory))
-    flags = [flag for flag in env.get("XLA_FLAGS", "").split() if not flag.startswith(DEVICE_COUNT_FLAG)]
-    env["XLA_FLAGS"] = " ".join(flags)
+    env["XLA_FLAGS"] = xla_flags()
     return env
 
 

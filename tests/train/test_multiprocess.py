@@ -14,6 +14,7 @@ import time
 import pytest
 
 from jaxattn.train.metrics import read_metrics
+from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "launch" / "local_multiprocess.sh"
@@ -47,7 +48,7 @@ def test_two_processes_interrupted_and_resumed_end_like_one_process_with_two_dev
     single, multi, cache = tmp_path / "single", tmp_path / "multi", tmp_path / "compilation_cache"
     result = subprocess.run(
         [sys.executable, "-m", "experiments.train", *TINY_DIGITS, f"--workdir={single}"], cwd=REPO,
-        env=_env(cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"), capture_output=True, text=True,
+        env=_env(cache, XLA_FLAGS=xla_flags(2)), capture_output=True, text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
