@@ -32,10 +32,11 @@ import tempfile
 
 import pytest
 
-_xla_flags = os.environ.get("XLA_FLAGS", "")
-if "--xla_backend_optimization_level" not in _xla_flags:
-    _xla_flags += " --xla_backend_optimization_level=0"
-os.environ["XLA_FLAGS"] = (_xla_flags + " --xla_force_host_platform_device_count=8").strip()
+from tests.xla_flags import xla_flags
+
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = xla_flags(8)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="jaxattn-test-compilation-cache-")
