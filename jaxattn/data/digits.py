@@ -8,8 +8,6 @@ See docs/tasks.md#digits.
 
 from __future__ import annotations
 
-from sklearn.datasets import load_digits
-
 from jaxattn.data.pixel_sequences import pixel_sequence_task
 from jaxattn.data.tasks import TaskSpec, register_task
 
@@ -26,6 +24,7 @@ def build_digits_task(*, validation_fraction: float = 0.1, test_fraction: float 
     and std (so no statistics leak from validation/test). Targets int32 [N] in 0..9; lengths all 64.
     Splits: test = `test_fraction` of the 1797 images, validation = `validation_fraction` of the rest.
     """
+    from sklearn.datasets import load_digits  # here, not at import: scikit-learn takes ~1 s to import
     digits = load_digits()
     return pixel_sequence_task("digits", digits.data / MAX_PIXEL_VALUE, digits.target, num_classes=NUM_CLASSES,
                                validation_fraction=validation_fraction, test_fraction=test_fraction)

@@ -10,13 +10,22 @@ See docs/tasks.md#digits and docs/tasks.md#smnist-and-psmnist.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from jaxattn.data.lra.common import check_fraction
 from jaxattn.data.tasks import TaskSpec
 
 # The split is a property of a task, not of a run, so it uses a fixed seed.
 SPLIT_RANDOM_STATE = 0
+
+
+def _stratified_split(rows: np.ndarray, targets: np.ndarray, **sizes) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's stratified ``train_test_split`` of ``rows`` with the fixed seed.
+
+    scikit-learn is imported here, not with the package: the import takes about a second and most
+    processes (every task but the pixel-sequence ones) never split this way.
+    """
+    from sklearn.model_selection import train_test_split
+    return train_test_split(rows, stratify=targets, random_state=SPLIT_RANDOM_STATE, **sizes)
 
 
 def split_indices(targets: np.ndarray, *, validation_fraction: float, test_fraction: float
@@ -32,10 +41,8 @@ def split_indices(targets: np.ndarray, *, validation_fraction: float, test_fract
       "train", "validation", "test" -> sorted int64 row indices; disjoint, covering 0..N-1.
     """
     all_rows = np.arange(len(targets))
-    rest, test = train_test_split(all_rows, test_size=test_fraction, stratify=targets,
-                                  random_state=SPLIT_RANDOM_STATE)
-    train, validation = train_test_split(rest, test_size=validation_fraction, stratify=targets[rest],
-                                         random_state=SPLIT_RANDOM_STATE)
+    rest, test = _stratified_split(all_rows, targets, test_size=test_fraction)
+    train, validation = _stratified_split(rest, targets[rest], test_size=validation_fraction)
     return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
 
 
@@ -50,8 +57,7 @@ def stratified_subset(targets: np.ndarray, num_rows: int) -> np.ndarray:
         raise ValueError(f"num_images={num_rows} must lie in [{10 * num_classes}, {len(targets)}]")
     if num_rows == len(targets):
         return np.arange(num_rows)
-    rows, _ = train_test_split(np.arange(len(targets)), train_size=num_rows, stratify=targets,
-                               random_state=SPLIT_RANDOM_STATE)
+    rows, _ = _stratified_split(np.arange(len(targets)), targets, train_size=num_rows)
     return np.sort(rows)
 
 
