@@ -85,20 +85,26 @@ def write_markdown(result: dict, path: str) -> None:
 
 
 def plot(result: dict, path: str) -> None:
-    figure, axes = pyplot().subplots(figsize=(6, 4))
-    for model in result["models"]:
+    figure, axes = pyplot().subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    for index, model in enumerate(result["models"]):
         row = _row(result, model)
         if not row:
             continue
-        axes.errorbar([cell["num_pairs"] for cell in row], [cell["mean"] for cell in row],
-                      yerr=[cell["std"] for cell in row], marker="o", capsize=3, label=model)
+        line = axes.errorbar([cell["num_pairs"] for cell in row], [cell["mean"] for cell in row],
+                             yerr=[cell["std"] for cell in row], marker="o", capsize=3, label=model)
+        # Every seed as a dot: a bimodal cell (some seeds solve the task, some stay at chance) shows as such.
+        # Shifted sideways per model (a few percent on the log axis) so that equal values stay apart.
+        shift = 2 ** (0.05 * (index - (len(result["models"]) - 1) / 2))
+        seeds_x = [cell["num_pairs"] * shift for cell in row for _ in cell["test_accuracy"]]
+        seeds_y = [value for cell in row for value in cell["test_accuracy"]]
+        axes.scatter(seeds_x, seeds_y, s=30, marker="x", color=line.lines[0].get_color(), zorder=3)
         for cell in row:
             axes.annotate(f"n={len(cell['seeds'])}", (cell["num_pairs"], cell["mean"]), textcoords="offset points",
                           xytext=(4, 4), fontsize=7)
     axes.set_xscale("log", base=2)
     axes.set_xlabel("key-value pairs")
     axes.set_ylabel("test accuracy (queries)")
-    axes.set_title("MQAR, mean ± std over each cell's seeds")
+    axes.set_title("MQAR: mean ± std over seeds (o), each seed (x)")
     axes.legend()
     save_figure(figure, path, dpi=120)
 
