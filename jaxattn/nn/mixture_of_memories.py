@@ -84,7 +84,8 @@ class MixtureOfMemories(SequenceMixer):
       num_heads, head_dim: H heads with queries and keys of size K = ``head_dim``.
       value_dim: V per head (default ``head_dim``).
       num_memories: M routed memories per head.
-      top_k: memories each token updates and reads (1 <= k <= M).
+      top_k: memories each token updates and reads (1 <= k <= M). With k = 1 the renormalised weight
+        is always 1, so the task loss does not reach the router: it learns from the balance loss alone.
       shared_memory: one more memory that every token updates and reads with weight 1.
       memory: each memory's recurrence, one of :data:`MEMORIES`.
       negative_eigenvalues: transitions with eigenvalues in ``[-1, 1]`` (``beta in [0, 2]`` for the
