@@ -92,7 +92,7 @@ def plot(result: dict, path: str) -> None:
             continue
         line = axes.errorbar([cell["num_pairs"] for cell in row], [cell["mean"] for cell in row],
                              yerr=[cell["std"] for cell in row], marker="o", capsize=3, label=model)
-        # Every seed as a dot: a bimodal cell (some seeds solve the task, some stay at chance) shows as such.
+        # Every seed as a cross: a bimodal cell (some seeds solve the task, some stay at chance) shows as such.
         # Shifted sideways per model (a few percent on the log axis) so that equal values stay apart.
         shift = 2 ** (0.05 * (index - (len(result["models"]) - 1) / 2))
         seeds_x = [cell["num_pairs"] * shift for cell in row for _ in cell["test_accuracy"]]
